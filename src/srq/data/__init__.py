@@ -1,0 +1,1 @@
+"""Image IO, MATLAB-exact bicubic, benchmark sets."""

@@ -1,0 +1,1 @@
+"""PSNR/SSIM as pure functions."""

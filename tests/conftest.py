@@ -1,0 +1,41 @@
+"""Shared fixtures: where the benchmark data and the official weights are.
+
+Data-dependent tests look in ``$SRQ_DATA`` / ``$SRQ_WEIGHTS`` and fall back to ``../shared/data`` and
+``../shared/weights`` next to the repository; when neither exists they are skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _root(env: str, fallback: Path) -> Path | None:
+    value = os.environ.get(env)
+    if value:
+        return Path(value)
+    return fallback if fallback.is_dir() else None
+
+
+DATA_ROOT = _root("SRQ_DATA", REPO.parent / "shared" / "data")
+WEIGHTS_ROOT = _root("SRQ_WEIGHTS", REPO.parent / "shared" / "weights")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The benchmark data root (holds ``benchmarks/``, ``calibration/``, ``fixtures/``)."""
+    if DATA_ROOT is None or not DATA_ROOT.is_dir():
+        pytest.skip("benchmark data not found: set SRQ_DATA")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    """The folder holding the official checkpoints (``imdn_x4.pth``, ...)."""
+    if WEIGHTS_ROOT is None or not WEIGHTS_ROOT.is_dir():
+        pytest.skip("official weights not found: set SRQ_WEIGHTS")
+    return WEIGHTS_ROOT
