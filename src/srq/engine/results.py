@@ -1,0 +1,104 @@
+"""Results files with provenance: git revision, machine, command, time.
+
+Every number srq reports can be traced to the code and the command that made it. Files are written
+atomically (temp file + rename), as JSON or CSV by extension.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import SrqError
+from .evaluate import DatasetScore
+
+__all__ = ["provenance", "file_sha256", "write_results", "atomic_write_text"]
+
+
+def _git_revision() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
+    """Where and how a result was produced: git revision, machine, library versions, command, UTC time."""
+    from .. import __version__
+
+    argv = list(command) if command is not None else sys.argv
+    if argv and argv[0].endswith("srq"):
+        argv = ["srq", *argv[1:]]
+    return {
+        "srq_version": __version__,
+        "git_revision": _git_revision(),
+        "command": " ".join(shlex.quote(a) for a in argv),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "utc_time": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_results(path: str | os.PathLike, scores: Sequence[DatasetScore], meta: dict[str, Any]) -> Path:
+    """Write evaluation results to ``.json`` (everything, per image) or ``.csv`` (one row per set).
+
+    ``meta`` (model, scale, weights, protocol, provenance...) goes into the JSON top level and into
+    every CSV row as flat columns.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        buf = io.StringIO()
+        flat = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in meta.items()}
+        fields = [*flat, "dataset", "scale", "psnr", "ssim", "num_images", "seconds"]
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        for s in scores:
+            row = {k: v for k, v in s.to_dict().items() if k != "images"}
+            writer.writerow({**flat, **row})
+        return atomic_write_text(path, buf.getvalue())
+    if path.suffix.lower() != ".json":
+        raise SrqError(f"results file must end in .json or .csv, not {path.suffix!r}; rename {path.name}")
+    doc = {**meta, "results": [s.to_dict() for s in scores]}
+    return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")

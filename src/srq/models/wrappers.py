@@ -1,0 +1,56 @@
+"""Adapters that give every zoo model the same contract: RGB float NCHW in [0, 1] -> RGB [0, 1].
+
+* :class:`PixelRangeWrapper` for checkpoints trained on [0, 255] pixels.
+* :class:`YChannelWrapper` for luma-only models (FSRCNN): the network upsamples Y (BT.601, as MATLAB
+  ``rgb2ycbcr``), Cb and Cr are upsampled with MATLAB-exact bicubic, and the result goes back to RGB.
+The wrapped network stays reachable as ``.net`` so its state dict keeps the official key names.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.bicubic import imresize
+from ..metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
+
+__all__ = ["PixelRangeWrapper", "YChannelWrapper", "wrap_model"]
+
+
+class PixelRangeWrapper(nn.Module):
+    """Scale [0, 1] input to ``[0, pixel_range]`` for ``net`` and its output back to [0, 1]."""
+
+    def __init__(self, net: nn.Module, pixel_range: float) -> None:
+        super().__init__()
+        self.net = net
+        self.pixel_range = float(pixel_range)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * self.pixel_range) / self.pixel_range
+
+
+class YChannelWrapper(nn.Module):
+    """Run a 1-channel (Y) SR network on RGB input; chroma comes from bicubic upsampling.
+
+    Input/output: (N, 3, H, W) / (N, 3, sH, sW), RGB in [0, 1].
+    """
+
+    def __init__(self, net: nn.Module, scale: int) -> None:
+        super().__init__()
+        self.net = net
+        self.scale = int(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ycc = rgb_to_ycbcr(x)
+        y_sr = self.net(ycc[:, :1])
+        cbcr = imresize(ycc[:, 1:], scale=self.scale)
+        return ycbcr_to_rgb(torch.cat([y_sr, cbcr], dim=1))
+
+
+def wrap_model(net: nn.Module, info, scale: int) -> nn.Module:
+    """Apply the wrappers ``info`` (a :class:`~srq.models.registry.ModelInfo`) calls for."""
+    if info.pixel_range != 1.0:
+        net = PixelRangeWrapper(net, info.pixel_range)
+    if info.color == "y":
+        net = YChannelWrapper(net, scale)
+    return net
