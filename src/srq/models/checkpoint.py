@@ -47,13 +47,26 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
-            first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            raise SrqError(f"{path.name} needs code execution to unpickle and was refused ({first[:160]}); "
-                           f"re-save it as a plain state dict of tensors or as .safetensors")
+            # torch's weights-only unpickler refuses any global or opcode it cannot prove harmless
+            # (code-executing pickles, but also garbage bytes): in both cases nothing was executed.
+            reason = _weights_only_reason(str(err))
+            raise SrqError(f"{path.name} was refused: it is not a plain tensor checkpoint that loads without "
+                           f"running code ({reason[:160]}); re-save it as a state dict of tensors or as "
+                           f".safetensors, or re-download it")
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
             raise SrqError(f"{path.name} is not a readable PyTorch checkpoint ({str(err).splitlines()[0][:160]}); "
                            f"re-download it")
     return unwrap_state_dict(obj, source=path.name)
+
+
+def _weights_only_reason(message: str) -> str:
+    """The one informative line of torch's weights-only refusal message."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("WeightsUnpickler error:"):
+            rest = line[len("WeightsUnpickler error:"):].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else "unknown reason")
+    return lines[0] if lines else "unknown reason"
 
 
 def unwrap_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import SrqError
 from ..paths import weights_root as _weights_root
 
-__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info", "resolve_weights"]
+__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info", "resolve_weights", "check_scale"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class ModelInfo:
         name: registry name (lower case), e.g. ``"imdn"``.
         scales: upscaling factors the architecture supports.
         builder: ``builder(scale) -> nn.Module`` with the official key names.
-        weights: official checkpoint file name per scale, looked up in the weights root.
+        weights: official checkpoint file name per scale, looked up in the weights root (an absolute
+            path, for weights that ship inside srq, is used as is).
         color: ``"rgb"`` (3-channel in/out) or ``"y"`` (1-channel luma; wrapped to RGB at creation).
         pixel_range: value range the checkpoint was trained on, 1.0 or 255.0 (wrapped to [0, 1]).
         description: one line for ``srq models``.
@@ -96,6 +97,13 @@ def get_model_info(name: str) -> ModelInfo:
     return info
 
 
+def check_scale(info: ModelInfo, scale: int) -> None:
+    """Raise :class:`SrqError` unless ``scale`` is one of the architecture's scales."""
+    if scale not in info.scales:
+        raise SrqError(f"{info.name} supports scales {', '.join(map(str, info.scales))}, not {scale}; "
+                       f"pass --scale with one of those")
+
+
 def resolve_weights(info: ModelInfo, scale: int, weights: str | os.PathLike | bool | None,
                     weights_root: str | os.PathLike | None = None) -> Path | None:
     """Turn a ``weights`` argument into a file path.
@@ -103,13 +111,14 @@ def resolve_weights(info: ModelInfo, scale: int, weights: str | os.PathLike | bo
     ``None``/``False``: random initialisation. ``True`` or ``"official"``: the official file for this
     scale in the weights root. Anything else: a path to a checkpoint.
     """
-    if weights is None or weights is False:
-        return None
+    if weights is None or weights is False or (weights == "official" and not info.weights
+                                                and not any(True for _ in info.builder(scale).parameters())):
+        return None  # nothing to load (e.g. the parameter-free bicubic baseline)
     if weights is True or weights == "official":
         fname = info.weights.get(scale)
         if fname is None:
             raise SrqError(f"no official weights are known for {info.name} x{scale}; pass a checkpoint path")
-        path = _weights_root(weights_root) / fname
+        path = Path(fname) if Path(fname).is_absolute() else _weights_root(weights_root) / fname
         if not path.is_file():
             raise SrqError(f"official weights {fname} not found in {path.parent}; download them from "
                            f"{info.source or 'the official repository'} or set --weights-root / SRQ_WEIGHTS")
@@ -137,9 +146,7 @@ def create_model(name: str, scale: int, weights: str | os.PathLike | bool | None
     from .wrappers import wrap_model
 
     info = get_model_info(name)
-    if scale not in info.scales:
-        raise SrqError(f"{info.name} supports scales {', '.join(map(str, info.scales))}, not {scale}; "
-                       f"pass --scale with one of those")
+    check_scale(info, scale)
     net = info.builder(scale)
     path = resolve_weights(info, scale, weights, weights_root)
     if path is not None:

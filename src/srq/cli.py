@@ -1,0 +1,257 @@
+"""The ``srq`` command line. Every user mistake ends in one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import SrqError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="srq: quantize image super-resolution networks and measure them with the exact protocol.")
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_SETS = "Set5,Set14,B100,Urban100"
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _setup_device(model, device: str, threads: Optional[int]):
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise SrqError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    except RuntimeError as e:
+        raise SrqError(f"unknown device {device!r} ({e}); use cpu, cuda or cuda:N")
+    return model.to(dev)
+
+
+def _check_results_path(path: Optional[Path]) -> None:
+    if path is not None and path.suffix.lower() not in (".json", ".csv"):
+        raise SrqError(f"--output must end in .json or .csv, not {path.name!r}")
+
+
+def _score_table(title: str, rows: list[tuple[str, list]]) -> Table:
+    table = Table(title=title)
+    for col in ("model", "dataset", "images", "PSNR (dB)", "SSIM", "time (s)"):
+        table.add_column(col, justify="left" if col in ("model", "dataset") else "right")
+    for label, scores in rows:
+        for s in scores:
+            table.add_row(label, s.dataset, str(len(s.images)), f"{s.psnr:.3f}", f"{s.ssim:.4f}", f"{s.seconds:.1f}")
+    return table
+
+
+@app.command("models")
+def models_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'edsr*'"),
+               weights_root: Optional[Path] = typer.Option(None, help="folder with official checkpoints [env SRQ_WEIGHTS]")):
+    """List the model zoo: names, scales, parameters and whether official weights are at hand."""
+    from .models import get_model_info, list_models
+    from .models.registry import resolve_weights
+
+    table = Table(title="srq model zoo")
+    for col in ("name", "scales", "params", "weights at hand", "description"):
+        table.add_column(col)
+    for name in list_models(pattern):
+        info = get_model_info(name)
+        params = sum(p.numel() for p in info.builder(info.scales[-1]).parameters())
+        have = []
+        for s in info.scales:
+            if s in info.weights:
+                try:
+                    resolve_weights(info, s, "official", weights_root)
+                    have.append(f"x{s}")
+                except SrqError:
+                    pass
+        at_hand = ", ".join(have) if have else ("n/a" if not info.weights else "no")
+        table.add_row(name, ",".join(map(str, info.scales)), f"{params:,}", at_hand, info.description)
+    out.print(table)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Argument(..., help="model name (see `srq models`)"),
+    scale: int = typer.Option(..., "--scale", "-s", help="upscaling factor"),
+    weights: str = typer.Option("official", help="checkpoint path, or 'official' for the file in the weights root"),
+    datasets: str = typer.Option(DEFAULT_SETS, help="comma-separated set names or folders"),
+    data_root: Optional[Path] = typer.Option(None, help="benchmark data root [env SRQ_DATA]"),
+    weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
+    tile: int = typer.Option(0, help="LR tile size for tiled inference (0: whole images)"),
+    tile_overlap: int = typer.Option(16, help="LR context pixels around each tile"),
+    rgb: bool = typer.Option(False, "--rgb", help="score RGB instead of the Y channel"),
+    save_images: Optional[Path] = typer.Option(None, help="write SR images to this folder"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results file (.json or .csv)"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+):
+    """Evaluate a model on benchmark sets (PSNR/SSIM on Y, crop = scale, MATLAB bicubic LR)."""
+    from .engine.evaluate import evaluate
+    from .engine.results import file_sha256, provenance, write_results
+    from .models import create_model
+    from .models.registry import check_scale, get_model_info, resolve_weights
+
+    _check_results_path(output)
+    info = get_model_info(model)
+    check_scale(info, scale)
+    path = resolve_weights(info, scale, weights, weights_root)
+    net = _setup_device(create_model(model, scale, path), device, threads)
+    scores = evaluate(net, _split(datasets), scale, data_root=data_root, tile=tile or None, overlap=tile_overlap,
+                      y_channel=not rgb, save_dir=save_images)
+    out.print(_score_table(f"{info.name} x{scale}" + (" (tiled)" if tile else ""), [(info.name, scores)]))
+    if output is not None:
+        meta = {"model": info.name, "scale": scale, "weights": str(path) if path else None,
+                "weights_sha256": file_sha256(path) if path else None,
+                "protocol": {"lr": "MATLAB bicubic (antialiased) of the mod-cropped HR", "metric_channel":
+                             "RGB" if rgb else "Y (BT.601, rounded as MATLAB rgb2ycbcr)", "crop_border": scale,
+                             "ssim": "11x11 Gaussian, sigma 1.5, float64", "tile": tile or None,
+                             "tile_overlap": tile_overlap if tile else None},
+                "provenance": provenance()}
+        write_results(output, scores, meta)
+        err.print(f"results written to {output}")
+
+
+@app.command("upscale")
+def upscale_cmd(
+    model: str = typer.Argument(..., help="model name (see `srq models`)"),
+    input: Path = typer.Argument(..., help="input image"),
+    output: Path = typer.Argument(..., help="output image (PNG recommended)"),
+    scale: int = typer.Option(..., "--scale", "-s"),
+    weights: str = typer.Option("official", help="checkpoint path or 'official'"),
+    weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
+    tile: int = typer.Option(0, help="LR tile size (0: whole image); use e.g. 256 for large photos"),
+    tile_overlap: int = typer.Option(16),
+    device: str = typer.Option("cpu"),
+):
+    """Upscale one image with a model."""
+    from .data import read_image, write_image
+    from .engine.inference import super_resolve
+    from .models import create_model
+
+    img = read_image(input)
+    net = _setup_device(create_model(model, scale, weights, weights_root=weights_root), device, None)
+    write_image(output, super_resolve(net, img, scale, tile=tile or None, overlap=tile_overlap))
+    err.print(f"{input} ({img.shape[1]}×{img.shape[0]}) → {output} ({img.shape[1] * scale}×{img.shape[0] * scale})")
+
+
+@app.command("demo")
+def demo_cmd(
+    save_images: Optional[Path] = typer.Option(None, help="write SR images to this folder"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results file (.json or .csv)"),
+):
+    """Run the embedded default: srq's tiny x4 model vs. bicubic on held-out photos (no downloads)."""
+    from .data.samples import sample_set
+    from .engine.evaluate import evaluate_dataset
+    from .engine.results import provenance, write_results
+    from .models import create_model
+
+    _check_results_path(output)
+    scale = 4
+    rows = []
+    for name, weights in (("bicubic", None), ("srq_tiny", "official")):
+        net = create_model(name, scale, weights)
+        rows.append((name, [evaluate_dataset(net, sample_set("test", scale), save_dir=
+                                             save_images / name if save_images else None)]))
+    out.print(_score_table("embedded demo: x4 on scikit-image photos (Y PSNR/SSIM, crop 4)", rows))
+    if output is not None:
+        write_results(output, [s for _, scores in rows for s in scores],
+                      {"models": [r[0] for r in rows], "scale": scale, "provenance": provenance()})
+
+
+@app.command("train")
+def train_cmd(
+    model: str = typer.Argument("srq_tiny", help="model name (trained from scratch)"),
+    scale: int = typer.Option(4, "--scale", "-s"),
+    images: str = typer.Option("skimage", help="'skimage' (photos shipped with scikit-image) or a folder of HR images"),
+    steps: int = typer.Option(3000),
+    batch: int = typer.Option(16),
+    patch: int = typer.Option(96, help="HR patch size"),
+    lr: float = typer.Option(2e-3),
+    seed: int = typer.Option(0),
+    output: Path = typer.Option(..., "--output", "-o", help="weights file (.safetensors)"),
+):
+    """Train a small SR model from scratch with L1 loss (how srq's embedded model is made)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from .data import read_image
+    from .data.samples import sample_images
+    from .engine.results import atomic_write_text, provenance
+    from .engine.train import TrainConfig, train_l1
+    from .models import create_model
+
+    if output.suffix != ".safetensors":
+        raise SrqError(f"--output must end in .safetensors, not {output.name!r}")
+    if images == "skimage":
+        hr = [img for _, img in sample_images("train")]
+    else:
+        folder = Path(images)
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"))
+        if not files:
+            raise SrqError(f"no images found in {folder}; pass --images skimage or a folder of HR images")
+        hr = [read_image(p) for p in files]
+    torch.manual_seed(seed)
+    net = create_model(model, scale, None, wrap=False)
+    cfg = TrainConfig(steps=steps, batch=batch, patch=patch, lr=lr, seed=seed)
+    try:
+        losses = train_l1(net, hr, scale, cfg)
+    except ValueError as e:
+        raise SrqError(f"{e}; change --patch")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
+              metadata={"model": model, "scale": str(scale), "config": json.dumps(cfg.__dict__)})
+    tmp.replace(output)
+    atomic_write_text(output.with_suffix(".json"), json.dumps(
+        {"model": model, "scale": scale, "images": images, "config": cfg.__dict__,
+         "final_loss_mean_last_100": sum(losses[-100:]) / len(losses[-100:]), "provenance": provenance()}, indent=2))
+    err.print(f"trained {model} x{scale} for {steps} steps (final L1 {losses[-1]:.4f}) → {output}")
+
+
+@app.command("download")
+def download_cmd(
+    datasets: str = typer.Option("Set5,Set14,B100,Urban100,Manga109", help="sets to fetch"),
+    data_root: Optional[Path] = typer.Option(None, help="where to put them [env SRQ_DATA]"),
+):
+    """Fetch the standard benchmark sets (HR images) from their public sources (needs internet)."""
+    from .data.download import download_benchmarks
+    from .paths import data_root as resolve_root
+
+    root = resolve_root(data_root)
+    download_benchmarks(_split(datasets), root)
+    err.print(f"benchmarks are in {root / 'benchmarks'}")
+
+
+def main() -> None:
+    """Console entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except SrqError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()
