@@ -223,7 +223,7 @@ def train_cmd(
 
 @app.command("download")
 def download_cmd(
-    datasets: str = typer.Option("Set5,Set14,B100,Urban100,Manga109", help="sets to fetch"),
+    datasets: str = typer.Option(DEFAULT_SETS, help="sets to fetch (Manga109 must be requested from its authors)"),
     data_root: Optional[Path] = typer.Option(None, help="where to put them [env SRQ_DATA]"),
 ):
     """Fetch the standard benchmark sets (HR images) from their public sources (needs internet)."""

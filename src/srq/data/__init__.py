@@ -1,1 +1,24 @@
 """Image IO, MATLAB-exact bicubic, benchmark sets."""
+
+from .bicubic import imresize, imresize_uint8
+from .datasets import BENCHMARKS, Sample, SRBenchmark, benchmark_dir, calibration_images
+from .download import DATASET_URLS, download_benchmarks, extract_benchmark
+from .io import mod_crop, read_image, to_tensor, to_uint8, write_image
+
+__all__ = [
+    "BENCHMARKS",
+    "DATASET_URLS",
+    "SRBenchmark",
+    "Sample",
+    "benchmark_dir",
+    "calibration_images",
+    "download_benchmarks",
+    "extract_benchmark",
+    "imresize",
+    "imresize_uint8",
+    "mod_crop",
+    "read_image",
+    "to_tensor",
+    "to_uint8",
+    "write_image",
+]

@@ -71,6 +71,6 @@ def train_l1(model: nn.Module, images: Sequence[np.ndarray], scale: int, config:
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     return losses
