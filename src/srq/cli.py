@@ -114,7 +114,7 @@ def eval_cmd(
         meta = {"model": info.name, "scale": scale, "weights": str(path) if path else None,
                 "weights_sha256": file_sha256(path) if path else None,
                 "protocol": {"lr": "MATLAB bicubic (antialiased) of the mod-cropped HR", "metric_channel":
-                             "RGB" if rgb else "Y (BT.601, rounded as MATLAB rgb2ycbcr)", "crop_border": scale,
+                             "RGB" if rgb else "Y (BT.601 coefficients of MATLAB rgb2ycbcr, unrounded)", "crop_border": scale,
                              "ssim": "11x11 Gaussian, sigma 1.5, float64", "tile": tile or None,
                              "tile_overlap": tile_overlap if tile else None},
                 "provenance": provenance()}

@@ -1,0 +1,70 @@
+"""FP evaluation of the model zoo on the four benchmark sets, next to the published numbers.
+
+Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
+    python benchmarks/fp_eval.py                      # every model/scale with official weights
+    python benchmarks/fp_eval.py imdn:4 pan:2         # a subset
+Writes benchmarks/results/fp/<model>_x<scale>.json (per image, provenance) and rebuilds
+benchmarks/results/fp/summary.md with measured vs. published PSNR/SSIM.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+import srq
+from srq.engine.evaluate import evaluate
+from srq.engine.results import file_sha256, provenance, write_results
+from srq.models.registry import get_model_info, resolve_weights
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "fp"
+SETS = ["Set5", "Set14", "B100", "Urban100"]
+RUNS = [("imdn", 2), ("imdn", 3), ("imdn", 4), ("rfdn", 4), ("rlfn", 2), ("rlfn", 4), ("pan", 2), ("pan", 3),
+        ("pan", 4), ("carn_m", 2), ("carn_m", 3), ("carn_m", 4), ("fsrcnn", 2), ("fsrcnn", 3), ("fsrcnn", 4)]
+
+
+def run(name: str, scale: int) -> Path:
+    info = get_model_info(name)
+    path = resolve_weights(info, scale, "official")
+    model = srq.create_model(name, scale, path)
+    scores = evaluate(model, SETS, scale)
+    meta = {"model": name, "scale": scale, "weights": path.name, "weights_sha256": file_sha256(path),
+            "protocol": "HR mod-crop, MATLAB bicubic LR, uint8 SR, Y (BT.601, unrounded), crop = scale, SSIM 11x11 "
+                        "Gaussian sigma 1.5 float64", "provenance": provenance()}
+    out = OUT / f"{name}_x{scale}.json"
+    write_results(out, scores, meta)
+    print(f"{name} x{scale}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}" for s in scores), flush=True)
+    return out
+
+
+def summary() -> None:
+    published = json.loads((HERE / "published_fp.json").read_text())
+    lines = ["# FP evaluation vs. published numbers", "",
+             "Measured with `python benchmarks/fp_eval.py` (per-run JSON files beside this one hold per-image "
+             "scores, git revision, machine and command). Published values and their sources: "
+             "`benchmarks/published_fp.json`. Cells: measured PSNR / SSIM (Δ PSNR vs. published, Δ SSIM).", "",
+             "| model | scale | " + " | ".join(SETS) + " | time (s) |", "|---|---|" + "---|" * (len(SETS) + 1)]
+    for f in sorted(OUT.glob("*_x*.json")):
+        doc = json.loads(f.read_text())
+        pub = published.get(doc["model"], {}).get(str(doc["scale"]), {})
+        cells, secs = [], 0.0
+        for r in doc["results"]:
+            secs += r["seconds"]
+            cell = f"{r['psnr']:.3f} / {r['ssim']:.4f}"
+            if r["dataset"] in pub:
+                p, s = pub[r["dataset"]]
+                cell += f" ({r['psnr'] - p:+.3f}, {r['ssim'] - s:+.4f})"
+            cells.append(cell)
+        lines.append(f"| {doc['model']} | {doc['scale']} | " + " | ".join(cells) + f" | {secs:.0f} |")
+    (OUT / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    OUT.mkdir(parents=True, exist_ok=True)
+    wanted = [(a.split(":")[0], int(a.split(":")[1])) for a in sys.argv[1:]] or RUNS
+    for name, scale in wanted:
+        run(name, scale)
+    summary()
