@@ -89,7 +89,7 @@ def eval_cmd(
     data_root: Optional[Path] = typer.Option(None, help="benchmark data root [env SRQ_DATA]"),
     weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
     tile: int = typer.Option(0, help="LR tile size for tiled inference (0: whole images)"),
-    tile_overlap: int = typer.Option(16, help="LR context pixels around each tile"),
+    tile_overlap: int = typer.Option(32, help="LR context pixels around each tile"),
     rgb: bool = typer.Option(False, "--rgb", help="score RGB instead of the Y channel"),
     save_images: Optional[Path] = typer.Option(None, help="write SR images to this folder"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results file (.json or .csv)"),
@@ -131,7 +131,7 @@ def upscale_cmd(
     weights: str = typer.Option("official", help="checkpoint path or 'official'"),
     weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
     tile: int = typer.Option(0, help="LR tile size (0: whole image); use e.g. 256 for large photos"),
-    tile_overlap: int = typer.Option(16),
+    tile_overlap: int = typer.Option(32, help="LR context pixels around each tile"),
     device: str = typer.Option("cpu"),
 ):
     """Upscale one image with a model."""

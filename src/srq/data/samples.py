@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import SrqError
 from .bicubic import imresize_uint8
+from .datasets import Sample
 from .io import mod_crop, read_image
 
 __all__ = ["SAMPLE_SPLITS", "sample_images", "sample_set", "SampleSet"]
@@ -50,10 +51,13 @@ class SampleSet:
     def __len__(self) -> int:
         return len(self._images)
 
+    def __getitem__(self, index: int) -> Sample:
+        name, img = self._images[index]
+        hr = mod_crop(img, self.scale)
+        return Sample(name, imresize_uint8(hr, 1 / self.scale), hr)
+
     def __iter__(self):
-        for name, img in self._images:
-            hr = mod_crop(img, self.scale)
-            yield name, imresize_uint8(hr, 1 / self.scale), hr
+        return (self[i] for i in range(len(self)))
 
 
 def sample_set(split: str, scale: int) -> SampleSet:

@@ -31,13 +31,14 @@ def to_uint8_image(x: torch.Tensor) -> np.ndarray:
 
 
 def _run(model: nn.Module, lr: np.ndarray, device: torch.device) -> torch.Tensor:
+    # HWC uint8 → NCHW float in the channels-last layout (no copy of the pixel order)
     x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1).unsqueeze(0).to(device)
-    return model(x.float() / 255.0)
+    return model(x.float().div_(255.0))
 
 
 @torch.no_grad()
 def super_resolve(model: nn.Module, lr: np.ndarray, scale: int, tile: int | None = None,
-                  overlap: int = 16) -> np.ndarray:
+                  overlap: int = 32) -> np.ndarray:
     """Upscale one image.
 
     Args:

@@ -45,7 +45,7 @@ def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
     from .. import __version__
 
     argv = list(command) if command is not None else sys.argv
-    if argv and argv[0].endswith("srq"):
+    if argv and Path(argv[0]).name in ("srq", "cli.py", "__main__.py"):  # console script or python -m
         argv = ["srq", *argv[1:]]
     return {
         "srq_version": __version__,

@@ -28,8 +28,8 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
     """
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {img.shape}")
-    rgb = img.astype(np.float64) / 255.0
-    return 16.0 + rgb @ np.array(_RGB_TO_YCBCR[0])
+    r, g, b = _RGB_TO_YCBCR[0]
+    return 16.0 + (img[..., 0] * r + img[..., 1] * g + img[..., 2] * b) / 255.0
 
 
 def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:

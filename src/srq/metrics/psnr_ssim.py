@@ -3,7 +3,7 @@
 Both take 8-bit images (the SR output already clamped and rounded to uint8), crop ``crop_border``
 pixels from every side and, by default, compare the luma Y (BT.601, as MATLAB ``rgb2ycbcr``).
 SSIM follows Wang et al. (2004) as in MATLAB ``ssim_index.m``: 11×11 Gaussian window, σ = 1.5,
-'valid' filtering, K1 = 0.01, K2 = 0.03, L = 255, all in float64.
+'valid' filtering (done separably), K1 = 0.01, K2 = 0.03, L = 255, all in float64.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from scipy.ndimage import correlate1d
 
 from .color import rgb_to_y
 
-__all__ = ["psnr", "ssim", "prepare_for_metric"]
+__all__ = ["psnr", "ssim", "psnr_ssim", "prepare_for_metric"]
 
 
 def prepare_for_metric(img: np.ndarray, crop_border: int, y_channel: bool) -> np.ndarray:
@@ -37,38 +36,54 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
 def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool = True) -> float:
     """PSNR in dB between two (H, W, 3) uint8 RGB images; ``inf`` when they are identical."""
     _check_pair(sr, hr)
-    a = prepare_for_metric(sr, crop_border, y_channel)
-    b = prepare_for_metric(hr, crop_border, y_channel)
-    mse = float(np.mean((a - b) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    return _psnr_of(prepare_for_metric(sr, crop_border, y_channel), prepare_for_metric(hr, crop_border, y_channel))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(ax**2) / (2 * sigma**2))
-    w = torch.outer(g, g)
-    return (w / w.sum()).view(1, 1, size, size)
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    ax = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-(ax**2) / (2 * sigma**2))
+    return g / g.sum()
 
 
-def _ssim_plane(a: torch.Tensor, b: torch.Tensor) -> float:
+def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Separable 2-D correlation of (..., H, W) with ``g`` ⊗ ``g``, keeping only the 'valid' part."""
+    r = len(g) // 2
+    y = correlate1d(correlate1d(x, g, axis=-2, mode="constant"), g, axis=-1, mode="constant")
+    return y[..., r:-r, r:-r]
+
+
+def _ssim_plane(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of two (H, W) float64 planes on the 8-bit scale, 'valid' filtering."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    win = _gaussian_window()
-    x = torch.stack([a, b, a * a, b * b, a * b]).unsqueeze(1)  # (5, 1, H, W)
-    mu_a, mu_b, e_aa, e_bb, e_ab = F.conv2d(x, win).squeeze(1)
+    mu_a, mu_b, e_aa, e_bb, e_ab = _filter_valid(np.stack([a, b, a * a, b * b, a * b]), _gaussian_1d())
     var_a, var_b, cov = e_aa - mu_a**2, e_bb - mu_b**2, e_ab - mu_a * mu_b
     num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
     den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
     return float((num / den).mean())
 
 
+def _psnr_of(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def _ssim_of(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape[0] < 11 or a.shape[1] < 11:
+        raise ValueError(f"SSIM needs at least 11×11 pixels after cropping, got {tuple(a.shape[:2])}")
+    if a.ndim == 2:
+        return _ssim_plane(a, b)
+    return float(np.mean([_ssim_plane(a[..., c], b[..., c]) for c in range(a.shape[2])]))
+
+
+def psnr_ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool = True) -> tuple[float, float]:
+    """``(psnr, ssim)`` of two (H, W, 3) uint8 RGB images, converting and cropping them once."""
+    _check_pair(sr, hr)
+    a = prepare_for_metric(sr, crop_border, y_channel)
+    b = prepare_for_metric(hr, crop_border, y_channel)
+    return _psnr_of(a, b), _ssim_of(a, b)
+
+
 def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool = True) -> float:
     """SSIM between two (H, W, 3) uint8 RGB images (mean over channels when ``y_channel`` is False)."""
     _check_pair(sr, hr)
-    a = torch.from_numpy(prepare_for_metric(sr, crop_border, y_channel))
-    b = torch.from_numpy(prepare_for_metric(hr, crop_border, y_channel))
-    if a.shape[0] < 11 or a.shape[1] < 11:
-        raise ValueError(f"SSIM needs at least 11×11 pixels after cropping, got {tuple(a.shape[:2])}")
-    if y_channel:
-        return _ssim_plane(a, b)
-    return float(np.mean([_ssim_plane(a[..., c], b[..., c]) for c in range(3)]))
+    return _ssim_of(prepare_for_metric(sr, crop_border, y_channel), prepare_for_metric(hr, crop_border, y_channel))
