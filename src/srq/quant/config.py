@@ -1,0 +1,129 @@
+"""Quantization config: a small validated dataclass that round-trips through JSON.
+
+Mixed precision is data: an ordered list of ``LayerRule`` (layer-name regex → bits), applied in order,
+later rules winning. Names are module names as in ``model.named_modules()`` (e.g. ``"IMDB1.c1"``) or
+QuantPoint names (e.g. ``"layers.0.attn.q_point"``). ``--bits w4a4`` style strings parse with
+:func:`parse_bits`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import SrqError
+
+__all__ = ["LayerRule", "QuantConfig", "parse_bits", "FIRST_LAST_POLICIES"]
+
+FIRST_LAST_POLICIES = ("8bit", "fp", "same")
+_GRANULARITIES = ("channel", "tensor")
+_WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
+_ACT_OBSERVERS = ("minmax", "ema_minmax", "percentile", "omse")
+
+
+def _check_bits(value: Any, what: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
+        raise SrqError(f"{what} must be an integer from 1 to 8, got {value!r}; use 'fp' to keep a layer in float")
+
+
+@dataclass
+class LayerRule:
+    """Override for layers whose name matches ``pattern`` (a regex, full match).
+
+    ``w_bits``/``a_bits``: new bit widths (None: unchanged). ``fp``: keep the layer in float.
+    """
+
+    pattern: str
+    w_bits: int | None = None
+    a_bits: int | None = None
+    fp: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            self._regex = re.compile(self.pattern)
+        except re.error as e:
+            raise SrqError(f"layer rule pattern {self.pattern!r} is not a valid regex ({e}); fix the pattern")
+        _check_bits(self.w_bits, f"w_bits of rule {self.pattern!r}", allow_none=True)
+        _check_bits(self.a_bits, f"a_bits of rule {self.pattern!r}", allow_none=True)
+
+    def matches(self, name: str) -> bool:
+        return self._regex.fullmatch(name) is not None
+
+    def to_dict(self) -> dict:
+        return {"pattern": self.pattern, "w_bits": self.w_bits, "a_bits": self.a_bits, "fp": self.fp}
+
+
+@dataclass
+class QuantConfig:
+    """What to quantize and how.
+
+    Attributes:
+        w_bits, a_bits: default weight / activation bits (1 … 8).
+        w_granularity: ``"channel"`` (one bound pair per output channel) or ``"tensor"``.
+        w_mode, a_mode: ``"uniform"`` (asymmetric, SPR²Q Eq. 1) or ``"symmetric"``; 1 bit is always binary.
+        w_observer, a_observer: how bounds are initialised (``minmax``, ``ema_minmax`` (act.),
+            ``percentile``, ``omse``).
+        first_last: ``"8bit"`` (default), ``"fp"`` or ``"same"`` for the first and last quantizable layers.
+        quant_points: also quantize the operands models mark with ``QuantPoint`` (attention, scan).
+        rules: ordered overrides, later ones win.
+    """
+
+    w_bits: int = 4
+    a_bits: int = 4
+    w_granularity: str = "channel"
+    w_mode: str = "uniform"
+    a_mode: str = "uniform"
+    w_observer: str = "minmax"
+    a_observer: str = "minmax"
+    first_last: str = "8bit"
+    quant_points: bool = True
+    rules: list[LayerRule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_bits(self.w_bits, "w_bits")
+        _check_bits(self.a_bits, "a_bits")
+        self.rules = [r if isinstance(r, LayerRule) else LayerRule(**r) for r in self.rules]
+        choices = {"w_granularity": _GRANULARITIES, "w_mode": ("uniform", "symmetric"),
+                   "a_mode": ("uniform", "symmetric"), "w_observer": _WEIGHT_OBSERVERS,
+                   "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SrqError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["rules"] = [r.to_dict() for r in self.rules]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise SrqError(f"unknown quantization config keys: {', '.join(sorted(unknown))}; "
+                           f"valid keys are {', '.join(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "QuantConfig":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise SrqError(f"quantization config is not valid JSON ({e}); fix the file")
+
+
+def parse_bits(spec: str) -> tuple[int, int]:
+    """``"w4a4"`` → (4, 4); ``"w8a8"``, ``"W2A2"``, ``"4/4"`` also accepted."""
+    m = re.fullmatch(r"\s*[wW](\d+)\s*[aA](\d+)\s*|\s*(\d+)\s*/\s*(\d+)\s*", spec)
+    if not m:
+        raise SrqError(f"cannot read bit widths {spec!r}; write them like w4a4 or 4/4")
+    w, a = (int(g) for g in m.groups() if g is not None)
+    _check_bits(w, "weight bits")
+    _check_bits(a, "activation bits")
+    return w, a

@@ -1,0 +1,70 @@
+"""Fake-quantization functions with their gradient estimators.
+
+All functions quantize and immediately de-quantize ("QDQ"), so the result is a float tensor on the grid.
+Rounding uses the straight-through estimator (STE): forward ``round(z)``, backward identity.
+
+* :func:`fake_quant` — uniform affine quantizer of SPR²Q Eq. 1 with bounds ``lower``/``upper``:
+  ``x̂ = clip(x, a, b)``, ``s = (b − a)/(2ⁿ − 1)``, ``x_q = round((x̂ − a)/s)·s + a``. Autograd through this
+  expression gives exactly Eq. 8 for the bounds (see ``tests/test_quant_functional.py``).
+* :func:`fake_quant_symmetric` — signed, zero-preserving grid ``{−(2ⁿ⁻¹−1) … 2ⁿ⁻¹−1}·α/(2ⁿ⁻¹−1)``.
+* :func:`binarize` — 1 bit, ``sign(x)·α``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_symmetric", "binarize", "num_levels"]
+
+_EPS = 1e-8
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+def num_levels(bits: int | float | torch.Tensor) -> int | float | torch.Tensor:
+    """Number of steps ``2ⁿ − 1`` of an n-bit uniform grid (``bits`` may be a tensor, e.g. for GBA)."""
+    return 2**bits - 1
+
+
+def clip_bounds(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """``clip(x, lower, upper)``; the gradient goes to ``x`` inside ``[lower, upper]`` (ties included) and to
+    the bound that clips outside, as in Eq. 8 (∂x̂/∂a = 1 where x < a, ∂x̂/∂b = 1 where x > b)."""
+    return torch.where(x < lower, lower, torch.where(x > upper, upper, x))
+
+
+def fake_quant(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+               bits: int | float | torch.Tensor) -> torch.Tensor:
+    """Uniform asymmetric fake quantization (SPR²Q Eq. 1).
+
+    Args:
+        x: any shape.
+        lower, upper: bounds broadcastable to ``x`` (e.g. shape (C, 1, 1, 1) per output channel), upper > lower.
+        bits: n ≥ 1 (2ⁿ levels from ``lower`` to ``upper`` inclusive).
+    Returns:
+        Tensor like ``x`` whose values lie on the grid ``lower + k·s``, k = 0 … 2ⁿ − 1.
+    """
+    x_hat = clip_bounds(x, lower, upper)
+    s = (upper - lower).clamp_min(_EPS) / num_levels(bits)
+    return round_ste((x_hat - lower) / s) * s + lower
+
+
+def fake_quant_symmetric(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
+    """Signed symmetric fake quantization with zero on the grid: steps ``s = α/(2ⁿ⁻¹ − 1)``,
+    integers clipped to ±(2ⁿ⁻¹ − 1) (2ⁿ − 1 levels). Needs ``bits ≥ 2``; use :func:`binarize` for 1 bit."""
+    if bits < 2:
+        raise ValueError("symmetric quantization needs at least 2 bits; use binarize() for 1 bit")
+    qmax = 2 ** (bits - 1) - 1
+    alpha = alpha.clamp_min(_EPS)
+    return round_ste(clip_bounds(x, -alpha, alpha) / alpha * qmax) * (alpha / qmax)
+
+
+def binarize(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """1-bit quantization ``sign(x)·α`` (sign(0) = +1) with the clipped STE: the gradient to ``x`` passes
+    where ``|x| ≤ α``; ``α`` receives ``sign(x)`` times the incoming gradient."""
+    sign = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    inside = (x.abs() <= alpha).to(x.dtype)
+    x_ste = x * inside - (x * inside).detach()  # zero forward, clipped identity backward
+    return sign * alpha + x_ste

@@ -1,0 +1,238 @@
+"""Observers: collect statistics of a tensor over calibration batches and turn them into bounds.
+
+Every observer reduces over all dimensions except ``channel_axis`` (None: one bound pair for the whole
+tensor) and returns ``(lower, upper)`` shaped to broadcast against the observed tensor.
+
+* :class:`MinMaxObserver` — running min / max.
+* :class:`EMAMinMaxObserver` — per-batch min / max smoothed with an exponential moving average
+  (decay 0.9, as in GBA and AdaBM): ``v ← β·v + (1 − β)·v_batch``, the first batch initialises ``v``.
+* :class:`PercentileObserver` — bounds at low/high percentiles of a histogram (per tensor).
+* :class:`OMSEObserver` — the clipping ratio r (bounds r·min, r·max) that minimises the quantization MSE
+  (Choukroun et al., 2019), searched on a grid; exact on the tensor for weights, on a histogram for
+  activations.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .functional import fake_quant
+
+__all__ = ["Observer", "MinMaxObserver", "EMAMinMaxObserver", "PercentileObserver", "OMSEObserver",
+           "MeanAbsObserver", "make_observer", "OBSERVERS"]
+
+
+def _reduce_dims(x: torch.Tensor, channel_axis: int | None) -> list[int]:
+    return [d for d in range(x.dim()) if channel_axis is None or d != channel_axis % x.dim()]
+
+
+def _shape_like(v: torch.Tensor, x: torch.Tensor, channel_axis: int | None) -> torch.Tensor:
+    if channel_axis is None:
+        return v.reshape(())
+    shape = [1] * x.dim()
+    shape[channel_axis % x.dim()] = -1
+    return v.reshape(shape)
+
+
+class Observer:
+    """Base class. ``observe(x)`` per batch, then ``bounds()``; ``reset()`` starts over."""
+
+    def __init__(self, channel_axis: int | None = None) -> None:
+        self.channel_axis = channel_axis
+        self.reset()
+
+    def reset(self) -> None:
+        self.lo: torch.Tensor | None = None
+        self.hi: torch.Tensor | None = None
+        self._ndim = 0
+
+    def _batch_minmax(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = _reduce_dims(x, self.channel_axis)
+        x = x.detach().float()
+        return x.amin(dim=dims), x.amax(dim=dims)
+
+    def observe(self, x: torch.Tensor) -> None:
+        lo, hi = self._batch_minmax(x)
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        self._ndim = x.dim()
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.lo is None:
+            raise RuntimeError("observer saw no data: run calibration batches through the model first")
+        like = torch.empty((1,) * self._ndim)
+        return _shape_like(self.lo, like, self.channel_axis), _shape_like(self.hi, like, self.channel_axis)
+
+
+class MinMaxObserver(Observer):
+    """Running minimum and maximum."""
+
+
+class EMAMinMaxObserver(Observer):
+    """Exponential moving average of per-batch min/max with decay ``beta`` (default 0.9)."""
+
+    def __init__(self, channel_axis: int | None = None, beta: float = 0.9) -> None:
+        self.beta = beta
+        super().__init__(channel_axis)
+
+    def observe(self, x: torch.Tensor) -> None:
+        lo, hi = self._batch_minmax(x)
+        if self.lo is None:
+            self.lo, self.hi = lo, hi
+        else:
+            self.lo = self.beta * self.lo + (1 - self.beta) * lo
+            self.hi = self.beta * self.hi + (1 - self.beta) * hi
+        self._ndim = x.dim()
+
+
+class _Histogram:
+    """A per-tensor histogram over a range that widens as data arrives (counts are re-binned)."""
+
+    def __init__(self, bins: int = 2048) -> None:
+        self.bins = bins
+        self.counts: torch.Tensor | None = None
+        self.lo = self.hi = 0.0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().float().flatten()
+        lo, hi = float(x.min()), float(x.max())
+        if self.counts is None:
+            self.lo, self.hi = lo, max(hi, lo + 1e-8)
+            self.counts = torch.histc(x, self.bins, self.lo, self.hi).double()
+            return
+        if lo < self.lo or hi > self.hi:  # widen: move old counts to the new bins by their centres
+            new_lo, new_hi = min(lo, self.lo), max(hi, self.hi)
+            centres = self.centres()
+            idx = ((centres - new_lo) / (new_hi - new_lo) * self.bins).long().clamp(0, self.bins - 1)
+            self.counts = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, idx, self.counts)
+            self.lo, self.hi = new_lo, new_hi
+        self.counts += torch.histc(x, self.bins, self.lo, self.hi).double()
+
+    def centres(self) -> torch.Tensor:
+        width = (self.hi - self.lo) / self.bins
+        return self.lo + width * (torch.arange(self.bins, dtype=torch.float64) + 0.5)
+
+    def quantile(self, q: float) -> float:
+        """Value below which a fraction ``q`` of the mass lies (linear inside a bin)."""
+        cdf = torch.cumsum(self.counts, 0) / self.counts.sum()
+        i = int(torch.searchsorted(cdf, torch.tensor([q], dtype=torch.float64)).clamp(max=self.bins - 1))
+        prev = float(cdf[i - 1]) if i > 0 else 0.0
+        frac = (q - prev) / max(float(cdf[i]) - prev, 1e-12)
+        width = (self.hi - self.lo) / self.bins
+        return self.lo + width * (i + min(max(frac, 0.0), 1.0))
+
+
+class PercentileObserver(Observer):
+    """Bounds at the ``low``/``high`` percentiles of a histogram of all observed values (per tensor).
+
+    Defaults 0.01 / 99.99 (percent). A per-channel request falls back to per tensor for activations,
+    which is how activation quantizers are used.
+    """
+
+    def __init__(self, channel_axis: int | None = None, low: float = 0.01, high: float = 99.99,
+                 bins: int = 2048) -> None:
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"percentiles must satisfy 0 ≤ low < high ≤ 100, got {low}, {high}")
+        self.low, self.high, self.nbins = low, high, bins
+        super().__init__(None)
+
+    def reset(self) -> None:
+        super().reset()
+        self.hist = _Histogram(self.nbins)
+
+    def observe(self, x: torch.Tensor) -> None:
+        self.hist.add(x)
+        self._ndim = x.dim()
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.hist.counts is None:
+            raise RuntimeError("observer saw no data: run calibration batches through the model first")
+        return (torch.tensor(self.hist.quantile(self.low / 100)), torch.tensor(self.hist.quantile(self.high / 100)))
+
+
+class OMSEObserver(Observer):
+    """Clipping ratio minimising the MSE between a tensor and its n-bit quantization.
+
+    Bounds are ``(r·min, r·max)`` for the best ``r`` on a grid of ``steps`` values in ``(0, 1]``. With
+    ``keep_tensor`` (weights) the MSE is exact on the last observed tensor and per channel when
+    ``channel_axis`` is set; otherwise it is computed on a per-tensor histogram of everything observed.
+    """
+
+    def __init__(self, channel_axis: int | None = None, bits: int = 8, steps: int = 100,
+                 keep_tensor: bool = False, bins: int = 2048) -> None:
+        self.bits, self.steps, self.keep_tensor, self.nbins = bits, steps, keep_tensor, bins
+        super().__init__(channel_axis)
+
+    def reset(self) -> None:
+        super().reset()
+        self.tensor: torch.Tensor | None = None
+        self.hist = _Histogram(self.nbins)
+
+    def observe(self, x: torch.Tensor) -> None:
+        super().observe(x)
+        if self.keep_tensor:
+            self.tensor = x.detach().float()
+        else:
+            self.hist.add(x)
+
+    def ratios(self) -> torch.Tensor:
+        return torch.linspace(1.0 / self.steps, 1.0, self.steps)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = super().bounds()
+        if self.keep_tensor and self.tensor is not None:
+            x = self.tensor
+            dims = _reduce_dims(x, self.channel_axis)
+            best_err = best_r = None
+            for r in self.ratios():
+                err = (fake_quant(x, lo * r, hi * r, self.bits) - x).pow(2).mean(dim=dims)
+                if best_err is None:
+                    best_err, best_r = err, torch.full_like(err, float(r))
+                else:
+                    better = err < best_err
+                    best_err, best_r = torch.where(better, err, best_err), torch.where(better, r, best_r)
+            best_r = best_r.reshape(lo.shape)
+            return lo * best_r, hi * best_r
+        centres, counts = self.hist.centres(), self.hist.counts
+        best = (float("inf"), 1.0)
+        for r in self.ratios().double():
+            q = fake_quant(centres, torch.tensor(self.hist.lo * r), torch.tensor(self.hist.hi * r), self.bits)
+            err = float((counts * (q - centres) ** 2).sum())
+            best = min(best, (err, float(r)))
+        r = best[1]
+        return torch.tensor(self.hist.lo * r), torch.tensor(self.hist.hi * r)
+
+
+class MeanAbsObserver(Observer):
+    """Mean of |x| (per channel or per tensor), returned as the symmetric bounds (−m, m).
+
+    This is the optimal scale of a 1-bit quantizer sign(x)·α in the least-squares sense (XNOR-Net)."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.total: torch.Tensor | None = None
+        self.count = 0
+
+    def observe(self, x: torch.Tensor) -> None:
+        dims = _reduce_dims(x, self.channel_axis)
+        s = x.detach().float().abs().sum(dim=dims)
+        self.total = s if self.total is None else self.total + s
+        self.count += x.numel() // max(s.numel(), 1)
+        self._ndim = x.dim()
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.total is None:
+            raise RuntimeError("observer saw no data: run calibration batches through the model first")
+        m = _shape_like(self.total / self.count, torch.empty((1,) * self._ndim), self.channel_axis)
+        return -m, m
+
+
+OBSERVERS = {"minmax": MinMaxObserver, "meanabs": MeanAbsObserver, "ema_minmax": EMAMinMaxObserver, "percentile": PercentileObserver,
+             "omse": OMSEObserver}
+
+
+def make_observer(name: str, channel_axis: int | None = None, **kwargs) -> Observer:
+    """Observer by name: ``minmax``, ``ema_minmax``, ``percentile`` or ``omse``."""
+    if name not in OBSERVERS:
+        raise ValueError(f"unknown observer {name!r}; choose from {', '.join(OBSERVERS)}")
+    return OBSERVERS[name](channel_axis=channel_axis, **kwargs)

@@ -1,0 +1,174 @@
+"""Model surgery: swap every learned ``nn.Conv2d``/``nn.Linear`` of any ``nn.Module`` for its quantized
+twin and every ``QuantPoint`` marker for an activation quantizer, following a :class:`QuantConfig`.
+
+Placement is explicit and recorded: :func:`placement` lists, for every quantizable point, its role
+(first / last / body layer, or a marked operand), its weight and activation bits, or that it stays in
+float. First and last layers are found by execution order on an example input. Layers whose parameters
+are all frozen (``requires_grad=False``, e.g. CARN's constant mean shift) are fixed preprocessing and stay
+in float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..errors import SrqError
+from ..models.markers import QuantPoint
+from .config import QuantConfig
+from .layers import QUANT_LAYER_TYPES, QuantConv2d, QuantLinear
+from .quantizer import Quantizer
+
+__all__ = ["PlacementEntry", "prepare", "placement", "format_placement", "quantizable_layers", "execution_order",
+           "quantizers"]
+
+
+@dataclass
+class PlacementEntry:
+    """One quantization point. ``w_bits``/``a_bits`` are None where that side stays in float."""
+
+    name: str
+    kind: str  # "conv2d", "linear" or "point:<kind>"
+    role: str  # "first", "last", "body", "point"
+    w_bits: int | None
+    a_bits: int | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_learned(module: nn.Module) -> bool:
+    params = list(module.parameters(recurse=False))
+    return bool(params) and any(p.requires_grad for p in params)
+
+
+def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every learned Conv2d/Linear (quantized or not), in registration order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and _is_learned(m)]
+
+
+@torch.no_grad()
+def execution_order(model: nn.Module, example: torch.Tensor, names: list[str]) -> list[str]:
+    """The subset of ``names`` (module names) in the order their forward runs on ``example``."""
+    order: list[str] = []
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_pre_hook(lambda m, a, n=n: order.append(n) if n not in order else None)
+               for n in names]
+    try:
+        was_training = model.training
+        model.eval()
+        model(example)
+        model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _quantizer(bits: int, mode: str, observer: str, channels: int | None, weight: bool) -> Quantizer:
+    kwargs = {"bits": bits, "keep_tensor": weight} if observer == "omse" else {}
+    return Quantizer(bits, mode=mode, channel_axis=0 if channels is not None else None,
+                     num_channels=channels or 1, observer=observer, observer_kwargs=kwargs)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor | None = None) -> nn.Module:
+    """Insert quantizers into ``model`` (in place) following ``config``; returns ``model``.
+
+    Bounds are not set yet: calibrate the model (:func:`srq.quant.calibrate`) before using it.
+    ``example_input`` (default: a random (1, 3, 32, 32) image) is run once to find the execution order.
+    """
+    if any(isinstance(m, QUANT_LAYER_TYPES) for m in model.modules()):
+        raise SrqError("the model is already quantized; start from the float model")
+    layers = quantizable_layers(model)
+    if not layers:
+        raise SrqError("the model has no Conv2d/Linear layers with learned weights to quantize")
+    if example_input is None:
+        example_input = torch.rand(1, 3, 32, 32, device=_model_device(model))
+    order = execution_order(model, example_input, [n for n, _ in layers])
+    first, last = (order[0], order[-1]) if order else (None, None)
+    points = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantPoint)] if config.quant_points else []
+
+    used = [False] * len(config.rules)
+
+    def bits_for(name: str, w: int | None, a: int | None) -> tuple[int | None, int | None]:
+        for i, rule in enumerate(config.rules):
+            if rule.matches(name):
+                used[i] = True
+                if rule.fp:
+                    w, a = None, None
+                else:
+                    w = rule.w_bits if rule.w_bits is not None else w
+                    a = rule.a_bits if rule.a_bits is not None else a
+        return w, a
+
+    for name, layer in layers:
+        role = "first" if name == first else "last" if name == last else "body"
+        w, a = config.w_bits, config.a_bits
+        if role != "body" and config.first_last != "same":
+            w, a = (8, 8) if config.first_last == "8bit" else (None, None)
+        w, a = bits_for(name, w, a)
+        channels = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+        wq = None if w is None else _quantizer(w, config.w_mode, config.w_observer,
+                                              channels if config.w_granularity == "channel" else None, True)
+        aq = None if a is None else _quantizer(a, config.a_mode, config.a_observer, None, False)
+        cls = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
+        q = cls.from_float(layer, wq, aq)
+        q.srq_role = role
+        _set_module(model, name, q)
+    for name, point in points:
+        _, a = bits_for(name, None, config.a_bits)
+        if a is not None:
+            q = _quantizer(a, config.a_mode, config.a_observer, None, False)
+            q.srq_point_kind = point.kind
+            _set_module(model, name, q)
+    unused = [config.rules[i].pattern for i, u in enumerate(used) if not u]
+    if unused:
+        example = ", ".join(n for n, _ in layers[:3])
+        raise SrqError(f"layer rule {unused[0]!r} matches no layer; layer names look like {example} "
+                       f"(see `srq quantize ... --show-placement`)")
+    model.srq_quant_config = config
+    return model
+
+
+def quantizers(model: nn.Module) -> list[tuple[str, Quantizer]]:
+    """Every ``(name, Quantizer)`` in the model."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, Quantizer)]
+
+
+def placement(model: nn.Module) -> list[PlacementEntry]:
+    """What is quantized where, read from the model's modules."""
+    entries = []
+    for name, m in model.named_modules():
+        if isinstance(m, QUANT_LAYER_TYPES):
+            entries.append(PlacementEntry(name, "conv2d" if isinstance(m, nn.Conv2d) else "linear",
+                                          getattr(m, "srq_role", "body"),
+                                          m.weight_quantizer.bits if m.weight_quantizer is not None else None,
+                                          m.input_quantizer.bits if m.input_quantizer is not None else None))
+        elif isinstance(m, Quantizer) and hasattr(m, "srq_point_kind"):
+            entries.append(PlacementEntry(name, f"point:{m.srq_point_kind}", "point", None, m.bits))
+        elif isinstance(m, QuantPoint):
+            entries.append(PlacementEntry(name, f"point:{m.kind}", "point", None, None))
+    return entries
+
+
+def format_placement(entries: list[PlacementEntry]) -> str:
+    """A plain-text table of a placement (one row per point)."""
+    width = max([len(e.name) for e in entries] + [5])
+    rows = [f"{'layer':<{width}}  {'kind':<16} {'role':<6} {'W':>3} {'A':>3}"]
+    for e in entries:
+        rows.append(f"{e.name:<{width}}  {e.kind:<16} {e.role:<6} {e.w_bits or 'fp':>3} {e.a_bits or 'fp':>3}")
+    return "\n".join(rows)

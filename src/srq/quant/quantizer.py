@@ -1,0 +1,124 @@
+"""The fake-quantizer module: bits, granularity, learnable bounds, an observer for calibration.
+
+A :class:`Quantizer` is used for weights (``channel_axis=0``: one bound pair per output channel) and for
+activations (per tensor). Its life cycle:
+
+1. created with ``bits`` and an observer name (bounds not yet known: ``initialized`` is False);
+2. ``start_calibration()`` — forward passes only *observe* (identity output);
+3. ``finish_calibration()`` — bounds are set from the observer (``initialized`` becomes True);
+4. forward passes fake-quantize; ``lower``/``upper`` (or ``alpha``) are ``nn.Parameter``s that methods
+   may fine-tune (their autograd gradients are SPR²Q Eq. 8).
+
+Modes: ``"uniform"`` (asymmetric, Eq. 1, bounds ``lower``/``upper``), ``"symmetric"`` (signed, zero on the
+grid, bound ``alpha``), ``"binary"`` (1 bit, sign·α, bound ``alpha``). One bit always means binary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .functional import binarize, fake_quant, fake_quant_symmetric
+from .observers import Observer, make_observer
+
+__all__ = ["Quantizer", "MODES"]
+
+MODES = ("uniform", "symmetric", "binary")
+
+
+class Quantizer(nn.Module):
+    """Fake quantizer ``x → Q(x)``.
+
+    Args:
+        bits: 1 … 8.
+        mode: ``"uniform"``, ``"symmetric"`` or ``"binary"`` (forced when ``bits == 1``).
+        channel_axis: ``None`` for per-tensor bounds, else the axis with one bound pair per index.
+        num_channels: size of that axis (the number of bound pairs).
+        observer: ``"minmax"``, ``"ema_minmax"``, ``"percentile"``, ``"omse"`` or ``"meanabs"``.
+        observer_kwargs: extra arguments for the observer.
+    """
+
+    def __init__(self, bits: int, *, mode: str = "uniform", channel_axis: int | None = None,
+                 num_channels: int = 1, observer: str = "minmax", observer_kwargs: dict | None = None) -> None:
+        super().__init__()
+        if not 1 <= int(bits) <= 8:
+            raise ValueError(f"bits must be between 1 and 8, got {bits}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.bits = int(bits)
+        self.mode = "binary" if self.bits == 1 else mode
+        self.channel_axis = channel_axis
+        shape = (num_channels,) if channel_axis is not None else ()
+        if self.mode == "uniform":
+            self.lower = nn.Parameter(torch.zeros(shape))
+            self.upper = nn.Parameter(torch.ones(shape))
+        else:
+            self.alpha = nn.Parameter(torch.ones(shape))
+        self.register_buffer("initialized", torch.tensor(False))
+        self.observer_name = "meanabs" if self.mode == "binary" else observer
+        self.observer_kwargs = dict(observer_kwargs or {})
+        self.observer: Observer | None = None
+        self.enabled = True
+
+    # ---- bounds -------------------------------------------------------------------------------
+    def _broadcast(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.channel_axis is None:
+            return v
+        shape = [1] * x.dim()
+        shape[self.channel_axis % x.dim()] = -1
+        return v.reshape(shape)
+
+    @torch.no_grad()
+    def set_bounds(self, lower: torch.Tensor, upper: torch.Tensor) -> None:
+        """Set the bounds (any shape with the right number of elements); symmetric modes use max(|l|, |u|)."""
+        lower, upper = lower.reshape(-1).float(), upper.reshape(-1).float()
+        if self.mode == "uniform":
+            upper = torch.maximum(upper, lower + 1e-8)
+            self.lower.copy_(lower.reshape(self.lower.shape).to(self.lower))
+            self.upper.copy_(upper.reshape(self.upper.shape).to(self.upper))
+        else:
+            alpha = torch.maximum(lower.abs(), upper.abs()).clamp_min(1e-8)
+            self.alpha.copy_(alpha.reshape(self.alpha.shape).to(self.alpha))
+        self.initialized.fill_(True)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current ``(lower, upper)`` (for symmetric/binary modes: ``(−α, α)``)."""
+        if self.mode == "uniform":
+            return self.lower, self.upper
+        return -self.alpha, self.alpha
+
+    # ---- calibration ----------------------------------------------------------------------------
+    def start_calibration(self) -> None:
+        """Following forward passes observe their input and return it unchanged."""
+        self.observer = make_observer(self.observer_name, self.channel_axis, **self.observer_kwargs)
+
+    def finish_calibration(self) -> None:
+        """Set the bounds from what the observer saw and leave calibration mode."""
+        if self.observer is None:
+            raise RuntimeError("finish_calibration() without start_calibration()")
+        self.set_bounds(*self.observer.bounds())
+        self.observer = None
+
+    @property
+    def calibrating(self) -> bool:
+        return self.observer is not None
+
+    # ---- forward --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observer is not None:
+            self.observer.observe(x)
+            return x
+        if not self.enabled:
+            return x
+        if not bool(self.initialized):
+            raise RuntimeError("quantizer used before calibration: calibrate the model (srq.quantize) first")
+        if self.mode == "uniform":
+            return fake_quant(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), self.bits)
+        alpha = self._broadcast(self.alpha, x)
+        if self.mode == "symmetric":
+            return fake_quant_symmetric(x, alpha, self.bits)
+        return binarize(x, alpha)
+
+    def extra_repr(self) -> str:
+        axis = "per-tensor" if self.channel_axis is None else f"per-channel(axis={self.channel_axis})"
+        return f"bits={self.bits}, mode={self.mode}, {axis}, observer={self.observer_name}"
