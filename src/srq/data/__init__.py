@@ -1,6 +1,7 @@
 """Image IO, MATLAB-exact bicubic, benchmark sets."""
 
 from .bicubic import imresize, imresize_uint8
+from .calibration import calibration_set
 from .datasets import BENCHMARKS, Sample, SRBenchmark, benchmark_dir, calibration_images
 from .download import DATASET_URLS, download_benchmarks, extract_benchmark
 from .io import mod_crop, read_image, to_tensor, to_uint8, write_image
@@ -12,6 +13,7 @@ __all__ = [
     "Sample",
     "benchmark_dir",
     "calibration_images",
+    "calibration_set",
     "download_benchmarks",
     "extract_benchmark",
     "imresize",

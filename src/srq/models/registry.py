@@ -152,4 +152,7 @@ def create_model(name: str, scale: int, weights: str | os.PathLike | bool | None
     if path is not None:
         load_weights(net, path, model_name=f"{info.name} x{scale}", adapt=info.adapt_state_dict)
     net.eval()
-    return wrap_model(net, info, scale) if wrap else net
+    model = wrap_model(net, info, scale) if wrap else net
+    model.srq_spec = {"model": info.name, "scale": scale, "wrapped": wrap,
+                      "weights": path.name if path is not None else None}  # lets srq.save rebuild it
+    return model

@@ -19,6 +19,7 @@ __all__ = ["LayerRule", "QuantConfig", "parse_bits", "FIRST_LAST_POLICIES"]
 
 FIRST_LAST_POLICIES = ("8bit", "fp", "same")
 _GRANULARITIES = ("channel", "tensor")
+_MODES = ("affine", "uniform", "symmetric")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
 _ACT_OBSERVERS = ("minmax", "ema_minmax", "percentile", "omse")
 
@@ -64,7 +65,10 @@ class QuantConfig:
     Attributes:
         w_bits, a_bits: default weight / activation bits (1 … 8).
         w_granularity: ``"channel"`` (one bound pair per output channel) or ``"tensor"``.
-        w_mode, a_mode: ``"uniform"`` (asymmetric, SPR²Q Eq. 1) or ``"symmetric"``; 1 bit is always binary.
+        w_mode, a_mode: ``"affine"`` (asymmetric with an integer zero point; default), ``"uniform"``
+            (SPR²Q Eq. 1, zero not necessarily on the grid) or ``"symmetric"``; 1 bit is always binary.
+            Keeping zero on the grid matters: IMDN x4 W4A8 on Set5 'baby' loses 3.4 dB with "affine" and
+            far more with "uniform" min/max bounds (near-zero weights all shift by the same offset).
         w_observer, a_observer: how bounds are initialised (``minmax``, ``ema_minmax`` (act.),
             ``percentile``, ``omse``).
         first_last: ``"8bit"`` (default), ``"fp"`` or ``"same"`` for the first and last quantizable layers.
@@ -75,8 +79,8 @@ class QuantConfig:
     w_bits: int = 4
     a_bits: int = 4
     w_granularity: str = "channel"
-    w_mode: str = "uniform"
-    a_mode: str = "uniform"
+    w_mode: str = "affine"
+    a_mode: str = "affine"
     w_observer: str = "minmax"
     a_observer: str = "minmax"
     first_last: str = "8bit"
@@ -86,9 +90,13 @@ class QuantConfig:
     def __post_init__(self) -> None:
         _check_bits(self.w_bits, "w_bits")
         _check_bits(self.a_bits, "a_bits")
+        rule_keys = set(LayerRule.__dataclass_fields__)
+        for r in self.rules:
+            if not isinstance(r, LayerRule) and (not isinstance(r, dict) or set(r) - rule_keys or "pattern" not in r):
+                raise SrqError(f"layer rule {r!r} is not valid; a rule is a mapping with 'pattern' and "
+                               f"optionally 'w_bits', 'a_bits', 'fp'")
         self.rules = [r if isinstance(r, LayerRule) else LayerRule(**r) for r in self.rules]
-        choices = {"w_granularity": _GRANULARITIES, "w_mode": ("uniform", "symmetric"),
-                   "a_mode": ("uniform", "symmetric"), "w_observer": _WEIGHT_OBSERVERS,
+        choices = {"w_granularity": _GRANULARITIES, "w_mode": _MODES, "a_mode": _MODES, "w_observer": _WEIGHT_OBSERVERS,
                    "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

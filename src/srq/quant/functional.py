@@ -6,6 +6,7 @@ Rounding uses the straight-through estimator (STE): forward ``round(z)``, backwa
 * :func:`fake_quant` — uniform affine quantizer of SPR²Q Eq. 1 with bounds ``lower``/``upper``:
   ``x̂ = clip(x, a, b)``, ``s = (b − a)/(2ⁿ − 1)``, ``x_q = round((x̂ − a)/s)·s + a``. Autograd through this
   expression gives exactly Eq. 8 for the bounds (see ``tests/test_quant_functional.py``).
+* :func:`fake_quant_affine` — the same range with an integer zero point (0 exactly representable).
 * :func:`fake_quant_symmetric` — signed, zero-preserving grid ``{−(2ⁿ⁻¹−1) … 2ⁿ⁻¹−1}·α/(2ⁿ⁻¹−1)``.
 * :func:`binarize` — 1 bit, ``sign(x)·α``.
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_symmetric", "binarize", "num_levels"]
+__all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_symmetric", "fake_quant_affine", "binarize",
+           "num_levels"]
 
 _EPS = 1e-8
 
@@ -49,6 +51,21 @@ def fake_quant(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
     x_hat = clip_bounds(x, lower, upper)
     s = (upper - lower).clamp_min(_EPS) / num_levels(bits)
     return round_ste((x_hat - lower) / s) * s + lower
+
+
+def fake_quant_affine(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+                      bits: int | float | torch.Tensor) -> torch.Tensor:
+    """Uniform asymmetric fake quantization with an integer zero point, so 0 is exactly on the grid.
+
+    ``s = (b − a)/(2ⁿ − 1)``, ``z = round(−a/s)``, ``x_q = (clip(round(x/s) + z, 0, 2ⁿ − 1) − z)·s``
+    (the usual integer-arithmetic scheme of Jacob et al., 2018). Unlike :func:`fake_quant`, zero weights and
+    zero activations stay exactly zero, which avoids a systematic offset on near-zero values.
+    """
+    n = num_levels(bits)
+    s = (upper - lower).clamp_min(_EPS) / n
+    z = round_ste(torch.clamp(-lower / s, min=0, max=n))
+    q = torch.clamp(round_ste(x / s) + z, min=0, max=n)  # clipped values pass no gradient to x
+    return (q - z) * s
 
 
 def fake_quant_symmetric(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:

@@ -196,7 +196,7 @@ class OMSEObserver(Observer):
         centres, counts = self.hist.centres(), self.hist.counts
         best = (float("inf"), 1.0)
         for r in self.ratios().double():
-            q = fake_quant(centres, torch.tensor(self.hist.lo * r), torch.tensor(self.hist.hi * r), self.bits)
+            q = fake_quant(centres, self.hist.lo * r, self.hist.hi * r, self.bits)
             err = float((counts * (q - centres) ** 2).sum())
             best = min(best, (err, float(r)))
         r = best[1]

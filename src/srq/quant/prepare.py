@@ -115,12 +115,22 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
                     a = rule.a_bits if rule.a_bits is not None else a
         return w, a
 
+    # decide everything first, so that a bad rule leaves the model untouched
+    layer_plan = []
     for name, layer in layers:
         role = "first" if name == first else "last" if name == last else "body"
         w, a = config.w_bits, config.a_bits
         if role != "body" and config.first_last != "same":
             w, a = (8, 8) if config.first_last == "8bit" else (None, None)
-        w, a = bits_for(name, w, a)
+        layer_plan.append((name, layer, role, *bits_for(name, w, a)))
+    point_plan = [(name, point, bits_for(name, None, config.a_bits)[1]) for name, point in points]
+    unused = [config.rules[i].pattern for i, u in enumerate(used) if not u]
+    if unused:
+        example = ", ".join(n for n, _ in layers[:3])
+        raise SrqError(f"layer rule {unused[0]!r} matches no layer; layer names look like {example} "
+                       f"(see `srq quantize ... --show-placement`)")
+
+    for name, layer, role, w, a in layer_plan:
         channels = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
         wq = None if w is None else _quantizer(w, config.w_mode, config.w_observer,
                                               channels if config.w_granularity == "channel" else None, True)
@@ -129,17 +139,11 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
         q = cls.from_float(layer, wq, aq)
         q.srq_role = role
         _set_module(model, name, q)
-    for name, point in points:
-        _, a = bits_for(name, None, config.a_bits)
+    for name, point, a in point_plan:
         if a is not None:
             q = _quantizer(a, config.a_mode, config.a_observer, None, False)
             q.srq_point_kind = point.kind
             _set_module(model, name, q)
-    unused = [config.rules[i].pattern for i, u in enumerate(used) if not u]
-    if unused:
-        example = ", ".join(n for n, _ in layers[:3])
-        raise SrqError(f"layer rule {unused[0]!r} matches no layer; layer names look like {example} "
-                       f"(see `srq quantize ... --show-placement`)")
     model.srq_quant_config = config
     return model
 

@@ -9,8 +9,8 @@ activations (per tensor). Its life cycle:
 4. forward passes fake-quantize; ``lower``/``upper`` (or ``alpha``) are ``nn.Parameter``s that methods
    may fine-tune (their autograd gradients are SPR²Q Eq. 8).
 
-Modes: ``"uniform"`` (asymmetric, Eq. 1, bounds ``lower``/``upper``), ``"symmetric"`` (signed, zero on the
-grid, bound ``alpha``), ``"binary"`` (1 bit, sign·α, bound ``alpha``). One bit always means binary.
+Modes: ``"uniform"`` (asymmetric, Eq. 1, bounds ``lower``/``upper``), ``"affine"`` (the same range with an
+integer zero point, so 0 is on the grid), ``"symmetric"`` (signed, zero on the grid, bound ``alpha``), ``"binary"`` (1 bit, sign·α, bound ``alpha``). One bit always means binary.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .functional import binarize, fake_quant, fake_quant_symmetric
+from .functional import binarize, fake_quant, fake_quant_affine, fake_quant_symmetric
 from .observers import Observer, make_observer
 
 __all__ = ["Quantizer", "MODES"]
 
-MODES = ("uniform", "symmetric", "binary")
+MODES = ("uniform", "affine", "symmetric", "binary")
 
 
 class Quantizer(nn.Module):
@@ -31,7 +31,7 @@ class Quantizer(nn.Module):
 
     Args:
         bits: 1 … 8.
-        mode: ``"uniform"``, ``"symmetric"`` or ``"binary"`` (forced when ``bits == 1``).
+        mode: ``"uniform"``, ``"affine"``, ``"symmetric"`` or ``"binary"`` (forced when ``bits == 1``).
         channel_axis: ``None`` for per-tensor bounds, else the axis with one bound pair per index.
         num_channels: size of that axis (the number of bound pairs).
         observer: ``"minmax"``, ``"ema_minmax"``, ``"percentile"``, ``"omse"`` or ``"meanabs"``.
@@ -49,7 +49,7 @@ class Quantizer(nn.Module):
         self.mode = "binary" if self.bits == 1 else mode
         self.channel_axis = channel_axis
         shape = (num_channels,) if channel_axis is not None else ()
-        if self.mode == "uniform":
+        if self.mode in ("uniform", "affine"):
             self.lower = nn.Parameter(torch.zeros(shape))
             self.upper = nn.Parameter(torch.ones(shape))
         else:
@@ -70,9 +70,13 @@ class Quantizer(nn.Module):
 
     @torch.no_grad()
     def set_bounds(self, lower: torch.Tensor, upper: torch.Tensor) -> None:
-        """Set the bounds (any shape with the right number of elements); symmetric modes use max(|l|, |u|)."""
-        lower, upper = lower.reshape(-1).float(), upper.reshape(-1).float()
-        if self.mode == "uniform":
+        """Set the bounds (any shape with the right number of elements, or one value for every channel, as
+        per-tensor observers such as ``percentile`` give); symmetric modes use max(|l|, |u|)."""
+        shape = (self.lower if self.mode in ("uniform", "affine") else self.alpha).shape
+        lower, upper = (torch.as_tensor(v).float().reshape(-1) for v in (lower, upper))
+        if lower.numel() == 1 and upper.numel() == 1:
+            lower, upper = lower.expand(shape.numel()), upper.expand(shape.numel())
+        if self.mode in ("uniform", "affine"):
             upper = torch.maximum(upper, lower + 1e-8)
             self.lower.copy_(lower.reshape(self.lower.shape).to(self.lower))
             self.upper.copy_(upper.reshape(self.upper.shape).to(self.upper))
@@ -83,7 +87,7 @@ class Quantizer(nn.Module):
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current ``(lower, upper)`` (for symmetric/binary modes: ``(−α, α)``)."""
-        if self.mode == "uniform":
+        if self.mode in ("uniform", "affine"):
             return self.lower, self.upper
         return -self.alpha, self.alpha
 
@@ -112,8 +116,9 @@ class Quantizer(nn.Module):
             return x
         if not bool(self.initialized):
             raise RuntimeError("quantizer used before calibration: calibrate the model (srq.quantize) first")
-        if self.mode == "uniform":
-            return fake_quant(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), self.bits)
+        if self.mode in ("uniform", "affine"):
+            fq = fake_quant if self.mode == "uniform" else fake_quant_affine
+            return fq(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), self.bits)
         alpha = self._broadcast(self.alpha, x)
         if self.mode == "symmetric":
             return fake_quant_symmetric(x, alpha, self.bits)

@@ -1,0 +1,99 @@
+"""The top-level verbs: ``quantize``, ``save``, ``load``.
+
+A saved quantized model is a folder with ``model.safetensors`` (every parameter and buffer: FP weights,
+quantizer bounds) and ``srq.json`` (architecture, scale, quantization config, placement, bit map, method,
+cost, provenance). ``load`` rebuilds the architecture from the registry, re-inserts the quantizers from
+the config and loads the tensors strictly, so outputs are bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import SrqError
+from .methods.base import Recipe
+from .models import create_model
+from .quant import QuantConfig, placement, prepare
+
+__all__ = ["quantize", "save", "load", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+def quantize(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.Tensor],
+             progress: bool = True) -> nn.Module:
+    """Quantize a float model with a method recipe on calibration inputs; the float model is not modified."""
+    qmodel = recipe.run(model, calib, progress=progress)
+    qmodel.srq_spec = getattr(model, "srq_spec", None)
+    qmodel.srq_recipe = recipe.to_dict()
+    return qmodel
+
+
+def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (made by :func:`srq.create_model` and quantized by srq) to ``folder`` atomically."""
+    spec = getattr(model, "srq_spec", None)
+    if spec is None:
+        raise SrqError("srq.save needs a model made by srq.create_model (its architecture must be rebuildable)")
+    config = getattr(model, "srq_quant_config", None)
+    folder = Path(folder)
+    meta = {"format_version": FORMAT_VERSION, "architecture": spec,
+            "quant_config": config.to_dict() if config is not None else None,
+            "placement": [e.to_dict() for e in placement(model)],
+            "recipe": getattr(model, "srq_recipe", None), **(extra or {})}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "srq.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if folder.exists():
+            for item in folder.iterdir():  # keep what else is in a run folder (results, images)
+                if item.name not in ("model.safetensors", "srq.json") and not (tmp / item.name).exists():
+                    os.replace(item, tmp / item.name)
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_meta(folder: str | os.PathLike) -> dict:
+    """The ``srq.json`` of a saved model folder."""
+    path = Path(folder) / "srq.json"
+    if not path.is_file():
+        raise SrqError(f"{folder} is not a saved srq model (no srq.json); pass a folder written by `srq quantize`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SrqError(f"{path} is not valid JSON ({e}); the run folder is damaged")
+
+
+def load(folder: str | os.PathLike) -> nn.Module:
+    """Rebuild a model saved by :func:`save`; its outputs equal the saved model's bit for bit."""
+    meta = read_meta(folder)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise SrqError(f"{folder} has format version {meta.get('format_version')}, this srq reads {FORMAT_VERSION}")
+    spec = meta["architecture"]
+    model = create_model(spec["model"], spec["scale"], None, wrap=spec.get("wrapped", True))
+    if meta.get("quant_config") is not None:
+        prepare(model, QuantConfig.from_dict(meta["quant_config"]))
+    state = load_file(str(Path(folder) / "model.safetensors"))
+    expected = model.state_dict()
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if missing or unexpected:
+        raise SrqError(f"{folder}/model.safetensors does not match its srq.json (missing {sorted(missing)[:3]}, "
+                       f"unexpected {sorted(unexpected)[:3]}); the run folder is damaged")
+    model.load_state_dict(state, strict=True)
+    model.srq_spec = spec
+    model.srq_recipe = meta.get("recipe")
+    return model.eval()

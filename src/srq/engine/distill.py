@@ -1,0 +1,118 @@
+"""Distillation from the FP model: pixel L1 to the FP output plus per-block feature alignment.
+
+``L = ‖f_q(x) − f_FP(x)‖₁ + λ · Σ_l ‖φ_l(f_q(x)) − φ_l(f_FP(x))‖²`` (SPR²Q Eq. 4–6; GBA's loss has the
+same form), where φ_l are the outputs of the model's blocks. :func:`find_blocks` finds the blocks of any
+network as its outermost repeated sub-modules (siblings of the same class that appear at least twice
+and hold parameters: IMDN's IMDBs, RLFN's RLFBs, PAN's SCPAs, EDSR's ResBlocks, ...). The squared error
+is averaged over elements (MSE), as in common implementations, so λ does not depend on feature size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .progress import progress_bar
+
+__all__ = ["find_blocks", "capture_outputs", "distill_loss", "FinetuneConfig", "finetune"]
+
+
+def find_blocks(model: nn.Module) -> list[str]:
+    """Names of the outermost repeated blocks of ``model`` (empty if it has none)."""
+
+    def has_params(m: nn.Module) -> bool:
+        return any(True for _ in m.parameters())
+
+    def search(module: nn.Module, prefix: str) -> list[str]:
+        groups: dict[type, list[str]] = defaultdict(list)
+        for name, child in module.named_children():
+            if has_params(child) and any(True for _ in child.children()):
+                groups[type(child)].append(f"{prefix}{name}")
+        repeated = [n for names in groups.values() if len(names) >= 2 for n in names]
+        if repeated:
+            order = {f"{prefix}{n}": i for i, (n, _) in enumerate(module.named_children())}
+            return sorted(repeated, key=order.get)
+        found: list[str] = []
+        for name, child in module.named_children():
+            found += search(child, f"{prefix}{name}.")
+        return found
+
+    return search(model, "")
+
+
+@contextlib.contextmanager
+def capture_outputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the context, ``store[name]`` holds the latest output of each named sub-module."""
+    store: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o)) for n in names]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def distill_loss(out_q: torch.Tensor, out_fp: torch.Tensor, feats_q: dict, feats_fp: dict,
+                 lambda_feat: float) -> torch.Tensor:
+    """Pixel L1 + ``lambda_feat`` × the sum over blocks of the feature MSE."""
+    loss = F.l1_loss(out_q, out_fp)
+    if lambda_feat and feats_q:
+        loss = loss + lambda_feat * sum(F.mse_loss(feats_q[n], feats_fp[n]) for n in feats_q)
+    return loss
+
+
+@dataclass
+class FinetuneConfig:
+    """Bound fine-tuning (GBA supplementary defaults: Adam, lr 0.01, 2 epochs, batch 2, λ_feat 10)."""
+
+    lr: float = 0.01
+    epochs: int = 2
+    batch: int = 2
+    lambda_feat: float = 10.0
+    seed: int = 0
+
+
+def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, params: list[nn.Parameter],
+             config: FinetuneConfig, progress: bool = True) -> list[float]:
+    """Train ``params`` of ``qmodel`` to match ``fp_model`` on ``inputs`` ((N, 3, h, w) LR in [0, 1]).
+
+    Everything else stays frozen. Returns the loss per step.
+    """
+    blocks = find_blocks(fp_model)
+    frozen = [p for p in qmodel.parameters() if p.requires_grad and all(p is not q for q in params)]
+    for p in frozen:
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    schedule = [order[start:start + config.batch]
+                for order in (torch.randperm(len(inputs), generator=gen) for _ in range(config.epochs))
+                for start in range(0, len(inputs), config.batch)]
+    device = params[0].device if params else inputs.device
+    losses: list[float] = []
+    fp_model.eval()
+    qmodel.eval()  # no dropout/BN updates; gradients still flow
+    try:
+        with capture_outputs(qmodel, blocks) as fq, capture_outputs(fp_model, blocks) as ffp:
+            for idx in progress_bar(schedule, total=len(schedule), description="fine-tuning", enabled=progress):
+                x = inputs[idx].to(device)
+                with torch.no_grad():
+                    target = fp_model(x)
+                    feats_fp = dict(ffp)
+                loss = distill_loss(qmodel(x), target, dict(fq), feats_fp, config.lambda_feat)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return losses
