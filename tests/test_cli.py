@@ -104,3 +104,52 @@ def test_models_lists_zoo():
     assert proc.returncode == 0, proc.stderr
     for name in ("imdn", "carn_m", "fsrcnn", "edsr", "srq_tiny", "bicubic"):
         assert name in proc.stdout
+
+
+@pytest.fixture
+def calib_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
+    return folder
+
+
+def test_quantize_then_eval_run_folder(calib_dir, tiny_set, tmp_path):
+    run = tmp_path / "run"
+    proc = srq("quantize", "srq_tiny", "--scale", "4", "--bits", "w6a6", "--calib", str(calib_dir),
+               "--calib-n", "3", "--patch", "24", "--show-placement", "-o", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert "head" in proc.stdout and "first" in proc.stdout  # the placement table
+    assert {p.name for p in run.iterdir()} >= {"model.safetensors", "srq.json", "placement.txt"}
+    meta = json.loads((run / "srq.json").read_text())
+    assert meta["cost"]["bitops"] < meta["cost"]["fp32_bitops"]
+    proc = srq("eval", str(run), "--datasets", str(tiny_set), "-o", str(tmp_path / "q.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "q.json").read_text())["recipe"]["w_bits"] == 6
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--bits", "w9a4"], "from 1 to 8"),
+    (["--bits", "w0a0"], "from 1 to 8"),
+    (["--bits", "four"], "w4a4"),
+    (["--method", "magic"], "unknown method"),
+    (["--first-last", "16bit"], "first_last must be one of"),
+])
+def test_quantize_bad_options_fail_early(calib_dir, tmp_path, args, fragment):
+    proc = srq("quantize", "srq_tiny", "--scale", "4", "--calib", str(calib_dir), *args, "-o", str(tmp_path / "r"))
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_quantize_rule_matching_nothing_and_empty_calibration(calib_dir, tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"pattern": "no_such_layer.*", "w_bits": 8}]))
+    assert_one_line_error(srq("quantize", "srq_tiny", "--scale", "4", "--calib", str(calib_dir), "--config",
+                              str(rules), "--patch", "24", "-o", str(tmp_path / "r")), "matches no layer")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(srq("quantize", "srq_tiny", "--scale", "4", "--calib", str(empty), "-o",
+                              str(tmp_path / "r")), "has no images")
+    assert not (tmp_path / "r").exists()

@@ -82,8 +82,8 @@ def models_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g.
 
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Argument(..., help="model name (see `srq models`)"),
-    scale: int = typer.Option(..., "--scale", "-s", help="upscaling factor"),
+    model: str = typer.Argument(..., help="model name (see `srq models`) or a run folder from `srq quantize`"),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="upscaling factor (not needed for a run folder)"),
     weights: str = typer.Option("official", help="checkpoint path, or 'official' for the file in the weights root"),
     datasets: str = typer.Option(DEFAULT_SETS, help="comma-separated set names or folders"),
     data_root: Optional[Path] = typer.Option(None, help="benchmark data root [env SRQ_DATA]"),
@@ -102,16 +102,29 @@ def eval_cmd(
     from .models import create_model
     from .models.registry import check_scale, get_model_info, resolve_weights
 
+    from .api import load, read_meta
+
     _check_results_path(output)
-    info = get_model_info(model)
-    check_scale(info, scale)
-    path = resolve_weights(info, scale, weights, weights_root)
-    net = _setup_device(create_model(model, scale, path), device, threads)
+    extra: dict = {}
+    if Path(model).is_dir():  # a saved quantized model
+        run_meta = read_meta(model)
+        net = load(model)
+        name, scale, path = run_meta["architecture"]["model"], run_meta["architecture"]["scale"], None
+        label = f"{name} x{scale} {Path(model).name}"
+        extra = {"run": str(model), "recipe": run_meta.get("recipe"), "placement": run_meta.get("placement")}
+    else:
+        if scale is None:
+            raise SrqError("--scale is required when evaluating a model by name")
+        info = get_model_info(model)
+        check_scale(info, scale)
+        path = resolve_weights(info, scale, weights, weights_root)
+        net, name, label = create_model(model, scale, path), info.name, f"{info.name} x{scale}"
+    net = _setup_device(net, device, threads)
     scores = evaluate(net, _split(datasets), scale, data_root=data_root, tile=tile or None, overlap=tile_overlap,
                       y_channel=not rgb, save_dir=save_images)
-    out.print(_score_table(f"{info.name} x{scale}" + (" (tiled)" if tile else ""), [(info.name, scores)]))
+    out.print(_score_table(label + (" (tiled)" if tile else ""), [(name, scores)]))
     if output is not None:
-        meta = {"model": info.name, "scale": scale, "weights": str(path) if path else None,
+        meta = {"model": name, "scale": scale, **extra, "weights": str(path) if path else None,
                 "weights_sha256": file_sha256(path) if path else None,
                 "protocol": {"lr": "MATLAB bicubic (antialiased) of the mod-cropped HR", "metric_channel":
                              "RGB" if rgb else "Y (BT.601 coefficients of MATLAB rgb2ycbcr, unrounded)", "crop_border": scale,
@@ -145,28 +158,107 @@ def upscale_cmd(
     err.print(f"{input} ({img.shape[1]}×{img.shape[0]}) → {output} ({img.shape[1] * scale}×{img.shape[0] * scale})")
 
 
+@app.command("quantize")
+def quantize_cmd(
+    model: str = typer.Argument(..., help="model name (see `srq models`)"),
+    scale: int = typer.Option(..., "--scale", "-s"),
+    weights: str = typer.Option("official", help="checkpoint path or 'official'"),
+    method: str = typer.Option("minmax", help="minmax, percentile, omse, minmax_ft, percentile_ft"),
+    bits: str = typer.Option("w4a4", help="body-layer bits, e.g. w4a4, w8a8, w2a2"),
+    first_last: str = typer.Option("8bit", help="first/last layer policy: 8bit, fp or same"),
+    config: Optional[Path] = typer.Option(None, help="JSON file with per-layer rules (a list of "
+                                          "{pattern, w_bits, a_bits, fp}) or a full QuantConfig"),
+    calib: str = typer.Option("DIV2K_test_LRx4", help="calibration set name (under <data-root>/calibration) or folder"),
+    calib_n: int = typer.Option(100, help="number of calibration images"),
+    patch: int = typer.Option(96, help="LR patch size cut from each calibration image"),
+    data_root: Optional[Path] = typer.Option(None, help="data root [env SRQ_DATA]"),
+    weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
+    show_placement: bool = typer.Option(False, "--show-placement", help="print where quantizers sit"),
+    output: Path = typer.Option(..., "--output", "-o", help="run folder to write"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+):
+    """Quantize a model with a PTQ method on calibration images and save it as a run folder."""
+    import json
+    import time
+
+    from . import api
+    from .data import calibration_set
+    from .engine.results import atomic_write_text, provenance
+    from .methods import METHODS
+    from .models import create_model
+    from .quant import LayerRule, QuantConfig, format_placement, model_cost, parse_bits, placement
+
+    w_bits, a_bits = parse_bits(bits)
+    if method not in METHODS:
+        raise SrqError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    rules = []
+    if config is not None:
+        try:
+            doc = json.loads(config.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SrqError(f"cannot read --config {config}: {e}")
+        rules = [LayerRule(**r) for r in doc] if isinstance(doc, list) else QuantConfig.from_dict(doc).rules
+    recipe = METHODS[method](w_bits=w_bits, a_bits=a_bits, first_last=first_last, rules=rules)
+    recipe.config()  # validate before any work
+    net = _setup_device(create_model(model, scale, weights, weights_root=weights_root), "cpu", threads)
+    data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root)
+    t0 = time.perf_counter()
+    qnet = api.quantize(net, recipe, data)
+    seconds = time.perf_counter() - t0
+    entries = placement(qnet)
+    if show_placement:
+        out.print(format_placement(entries), highlight=False, soft_wrap=True)
+    cost = model_cost(qnet, scale=scale)
+    api.save(qnet, output, extra={"calibration": {"set": calib, "images": len(data), "patch": patch},
+                                  "quantize_seconds": seconds, "cost": cost.to_dict(),
+                                  "provenance": provenance()})
+    atomic_write_text(output / "placement.txt", format_placement(entries) + "\n")
+    err.print(f"{model} x{scale} {method} w{w_bits}a{a_bits}: {seconds:.1f} s; size {cost.size_kb:.1f} KB "
+              f"(FP32 {cost.fp32_size_kb:.1f} KB), BitOPs {cost.bitops / 1e9:.1f} G (FP32 {cost.fp32_bitops / 1e9:.1f} G) "
+              f"→ {output}")
+
+
 @app.command("demo")
 def demo_cmd(
+    bits: str = typer.Option("w8a8,w6a6,w4a4", help="bit widths to quantize to (MinMax PTQ)"),
     save_images: Optional[Path] = typer.Option(None, help="write SR images to this folder"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results file (.json or .csv)"),
 ):
-    """Run the embedded default: srq's tiny x4 model vs. bicubic on held-out photos (no downloads)."""
-    from .data.samples import sample_set
+    """The embedded default: srq's tiny x4 model in FP and quantized, vs. bicubic, on held-out photos.
+
+    No data root, download or GPU needed: the model ships with srq and the photos with scikit-image.
+    """
+    from . import api
+    from .data.samples import sample_calibration, sample_set
     from .engine.evaluate import evaluate_dataset
     from .engine.results import provenance, write_results
+    from .methods import MinMax
     from .models import create_model
+    from .quant import model_cost, parse_bits
 
     _check_results_path(output)
-    scale = 4
-    rows = []
-    for name, weights in (("bicubic", None), ("srq_tiny", "official")):
-        net = create_model(name, scale, weights)
-        rows.append((name, [evaluate_dataset(net, sample_set("test", scale), save_dir=
-                                             save_images / name if save_images else None)]))
-    out.print(_score_table("embedded demo: x4 on scikit-image photos (Y PSNR/SSIM, crop 4)", rows))
+    scale, specs = 4, [parse_bits(b) for b in _split(bits)]
+    fp = create_model("srq_tiny", scale, "official")
+    calib = sample_calibration(scale)
+    runs = [("bicubic", "-", create_model("bicubic", scale)), ("srq_tiny", "FP32", fp)]
+    runs += [("srq_tiny", f"W{w}A{a}", api.quantize(fp, MinMax(w_bits=w, a_bits=a), calib, progress=False))
+             for w, a in specs]
+    table = Table(title="srq demo: x4 on held-out scikit-image photos (Y PSNR/SSIM, crop 4); MinMax PTQ, "
+                        "first/last layer 8 bit")
+    for col in ("model", "bits", "PSNR (dB)", "SSIM", "size (KB)", "BitOPs (G, 720p out)"):
+        table.add_column(col, justify="left" if col in ("model", "bits") else "right")
+    scores, rows = [], []
+    for name, label, net in runs:
+        score = evaluate_dataset(net, sample_set("test", scale), progress=False,
+                                 save_dir=save_images / f"{name}_{label}" if save_images else None)
+        score.dataset = f"{score.dataset} {name} {label}"
+        scores.append(score)
+        cost = model_cost(net, scale=scale) if name != "bicubic" else None
+        table.add_row(name, label, f"{score.psnr:.3f}", f"{score.ssim:.4f}",
+                      f"{cost.size_kb:.1f}" if cost else "-", f"{cost.bitops / 1e9:.1f}" if cost else "-")
+    out.print(table)
     if output is not None:
-        write_results(output, [s for _, scores in rows for s in scores],
-                      {"models": [r[0] for r in rows], "scale": scale, "provenance": provenance()})
+        write_results(output, scores, {"demo": "srq_tiny x4", "provenance": provenance()})
 
 
 @app.command("train")
@@ -233,6 +325,20 @@ def download_cmd(
     root = resolve_root(data_root)
     download_benchmarks(_split(datasets), root)
     err.print(f"benchmarks are in {root / 'benchmarks'}")
+
+
+@app.command("convert")
+def convert_cmd(
+    model: str = typer.Argument(..., help="model name (see `srq models`)"),
+    scale: int = typer.Option(..., "--scale", "-s", help="upscaling factor"),
+    weights: Path = typer.Option(..., "--weights", help="official checkpoint (.pth/.pt/.pdparams/.safetensors)"),
+    output: Path = typer.Option(..., "--output", "-o", help="converted weights (.safetensors)"),
+):
+    """Convert an official checkpoint (e.g. Paddle .pdparams) into srq's .safetensors layout."""
+    from .models.convert import convert_checkpoint
+
+    path = convert_checkpoint(model, scale, weights, output)
+    err.print(f"wrote {path} ({model} x{scale})")
 
 
 def main() -> None:

@@ -10,13 +10,14 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import SrqError
 from .bicubic import imresize_uint8
 from .datasets import Sample
 from .io import mod_crop, read_image
 
-__all__ = ["SAMPLE_SPLITS", "sample_images", "sample_set", "SampleSet"]
+__all__ = ["SAMPLE_SPLITS", "sample_calibration", "sample_images", "sample_set", "SampleSet"]
 
 SAMPLE_SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("astronaut.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "retina.jpg", "ihc.png",
@@ -58,6 +59,21 @@ class SampleSet:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def sample_calibration(scale: int, n: int = 32, patch: int = 48, seed: int = 0) -> torch.Tensor:
+    """``n`` LR calibration patches (n, 3, patch, patch) in [0, 1] from the *train* photos: random HR crops
+    of ``patch·scale`` pixels, downsampled with MATLAB-exact bicubic."""
+    rng = np.random.default_rng(seed)
+    size = patch * scale
+    images = [img for _, img in sample_images("train") if min(img.shape[:2]) >= size]
+    crops = []
+    for i in range(n):
+        img = images[i % len(images)]
+        top, left = int(rng.integers(img.shape[0] - size + 1)), int(rng.integers(img.shape[1] - size + 1))
+        lr = imresize_uint8(np.ascontiguousarray(img[top:top + size, left:left + size]), 1 / scale)
+        crops.append(torch.from_numpy(lr).permute(2, 0, 1).float() / 255.0)
+    return torch.stack(crops)
 
 
 def sample_set(split: str, scale: int) -> SampleSet:
