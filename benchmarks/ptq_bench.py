@@ -1,0 +1,91 @@
+"""PTQ baselines on real checkpoints: MinMax, Percentile, OMSE, MinMax+FT, Percentile+FT.
+
+Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
+    python benchmarks/ptq_bench.py --model imdn --scale 4 --bits w8a8,w6a6,w4a4,w3a3,w2a2 \
+        --methods minmax,percentile,omse,minmax_ft,percentile_ft --datasets Set5,Set14,B100,Urban100
+Each (model, method, bits) run writes benchmarks/results/ptq/<model>_x<scale>_<method>_<bits>.json with
+per-set PSNR/SSIM, cost (size, BitOPs), calibration/fine-tuning wall time, the eval time of the
+fake-quantized model and of the FP model on the same images (ratio), placement and provenance;
+benchmarks/results/ptq/summary.md is rebuilt from all result files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import srq
+from srq.data import calibration_set
+from srq.engine.evaluate import evaluate
+from srq.engine.results import atomic_write_text, provenance
+from srq.methods import METHODS
+from srq.quant import model_cost, parse_bits, placement
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "ptq"
+
+
+def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores) -> dict:
+    w, a = parse_bits(bits)
+    fp = srq.create_model(model_name, scale, "official")
+    t0 = time.perf_counter()
+    q = srq.quantize(fp, METHODS[method](w_bits=w, a_bits=a), calib, progress=False)
+    quant_seconds = time.perf_counter() - t0
+    scores = evaluate(q, datasets, scale, progress=False)
+    cost = model_cost(q, scale=scale)
+    doc = {"model": model_name, "scale": scale, "method": method, "bits": bits.lower(),
+           "calibration": {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])},
+           "quantize_seconds": quant_seconds,
+           "eval_seconds": {s.dataset: s.seconds for s in scores},
+           "fp_eval_seconds": {s.dataset: s.seconds for s in fp_scores},
+           "results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in scores],
+           "fp_results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in fp_scores],
+           "cost": cost.to_dict(), "recipe": q.srq_recipe,
+           "placement": [e.to_dict() for e in placement(q)], "provenance": provenance()}
+    atomic_write_text(OUT / f"{model_name}_x{scale}_{method}_{bits.lower()}.json", json.dumps(doc, indent=2) + "\n")
+    print(f"{model_name} x{scale} {method} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
+          for s in scores) + f"  ({quant_seconds:.0f} s)", flush=True)
+    return doc
+
+
+def summary() -> None:
+    rows = ["# PTQ baselines", "", "Made by `python benchmarks/ptq_bench.py` (see each JSON file for the exact "
+            "command, git revision and machine). First/last layer 8 bit; weights per output channel, activations "
+            "per tensor, affine (zero-point) grids; calibration: 96×96 LR patches of DIV2K_test_LRx4.", "",
+            "| model | method | bits | " + "set PSNR / SSIM (Δ vs FP) | " * 1 + "size KB | BitOPs G | quantize s | "
+            "eval time ÷ FP |", "|---|---|---|---|---|---|---|---|"]
+    for f in sorted(OUT.glob("*_x*_*.json")):
+        d = json.loads(f.read_text())
+        fp = {r["dataset"]: r for r in d["fp_results"]}
+        cells = "; ".join(f"{r['dataset']} {r['psnr']:.2f}/{r['ssim']:.4f} ({r['psnr'] - fp[r['dataset']]['psnr']:+.2f})"
+                          for r in d["results"])
+        ratio = sum(d["eval_seconds"].values()) / max(sum(d["fp_eval_seconds"].values()), 1e-9)
+        rows.append(f"| {d['model']} x{d['scale']} | {d['method']} | {d['bits']} | {cells} | "
+                    f"{d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | {d['quantize_seconds']:.0f} | "
+                    f"{ratio:.2f} |")
+    atomic_write_text(OUT / "summary.md", "\n".join(rows) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="imdn")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--bits", default="w8a8,w4a4")
+    p.add_argument("--methods", default="minmax,percentile,omse,minmax_ft,percentile_ft")
+    p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
+    p.add_argument("--calib-n", type=int, default=100)
+    p.add_argument("--patch", type=int, default=96)
+    args = p.parse_args()
+    datasets = args.datasets.split(",")
+    calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
+    fp_scores = evaluate(srq.create_model(args.model, args.scale, "official"), datasets, args.scale, progress=False)
+    for bits in args.bits.split(","):
+        for method in args.methods.split(","):
+            run(args.model, args.scale, method, bits, datasets, calib, fp_scores)
+    summary()
+
+
+if __name__ == "__main__":
+    main()
