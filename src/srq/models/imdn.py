@@ -8,6 +8,8 @@ Input and output are RGB in [0, 1] (the official test script divides by 255); no
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -84,19 +86,22 @@ class IMDModule(nn.Module):
         return self.c5(self.cca(out)) + x
 
 
-class IMDN(nn.Module):
-    """IMDN: (N, 3, H, W) in [0, 1] -> (N, 3, s*H, s*W); any H, W.
+class DistillationTrunk(nn.Module):
+    """The trunk IMDN and RFDN share: head conv, ``num_modules`` blocks whose outputs are concatenated,
+    a 1×1 fusion + LeakyReLU, a 3×3 conv with a long skip, pixel-shuffle tail.
 
-    Blocks are attributes ``IMDB1`` ... ``IMDB{num_modules}`` as in the official code.
+    Blocks are attributes ``{prefix}1`` ... ``{prefix}{num_modules}`` as in the official code.
+    (N, in_nc, H, W) -> (N, out_nc, s*H, s*W); any H, W.
     """
 
-    def __init__(self, upscale: int = 4, in_nc: int = 3, nf: int = 64, num_modules: int = 6, out_nc: int = 3) -> None:
+    def __init__(self, block: Callable[[int], nn.Module], prefix: str, upscale: int, in_nc: int, nf: int,
+                 num_modules: int, out_nc: int) -> None:
         super().__init__()
         self.upscale = upscale
-        self.num_modules = num_modules
+        self.blocks = [f"{prefix}{i}" for i in range(1, num_modules + 1)]
         self.fea_conv = conv_layer(in_nc, nf, 3)
-        for i in range(1, num_modules + 1):
-            self.add_module(f"IMDB{i}", IMDModule(nf))
+        for name in self.blocks:
+            self.add_module(name, block(nf))
         self.c = nn.Sequential(nn.Conv2d(nf * num_modules, nf, 1, bias=True), nn.LeakyReLU(LRELU_SLOPE))
         self.LR_conv = conv_layer(nf, nf, 3)
         self.upsampler = pixelshuffle_block(nf, out_nc, upscale)
@@ -105,11 +110,18 @@ class IMDN(nn.Module):
         fea = self.fea_conv(x)
         outs = []
         out = fea
-        for i in range(1, self.num_modules + 1):
-            out = getattr(self, f"IMDB{i}")(out)
+        for name in self.blocks:
+            out = getattr(self, name)(out)
             outs.append(out)
         out = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
         return self.upsampler(out)
+
+
+class IMDN(DistillationTrunk):
+    """IMDN: (N, 3, H, W) in [0, 1] -> (N, 3, s*H, s*W); blocks ``IMDB1`` ... ``IMDB6``."""
+
+    def __init__(self, upscale: int = 4, in_nc: int = 3, nf: int = 64, num_modules: int = 6, out_nc: int = 3) -> None:
+        super().__init__(IMDModule, "IMDB", upscale, in_nc, nf, num_modules, out_nc)
 
 
 @register_model("imdn", scales=(2, 3, 4), weights={2: "imdn_x2.pth", 3: "imdn_x3.pth", 4: "imdn_x4.pth"},

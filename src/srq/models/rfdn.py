@@ -14,7 +14,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .imdn import LRELU_SLOPE, conv_layer, pixelshuffle_block
+from .imdn import LRELU_SLOPE, DistillationTrunk, conv_layer
 from .registry import register_model
 
 __all__ = ["RFDN", "RFDB", "ESA", "esa_max_pool", "esa_min_pad", "rfdn"]
@@ -112,32 +112,14 @@ class RFDB(nn.Module):
         return self.esa(self.c5(torch.cat([d1, d2, d3, r4], dim=1)))
 
 
-class RFDN(nn.Module):
+class RFDN(DistillationTrunk):
     """RFDN: (N, 3, H, W) -> (N, 3, s*H, s*W) on the training range ([0, 255] for the official weights).
 
     Blocks are attributes ``B1`` ... ``B{num_modules}``; any H, W.
     """
 
     def __init__(self, upscale: int = 4, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3) -> None:
-        super().__init__()
-        self.upscale = upscale
-        self.num_modules = num_modules
-        self.fea_conv = conv_layer(in_nc, nf, 3)
-        for i in range(1, num_modules + 1):
-            self.add_module(f"B{i}", RFDB(nf))
-        self.c = nn.Sequential(nn.Conv2d(nf * num_modules, nf, 1, bias=True), nn.LeakyReLU(LRELU_SLOPE))
-        self.LR_conv = conv_layer(nf, nf, 3)
-        self.upsampler = pixelshuffle_block(nf, out_nc, upscale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fea = self.fea_conv(x)
-        outs = []
-        out = fea
-        for i in range(1, self.num_modules + 1):
-            out = getattr(self, f"B{i}")(out)
-            outs.append(out)
-        out = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
-        return self.upsampler(out)
+        super().__init__(RFDB, "B", upscale, in_nc, nf, num_modules, out_nc)
 
 
 @register_model("rfdn", scales=(4,), weights={4: "rfdn_x4.pth"}, pixel_range=255.0,
