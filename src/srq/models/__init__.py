@@ -8,6 +8,6 @@
 from .registry import ModelInfo, create_model, get_model_info, list_models, register_model
 
 # Importing the architecture modules registers them.
-from . import carn, edsr, fsrcnn, imdn, pan, rdn, rfdn, rlfn, srresnet, tiny  # noqa: F401,E402
+from . import carn, edsr, fsrcnn, imdn, mambair, mambairv2, pan, rdn, rfdn, rlfn, srresnet, swinir, tiny  # noqa: F401,E402
 
 __all__ = ["ModelInfo", "create_model", "get_model_info", "list_models", "register_model"]
