@@ -309,3 +309,31 @@ def test_binarize_per_channel_alpha():
     out.sum().backward()
     torch.testing.assert_close(alpha.grad, T([[0.0], [0.0]]))
     torch.testing.assert_close(x.grad, T([[0.0, 0.0], [1.0, 1.0]]))
+
+
+def test_affine_keeps_zero_on_the_grid_and_covers_ranges_without_zero():
+    from srq.quant.functional import fake_quant_affine
+
+    # range [-1, 2] at 2 bits: s = 1, z = 1, grid {-1, 0, 1, 2}
+    x = torch.tensor([-3.0, -0.4, 0.0, 0.6, 1.4, 2.2])
+    out = fake_quant_affine(x, torch.tensor(-1.0), torch.tensor(2.0), 2)
+    assert out.tolist() == [-1.0, 0.0, 0.0, 1.0, 1.0, 2.0]
+    # an all-positive range [0.25, 0.75] is widened to [0, 0.75]: grid {0, 0.25, 0.5, 0.75}, nothing above clipped
+    x = torch.tensor([0.25, 0.4, 0.75])
+    out = fake_quant_affine(x, torch.tensor(0.25), torch.tensor(0.75), 2)
+    assert out.tolist() == [0.25, 0.5, 0.75]
+
+
+def test_quantized_conv_transpose_matches_float_at_8_bits():
+    from srq.quant import QuantConfig, calibrate, placement, prepare
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ConvTranspose2d(4, 3, 4, 2, 1))
+    x = torch.rand(2, 3, 8, 8)
+    ref = model(x)
+    prepare(model, QuantConfig(w_bits=8, a_bits=8))
+    calibrate(model, [x], progress=False)
+    assert [e.kind for e in placement(model)] == ["conv2d", "conv_transpose2d"]
+    assert model[1].weight_quantizer.channel_axis == 1  # output channels of a transposed conv weight
+    out = model(x)
+    assert out.shape == ref.shape and 0 < (out - ref).abs().max() < 0.05

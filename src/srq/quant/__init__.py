@@ -5,14 +5,14 @@ from .calibrate import calibrate, calibrate_activations, calibrate_weights
 from .config import LayerRule, QuantConfig, parse_bits
 from .cost import LayerCost, ModelCost, layer_costs, model_cost
 from .functional import binarize, fake_quant, fake_quant_affine, fake_quant_symmetric, round_ste
-from .layers import QuantConv2d, QuantLinear
+from .layers import QuantConv2d, QuantConvTranspose2d, QuantLinear
 from .observers import EMAMinMaxObserver, MinMaxObserver, OMSEObserver, PercentileObserver, make_observer
 from .prepare import PlacementEntry, format_placement, placement, prepare, quantizers
 from .quantizer import Quantizer
 
 __all__ = [
     "EMAMinMaxObserver", "LayerCost", "LayerRule", "ModelCost", "layer_costs", "model_cost", "MinMaxObserver", "OMSEObserver", "PercentileObserver", "PlacementEntry",
-    "QuantConfig", "QuantConv2d", "QuantLinear", "Quantizer", "binarize", "calibrate", "calibrate_activations",
+    "QuantConfig", "QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "Quantizer", "binarize", "calibrate", "calibrate_activations",
     "calibrate_weights", "fake_quant", "fake_quant_affine", "fake_quant_symmetric", "format_placement", "make_observer", "parse_bits",
     "placement", "prepare", "quantizers", "round_ste",
 ]

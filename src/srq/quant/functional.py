@@ -58,10 +58,12 @@ def fake_quant_affine(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
     """Uniform asymmetric fake quantization with an integer zero point, so 0 is exactly on the grid.
 
     ``s = (b − a)/(2ⁿ − 1)``, ``z = round(−a/s)``, ``x_q = (clip(round(x/s) + z, 0, 2ⁿ − 1) − z)·s``
-    (the usual integer-arithmetic scheme of Jacob et al., 2018). Unlike :func:`fake_quant`, zero weights and
-    zero activations stay exactly zero, which avoids a systematic offset on near-zero values.
+    (the usual integer-arithmetic scheme of Jacob et al., 2018). The range is first widened to contain 0
+    (``a ← min(a, 0)``, ``b ← max(b, 0)``). Unlike :func:`fake_quant`, zero weights and zero activations stay
+    exactly zero, which avoids a systematic offset on near-zero values.
     """
     n = num_levels(bits)
+    lower, upper = torch.clamp(lower, max=0.0), torch.clamp(upper, min=0.0)  # the range must contain 0
     s = (upper - lower).clamp_min(_EPS) / n
     z = round_ste(torch.clamp(-lower / s, min=0, max=n))
     q = torch.clamp(round_ste(x / s) + z, min=0, max=n)  # clipped values pass no gradient to x

@@ -1,4 +1,4 @@
-"""Quantized layers: ``QuantConv2d`` / ``QuantLinear`` carry a weight quantizer and an input quantizer.
+"""Quantized layers: ``QuantConv2d`` / ``QuantLinear`` / ``QuantConvTranspose2d`` carry a weight quantizer and an input quantizer.
 
 They subclass ``nn.Conv2d`` / ``nn.Linear`` and keep the same parameter names, so a quantized model's
 state dict holds the original weights plus the quantizers' bounds. A method can add a
@@ -14,7 +14,7 @@ from torch import nn
 
 from .quantizer import Quantizer
 
-__all__ = ["QuantConv2d", "QuantLinear", "QuantLayerMixin", "QUANT_LAYER_TYPES"]
+__all__ = ["QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "QuantLayerMixin", "QUANT_LAYER_TYPES"]
 
 
 class QuantLayerMixin:
@@ -74,4 +74,24 @@ class QuantLinear(QuantLayerMixin, nn.Linear):
         return F.linear(self.quantize_input(x), self.effective_weight(), self.bias)
 
 
-QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear)
+class QuantConvTranspose2d(QuantLayerMixin, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` with quantized input and weight (weight (in, out/groups, kh, kw): per-output-
+    channel bounds are on axis 1); build it with :meth:`from_float`."""
+
+    @classmethod
+    def from_float(cls, conv: nn.ConvTranspose2d, weight_quantizer: Quantizer | None,
+                   input_quantizer: Quantizer | None) -> "QuantConvTranspose2d":
+        new = cls.__new__(cls)
+        new.__dict__.update(conv.__dict__)
+        new._modules = dict(conv._modules)
+        new._init_quant(weight_quantizer, input_quantizer)
+        return new
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size,
+                                              2, self.dilation)
+        return F.conv_transpose2d(self.quantize_input(x), self.effective_weight(), self.bias, self.stride,
+                                  self.padding, output_padding, self.groups, self.dilation)
+
+
+QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear, QuantConvTranspose2d)

@@ -1,4 +1,4 @@
-"""Model surgery: swap every learned ``nn.Conv2d``/``nn.Linear`` of any ``nn.Module`` for its quantized
+"""Model surgery: swap every learned ``nn.Conv2d``/``nn.Linear``/``nn.ConvTranspose2d`` of any ``nn.Module`` for its quantized
 twin and every ``QuantPoint`` marker for an activation quantizer, following a :class:`QuantConfig`.
 
 Placement is explicit and recorded: :func:`placement` lists, for every quantizable point, its role
@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import SrqError
 from ..models.markers import QuantPoint
 from .config import QuantConfig
-from .layers import QUANT_LAYER_TYPES, QuantConv2d, QuantLinear
+from .layers import QUANT_LAYER_TYPES, QuantConv2d, QuantConvTranspose2d, QuantLinear
 from .quantizer import Quantizer
 
 __all__ = ["PlacementEntry", "prepare", "placement", "format_placement", "quantizable_layers", "execution_order",
@@ -30,7 +30,7 @@ class PlacementEntry:
     """One quantization point. ``w_bits``/``a_bits`` are None where that side stays in float."""
 
     name: str
-    kind: str  # "conv2d", "linear" or "point:<kind>"
+    kind: str  # "conv2d", "linear", "conv_transpose2d" or "point:<kind>"
     role: str  # "first", "last", "body", "point"
     w_bits: int | None
     a_bits: int | None
@@ -46,7 +46,7 @@ def _is_learned(module: nn.Module) -> bool:
 
 def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every learned Conv2d/Linear (quantized or not), in registration order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and _is_learned(m)]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _FLOAT_TYPES) and _is_learned(m)]
 
 
 @torch.no_grad()
@@ -73,10 +73,21 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _quantizer(bits: int, mode: str, observer: str, channels: int | None, weight: bool) -> Quantizer:
+def _quantizer(bits: int, mode: str, observer: str, channels: int | None, weight: bool,
+               axis: int = 0) -> Quantizer:
     kwargs = {"bits": bits, "keep_tensor": weight} if observer == "omse" else {}
-    return Quantizer(bits, mode=mode, channel_axis=0 if channels is not None else None,
+    return Quantizer(bits, mode=mode, channel_axis=axis if channels is not None else None,
                      num_channels=channels or 1, observer=observer, observer_kwargs=kwargs)
+
+
+# float type → (quantized type, placement kind, axis of the weight's output channels)
+_SWAPS = {nn.Conv2d: (QuantConv2d, "conv2d", 0), nn.Linear: (QuantLinear, "linear", 0),
+          nn.ConvTranspose2d: (QuantConvTranspose2d, "conv_transpose2d", 1)}
+_FLOAT_TYPES = tuple(_SWAPS)
+
+
+def _swap_for(layer: nn.Module) -> tuple[type, str, int]:
+    return next(v for k, v in _SWAPS.items() if isinstance(layer, k))
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -131,11 +142,11 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
                        f"(see `srq quantize ... --show-placement`)")
 
     for name, layer, role, w, a in layer_plan:
-        channels = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+        cls, _, axis = _swap_for(layer)
+        channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
         wq = None if w is None else _quantizer(w, config.w_mode, config.w_observer,
-                                              channels if config.w_granularity == "channel" else None, True)
+                                              channels if config.w_granularity == "channel" else None, True, axis)
         aq = None if a is None else _quantizer(a, config.a_mode, config.a_observer, None, False)
-        cls = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
         q = cls.from_float(layer, wq, aq)
         q.srq_role = role
         _set_module(model, name, q)
@@ -158,7 +169,7 @@ def placement(model: nn.Module) -> list[PlacementEntry]:
     entries = []
     for name, m in model.named_modules():
         if isinstance(m, QUANT_LAYER_TYPES):
-            entries.append(PlacementEntry(name, "conv2d" if isinstance(m, nn.Conv2d) else "linear",
+            entries.append(PlacementEntry(name, _swap_for(m)[1],
                                           getattr(m, "srq_role", "body"),
                                           m.weight_quantizer.bits if m.weight_quantizer is not None else None,
                                           m.input_quantizer.bits if m.input_quantizer is not None else None))
