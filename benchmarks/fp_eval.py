@@ -50,12 +50,16 @@ def summary() -> None:
     for f in sorted(OUT.glob("*_x*.json")):
         doc = json.loads(f.read_text())
         pub = published.get(doc["model"], {}).get(str(doc["scale"]), {})
-        cells, secs = [], 0.0
-        for r in doc["results"]:
-            secs += r["seconds"]
+        by_set = {r["dataset"]: r for r in doc["results"]}
+        cells, secs = [], sum(r["seconds"] for r in doc["results"])
+        for name in SETS:
+            r = by_set.get(name)
+            if r is None:
+                cells.append("—")
+                continue
             cell = f"{r['psnr']:.3f} / {r['ssim']:.4f}"
-            if r["dataset"] in pub:
-                p, s = pub[r["dataset"]]
+            if name in pub:
+                p, s = pub[name]
                 cell += f" ({r['psnr'] - p:+.3f}, {r['ssim'] - s:+.4f})"
             cells.append(cell)
         lines.append(f"| {doc['model']} | {doc['scale']} | " + " | ".join(cells) + f" | {secs:.0f} |")
