@@ -34,6 +34,7 @@ from .edsr import DIV2K_RGB_MEAN
 from .markers import QuantPoint
 from .registry import register_model
 from .selective_scan import selective_scan
+from .swinir import PatchEmbed, TokenResidualGroup
 
 __all__ = ["MambaIR", "VSSBlock", "SS2D", "CAB", "mambair_light", "adapt_mambair_state_dict"]
 
@@ -160,29 +161,11 @@ class BasicLayer(nn.Module):
         return x
 
 
-class ResidualGroup(nn.Module):
+class ResidualGroup(TokenResidualGroup):
     """Residual state-space group: VSS blocks, a 3x3 conv on the map, plus the input."""
 
     def __init__(self, dim: int, depth: int, d_state: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.residual_group = BasicLayer(dim, depth, d_state, mlp_ratio)
-        self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        y = self.residual_group(x, size)
-        y = self.conv(y.transpose(1, 2).reshape(y.shape[0], y.shape[2], *size))
-        return y.flatten(2).transpose(1, 2) + x
-
-
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) → tokens (B, H·W, C), then LayerNorm (key ``patch_embed.norm``)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.flatten(2).transpose(1, 2))
+        super().__init__(BasicLayer(dim, depth, d_state, mlp_ratio), dim)
 
 
 class MambaIR(nn.Module):

@@ -128,18 +128,29 @@ class BasicLayer(nn.Module):
         return x
 
 
-class RSTB(nn.Module):
-    """Residual Swin Transformer block: Swin blocks, a 3x3 conv on the map, plus the input."""
+class TokenResidualGroup(nn.Module):
+    """A residual group on tokens: ``residual_group`` blocks, a 3x3 conv on the map, plus the input.
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float) -> None:
+    Shared by SwinIR's RSTB and MambaIR's residual group (keys ``residual_group.*``, ``conv.*``).
+    Tokens (B, H·W, C) → (B, H·W, C).
+    """
+
+    def __init__(self, residual_group: nn.Module, dim: int) -> None:
         super().__init__()
-        self.residual_group = BasicLayer(dim, depth, num_heads, window_size, mlp_ratio)
+        self.residual_group = residual_group
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         y = self.residual_group(x, size)
         y = self.conv(y.transpose(1, 2).reshape(y.shape[0], y.shape[2], *size))
         return y.flatten(2).transpose(1, 2) + x
+
+
+class RSTB(TokenResidualGroup):
+    """Residual Swin Transformer block: Swin blocks, a 3x3 conv on the map, plus the input."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float) -> None:
+        super().__init__(BasicLayer(dim, depth, num_heads, window_size, mlp_ratio), dim)
 
 
 class PatchEmbed(nn.Module):
