@@ -2,8 +2,8 @@
 
 ``L = ‖f_q(x) − f_FP(x)‖₁ + λ · Σ_l ‖φ_l(f_q(x)) − φ_l(f_FP(x))‖²`` (SPR²Q Eq. 4–6; GBA's loss has the
 same form), where φ_l are the outputs of the model's blocks. :func:`find_blocks` finds the blocks of any
-network as its outermost repeated sub-modules (siblings of the same class that appear at least twice
-and hold parameters: IMDN's IMDBs, RLFN's RLFBs, PAN's SCPAs, EDSR's ResBlocks, ...). The squared error
+network as the instances of its most repeated composite module class (IMDN's IMDBs, RLFN's RLFBs, PAN's
+SCPAs, EDSR's ResBlocks, MambaIRv2's blocks, ...). The squared error
 is averaged over elements (MSE), as in common implementations, so λ does not depend on feature size.
 """
 
@@ -24,26 +24,33 @@ __all__ = ["find_blocks", "capture_outputs", "distill_loss", "FinetuneConfig", "
 
 
 def find_blocks(model: nn.Module) -> list[str]:
-    """Names of the outermost repeated blocks of ``model`` (empty if it has none)."""
+    """Names of the model's blocks: the instances of one repeated composite module class.
 
-    def has_params(m: nn.Module) -> bool:
-        return any(True for _ in m.parameters())
+    Candidates are modules (not the root, not plain containers like ``nn.Sequential``) that have
+    parameters and children, grouped by class (instances nested in another instance of the same class
+    skipped). The class maximising ``instances × share of all parameters they hold`` wins: IMDN's six IMDBs
+    rather than the CCA layers inside them, MambaIRv2's 20 blocks rather than its 4 groups or the 40
+    ConvFFNs inside the blocks. Empty if nothing repeats.
+    """
+    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    modules = dict(model.named_modules())
+    found: dict[type, list[str]] = defaultdict(list)
+    for name, m in modules.items():
+        if name and not isinstance(m, containers) and any(True for _ in m.children()) \
+                and any(True for _ in m.parameters()):
+            found[type(m)].append(name)
+    total = sum(p.numel() for p in model.parameters()) or 1
 
-    def search(module: nn.Module, prefix: str) -> list[str]:
-        groups: dict[type, list[str]] = defaultdict(list)
-        for name, child in module.named_children():
-            if has_params(child) and any(True for _ in child.children()):
-                groups[type(child)].append(f"{prefix}{name}")
-        repeated = [n for names in groups.values() if len(names) >= 2 for n in names]
-        if repeated:
-            order = {f"{prefix}{n}": i for i, (n, _) in enumerate(module.named_children())}
-            return sorted(repeated, key=order.get)
-        found: list[str] = []
-        for name, child in module.named_children():
-            found += search(child, f"{prefix}{name}.")
-        return found
+    def outermost(names: list[str]) -> list[str]:
+        return [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
 
-    return search(model, "")
+    def score(names: list[str]) -> float:  # instances × share of the parameters they hold
+        covered = sum(p.numel() for n in names for p in modules[n].parameters())
+        return len(names) * covered / total
+
+    groups = [outermost(names) for names in found.values()]
+    groups = [g for g in groups if len(g) >= 2]
+    return max(groups, key=score) if groups else []
 
 
 @contextlib.contextmanager
