@@ -34,7 +34,7 @@ from .edsr import DIV2K_RGB_MEAN
 from .markers import QuantPoint
 from .registry import register_model
 from .selective_scan import selective_scan
-from .swinir import PatchEmbed, TokenResidualGroup
+from .swinir import PatchEmbed, TokenResidualGroup, init_token_weights
 
 __all__ = ["MambaIR", "VSSBlock", "SS2D", "CAB", "mambair_light", "adapt_mambair_state_dict"]
 
@@ -182,17 +182,7 @@ class MambaIR(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
         self.upsample = nn.Sequential(nn.Conv2d(embed_dim, 3 * upscale ** 2, 3, 1, 1), nn.PixelShuffle(upscale))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_token_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, C, H, W) through the residual groups."""

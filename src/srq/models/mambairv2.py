@@ -53,6 +53,7 @@ from .edsr import DIV2K_RGB_MEAN
 from .markers import QuantPoint
 from .registry import register_model
 from .selective_scan import selective_scan
+from .swinir import PatchEmbed, init_token_weights
 from .window_attention import (pad_symmetric, relative_position_index, shifted_window_mask, window_partition,
                                window_reverse, windowed_attention)
 
@@ -282,17 +283,6 @@ class ASSB(nn.Module):
         return _map_to_tokens(self.conv(_tokens_to_map(self.residual_group(x, ctx), ctx.size))) + x
 
 
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) → tokens (B, H·W, C) followed by LayerNorm (the only parameters: ``norm``)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(_map_to_tokens(x))
-
-
 class MambaIRv2Light(nn.Module):
     """MambaIRv2-light SR network: (N, 3, H, W) RGB in [0, 1] → (N, 3, s·H, s·W); any H, W.
 
@@ -325,16 +315,7 @@ class MambaIRv2Light(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
         self.upsample = nn.Sequential(nn.Conv2d(embed_dim, 3 * upscale ** 2, 3, 1, 1), nn.PixelShuffle(upscale))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_token_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h0, w0 = x.shape[-2:]

@@ -128,6 +128,18 @@ class BasicLayer(nn.Module):
         return x
 
 
+def init_token_weights(m: nn.Module) -> None:
+    """Initialisation of the token models (SwinIR, MambaIR, MambaIRv2): truncated-normal Linear weights
+    (std 0.02), zero biases, unit LayerNorms. Only matters for untrained models."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class TokenResidualGroup(nn.Module):
     """A residual group on tokens: ``residual_group`` blocks, a 3x3 conv on the map, plus the input.
 
@@ -180,16 +192,7 @@ class SwinIR(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
         self.upsample = nn.Sequential(nn.Conv2d(embed_dim, 3 * upscale ** 2, 3, 1, 1), nn.PixelShuffle(upscale))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_token_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, C, H, W) through the RSTBs."""
