@@ -24,6 +24,16 @@ class QuantLayerMixin:
     input_quantizer: Quantizer | None
     weight_delta: nn.Module | None
 
+    @classmethod
+    def from_float(cls, layer: nn.Module, weight_quantizer: Quantizer | None,
+                   input_quantizer: Quantizer | None) -> "QuantLayerMixin":
+        """The quantized twin of a float layer, sharing its parameters, buffers and settings (no copy)."""
+        new = cls.__new__(cls)
+        new.__dict__.update(layer.__dict__)
+        new._modules = dict(layer._modules)
+        new._init_quant(weight_quantizer, input_quantizer)
+        return new
+
     def _init_quant(self, weight_quantizer: Quantizer | None, input_quantizer: Quantizer | None) -> None:
         self.weight_quantizer = weight_quantizer
         self.input_quantizer = input_quantizer
@@ -45,30 +55,12 @@ class QuantLayerMixin:
 class QuantConv2d(QuantLayerMixin, nn.Conv2d):
     """``nn.Conv2d`` computing ``conv(Q_a(x), Q_w(W))``; build it with :meth:`from_float`."""
 
-    @classmethod
-    def from_float(cls, conv: nn.Conv2d, weight_quantizer: Quantizer | None,
-                   input_quantizer: Quantizer | None) -> "QuantConv2d":
-        new = cls.__new__(cls)
-        new.__dict__.update(conv.__dict__)  # same parameters, buffers, hooks and settings, no copy
-        new._modules = dict(conv._modules)
-        new._init_quant(weight_quantizer, input_quantizer)
-        return new
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.quantize_input(x), self.effective_weight(), self.bias)
 
 
 class QuantLinear(QuantLayerMixin, nn.Linear):
     """``nn.Linear`` computing ``Q_a(x) @ Q_w(W)ᵀ + b``; build it with :meth:`from_float`."""
-
-    @classmethod
-    def from_float(cls, linear: nn.Linear, weight_quantizer: Quantizer | None,
-                   input_quantizer: Quantizer | None) -> "QuantLinear":
-        new = cls.__new__(cls)
-        new.__dict__.update(linear.__dict__)
-        new._modules = dict(linear._modules)
-        new._init_quant(weight_quantizer, input_quantizer)
-        return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.quantize_input(x), self.effective_weight(), self.bias)
@@ -77,15 +69,6 @@ class QuantLinear(QuantLayerMixin, nn.Linear):
 class QuantConvTranspose2d(QuantLayerMixin, nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` with quantized input and weight (weight (in, out/groups, kh, kw): per-output-
     channel bounds are on axis 1); build it with :meth:`from_float`."""
-
-    @classmethod
-    def from_float(cls, conv: nn.ConvTranspose2d, weight_quantizer: Quantizer | None,
-                   input_quantizer: Quantizer | None) -> "QuantConvTranspose2d":
-        new = cls.__new__(cls)
-        new.__dict__.update(conv.__dict__)
-        new._modules = dict(conv._modules)
-        new._init_quant(weight_quantizer, input_quantizer)
-        return new
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size,
