@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from srq.errors import SrqError
@@ -17,6 +19,7 @@ from srq.quant import (
     QuantLinear,
     Quantizer,
     calibrate,
+    calibrate_activations,
     fake_quant,
     parse_bits,
     placement,
@@ -326,6 +329,24 @@ def test_prepared_model_calibrates_and_runs_close_to_float_at_8_bits():
     calibrate(low, [x], progress=False)
     with torch.no_grad():
         assert (low(x) - ref).abs().mean() > (out - ref).abs().mean()
+
+
+def test_activation_bounds_come_from_the_float_network_unless_asked_otherwise():
+    torch.manual_seed(0)
+    float_model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1))
+    x = torch.rand(2, 3, 10, 10)
+    with torch.no_grad():
+        hidden = float_model[0](x)
+    model = prepare(copy.deepcopy(float_model), QuantConfig(w_bits=2, a_bits=8, first_last="same"))
+    calibrate(model, [x], progress=False)
+    lo, hi = model[1].input_quantizer.bounds()
+    assert torch.allclose(lo, hidden.min()) and torch.allclose(hi, hidden.max())
+    assert all(m.weight_quantizer.enabled for m in model)  # restored afterwards
+    calibrate_activations(model, [x], progress=False, quantized_weights=True)
+    with torch.no_grad():
+        hidden_q = F.conv2d(x, model[0].effective_weight(), model[0].bias, padding=1)
+    lo, hi = model[1].input_quantizer.bounds()
+    assert not torch.allclose(hi, hidden.max()) and torch.allclose(hi, hidden_q.max())
 
 
 def test_prepare_refuses_quantized_or_empty_models():
