@@ -48,7 +48,8 @@ def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | No
     meta = {"format_version": FORMAT_VERSION, "architecture": spec,
             "quant_config": config.to_dict() if config is not None else None,
             "placement": [e.to_dict() for e in placement(model)],
-            "recipe": getattr(model, "srq_recipe", None), **(extra or {})}
+            "recipe": getattr(model, "srq_recipe", None), "report": getattr(model, "srq_report", None),
+            **(extra or {})}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -96,4 +97,5 @@ def load(folder: str | os.PathLike) -> nn.Module:
     model.load_state_dict(state, strict=True)
     model.srq_spec = spec
     model.srq_recipe = meta.get("recipe")
+    model.srq_report = meta.get("report")
     return model.eval()

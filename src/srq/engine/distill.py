@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -84,13 +84,20 @@ class FinetuneConfig:
     batch: int = 2
     lambda_feat: float = 10.0
     seed: int = 0
+    optimizer: str = "adam"  # or "sgd"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
 
 def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, params: list[nn.Parameter],
-             config: FinetuneConfig, progress: bool = True) -> list[float]:
+             config: FinetuneConfig, progress: bool = True, after_backward: Callable[[], None] | None = None,
+             description: str = "fine-tuning") -> list[float]:
     """Train ``params`` of ``qmodel`` to match ``fp_model`` on ``inputs`` ((N, 3, h, w) LR in [0, 1]).
 
-    Everything else stays frozen. Returns the loss per step.
+    Everything else stays frozen. ``after_backward`` is called after each backward pass, before the
+    optimiser step (e.g. to record gradients). Returns the loss per step.
     """
     blocks = find_blocks(fp_model)
     frozen = [p for p in qmodel.parameters() if p.requires_grad and all(p is not q for q in params)]
@@ -98,7 +105,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=config.lr)
+    opt = (torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD)(params, lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     schedule = [order[start:start + config.batch]
                 for order in (torch.randperm(len(inputs), generator=gen) for _ in range(config.epochs))
@@ -109,7 +116,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     qmodel.eval()  # no dropout/BN updates; gradients still flow
     try:
         with capture_outputs(qmodel, blocks) as fq, capture_outputs(fp_model, blocks) as ffp:
-            for idx in progress_bar(schedule, total=len(schedule), description="fine-tuning", enabled=progress):
+            for idx in progress_bar(schedule, total=len(schedule), description=description, enabled=progress):
                 x = inputs[idx].to(device)
                 with torch.no_grad():
                     target = fp_model(x)
@@ -117,6 +124,8 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
                 loss = distill_loss(qmodel(x), target, dict(fq), feats_fp, config.lambda_feat)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if after_backward is not None:
+                    after_backward()
                 opt.step()
                 losses.append(loss.item())
     finally:

@@ -1,6 +1,7 @@
 """Quantization methods as recipes: ``srq.quantize(model, srq.methods.MinMax(w_bits=4, a_bits=4), calib)``."""
 
 from .base import Recipe
+from .gba import GBA
 from .ptq import OMSE, MinMax, Percentile
 
 METHODS = {
@@ -9,6 +10,8 @@ METHODS = {
     "omse": lambda **kw: OMSE(**kw),
     "minmax_ft": lambda **kw: MinMax(fine_tune=True, **kw),
     "percentile_ft": lambda **kw: Percentile(fine_tune=True, **kw),
+    "gba": lambda **kw: GBA(**kw),  # mixed precision on activations ("4/4MP")
+    "gba_star": lambda **kw: GBA(mp_weights=True, **kw),  # on weights and activations ("4MP/4MP")
 }
 
-__all__ = ["METHODS", "OMSE", "MinMax", "Percentile", "Recipe"]
+__all__ = ["GBA", "METHODS", "OMSE", "MinMax", "Percentile", "Recipe"]

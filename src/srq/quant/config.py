@@ -21,6 +21,7 @@ FIRST_LAST_POLICIES = ("8bit", "fp", "same")
 _GRANULARITIES = ("channel", "tensor")
 _MODES = ("affine", "uniform", "symmetric")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
+DAN_CHOICES = ("none", "range", "std")
 _ACT_OBSERVERS = ("minmax", "ema_minmax", "percentile", "omse")
 
 
@@ -73,6 +74,10 @@ class QuantConfig:
             ``percentile``, ``omse``).
         first_last: ``"8bit"`` (default), ``"fp"`` or ``"same"`` for the first and last quantizable layers.
         quant_points: also quantize the operands models mark with ``QuantPoint`` (attention, scan).
+        a_dan: dynamic activation normalization (GBA) on layer inputs: ``"none"``, ``"range"`` (each
+            sample's channels mapped to [0, 1] before quantization) or ``"std"`` (zero mean, unit std); see
+            :class:`srq.quant.Quantizer`. Not applied at ``QuantPoint`` operands, whose channel layout the
+            core does not know.
         rules: ordered overrides, later ones win.
     """
 
@@ -85,6 +90,7 @@ class QuantConfig:
     a_observer: str = "minmax"
     first_last: str = "8bit"
     quant_points: bool = True
+    a_dan: str = "none"
     rules: list[LayerRule] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -96,8 +102,10 @@ class QuantConfig:
                 raise SrqError(f"layer rule {r!r} is not valid; a rule is a mapping with 'pattern' and "
                                f"optionally 'w_bits', 'a_bits', 'fp'")
         self.rules = [r if isinstance(r, LayerRule) else LayerRule(**r) for r in self.rules]
+        if not isinstance(self.quant_points, bool):
+            raise SrqError(f"quant_points must be true or false, got {self.quant_points!r}")
         choices = {"w_granularity": _GRANULARITIES, "w_mode": _MODES, "a_mode": _MODES, "w_observer": _WEIGHT_OBSERVERS,
-                   "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES}
+                   "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES, "a_dan": DAN_CHOICES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SrqError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

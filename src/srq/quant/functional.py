@@ -53,6 +53,13 @@ def fake_quant(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
     return round_ste((x_hat - lower) / s) * s + lower
 
 
+def _clamp_levels(v: torch.Tensor, n: int | float | torch.Tensor) -> torch.Tensor:
+    """``clamp(v, 0, n)``; a tensor ``n`` (continuous bits) receives the gradient of values clipped at the top."""
+    if isinstance(n, torch.Tensor):
+        return torch.minimum(torch.clamp(v, min=0), n)
+    return torch.clamp(v, min=0, max=n)
+
+
 def fake_quant_affine(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
                       bits: int | float | torch.Tensor) -> torch.Tensor:
     """Uniform asymmetric fake quantization with an integer zero point, so 0 is exactly on the grid.
@@ -65,8 +72,8 @@ def fake_quant_affine(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
     n = num_levels(bits)
     lower, upper = torch.clamp(lower, max=0.0), torch.clamp(upper, min=0.0)  # the range must contain 0
     s = (upper - lower).clamp_min(_EPS) / n
-    z = round_ste(torch.clamp(-lower / s, min=0, max=n))
-    q = torch.clamp(round_ste(x / s) + z, min=0, max=n)  # clipped values pass no gradient to x
+    z = round_ste(_clamp_levels(-lower / s, n))
+    q = _clamp_levels(round_ste(x / s) + z, n)  # clipped values pass no gradient to x
     return (q - z) * s
 
 

@@ -74,10 +74,11 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _quantizer(bits: int, mode: str, observer: str, channels: int | None, weight: bool,
-               axis: int = 0) -> Quantizer:
+               axis: int = 0, dan: str | None = None, dan_axis: int = 1) -> Quantizer:
     kwargs = {"bits": bits, "keep_tensor": weight} if observer == "omse" else {}
     return Quantizer(bits, mode=mode, channel_axis=axis if channels is not None else None,
-                     num_channels=channels or 1, observer=observer, observer_kwargs=kwargs)
+                     num_channels=channels or 1, observer=observer, observer_kwargs=kwargs,
+                     dan=dan, dan_axis=dan_axis)
 
 
 # float type → (quantized type, placement kind, axis of the weight's output channels)
@@ -146,7 +147,9 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
         channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
         wq = None if w is None else _quantizer(w, config.w_mode, config.w_observer,
                                               channels if config.w_granularity == "channel" else None, True, axis)
-        aq = None if a is None else _quantizer(a, config.a_mode, config.a_observer, None, False)
+        dan = None if config.a_dan == "none" else config.a_dan
+        aq = None if a is None else _quantizer(a, config.a_mode, config.a_observer, None, False, dan=dan,
+                                              dan_axis=-1 if isinstance(layer, nn.Linear) else 1)
         q = cls.from_float(layer, wq, aq)
         q.srq_role = role
         _set_module(model, name, q)

@@ -11,6 +11,18 @@ activations (per tensor). Its life cycle:
 
 Modes: ``"uniform"`` (asymmetric, Eq. 1, bounds ``lower``/``upper``), ``"affine"`` (the same range with an
 integer zero point, so 0 is on the grid), ``"symmetric"`` (signed, zero on the grid, bound ``alpha``), ``"binary"`` (1 bit, sign·α, bound ``alpha``). One bit always means binary.
+
+Two optional extras used by GBA (and usable by any method):
+
+* a continuous **bit offset** ``s`` (:meth:`enable_bit_offset`): the grid has ``2^(bits + s) − 1`` steps, so
+  ``∂L/∂s`` measures how much the loss would drop with more bits; :meth:`set_bits` fixes an integer
+  width and removes ``s``;
+* **DAN** (dynamic activation normalization, ``dan``): every sample's channels are normalised over the
+  other axes before quantization and the inverse is applied after, ``Q(x) = s·Q((x − m)/s) + m`` with
+  ``m, s`` per (sample, channel) computed on the fly: ``"range"`` maps each channel to [0, 1]
+  (m = min, s = max − min), ``"std"`` to zero mean and unit standard deviation (inputs with one value
+  per channel, such as pooled vectors, are normalised over their channels). The bounds then live in the
+  normalised space.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from .observers import Observer, make_observer
 __all__ = ["Quantizer", "MODES"]
 
 MODES = ("uniform", "affine", "symmetric", "binary")
+DAN_MODES = (None, "range", "std")
 
 
 class Quantizer(nn.Module):
@@ -36,10 +49,13 @@ class Quantizer(nn.Module):
         num_channels: size of that axis (the number of bound pairs).
         observer: ``"minmax"``, ``"ema_minmax"``, ``"percentile"``, ``"omse"`` or ``"meanabs"``.
         observer_kwargs: extra arguments for the observer.
+        dan: ``None`` (off), ``"range"`` or ``"std"`` dynamic activation normalization.
+        dan_axis: channel axis of the input for DAN (1 for NCHW conv inputs, -1 for token inputs).
     """
 
     def __init__(self, bits: int, *, mode: str = "uniform", channel_axis: int | None = None,
-                 num_channels: int = 1, observer: str = "minmax", observer_kwargs: dict | None = None) -> None:
+                 num_channels: int = 1, observer: str = "minmax", observer_kwargs: dict | None = None,
+                 dan: str | None = None, dan_axis: int = 1) -> None:
         super().__init__()
         if not 1 <= int(bits) <= 8:
             raise ValueError(f"bits must be between 1 and 8, got {bits}")
@@ -59,6 +75,30 @@ class Quantizer(nn.Module):
         self.observer_kwargs = dict(observer_kwargs or {})
         self.observer: Observer | None = None
         self.enabled = True
+        if dan not in DAN_MODES:
+            raise ValueError(f"dan must be one of {DAN_MODES}, got {dan!r}")
+        self.dan = dan
+        self.dan_axis = dan_axis
+        self.bit_offset: nn.Parameter | None = None
+
+    # ---- bit width ------------------------------------------------------------------------------
+    def enable_bit_offset(self) -> nn.Parameter:
+        """Add a learnable continuous offset ``s`` (initialised to 0) to the bit width; returns it."""
+        if self.mode not in ("uniform", "affine"):
+            raise ValueError(f"a continuous bit offset needs a uniform/affine grid, not {self.mode!r}")
+        self.bit_offset = nn.Parameter(torch.zeros((), device=self.lower.device))
+        return self.bit_offset
+
+    def effective_bits(self) -> int | torch.Tensor:
+        """``bits + s`` (a tensor) while a bit offset is enabled, else ``bits``."""
+        return self.bits if self.bit_offset is None else self.bits + self.bit_offset
+
+    def set_bits(self, bits: int) -> None:
+        """Fix the bit width (2 … 8 on a uniform/affine grid) and drop any bit offset; bounds are kept."""
+        if self.mode in ("uniform", "affine") and not 2 <= int(bits) <= 8:
+            raise ValueError(f"bits must be between 2 and 8 on a {self.mode} grid, got {bits}")
+        self.bits = int(bits)
+        self.bit_offset = None
 
     # ---- bounds -------------------------------------------------------------------------------
     def _broadcast(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -108,17 +148,35 @@ class Quantizer(nn.Module):
         return self.observer is not None
 
     # ---- forward --------------------------------------------------------------------------------
+    def _dan_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-(sample, channel) offset and scale of the normalisation."""
+        axis = self.dan_axis % x.dim()
+        dims = [d for d in range(1, x.dim()) if d != axis]
+        if all(x.shape[d] == 1 for d in dims):  # one value per channel (e.g. pooled): normalise over channels
+            dims = list(range(1, x.dim()))
+        if self.dan == "range":
+            low = x.amin(dims, keepdim=True)
+            return low, (x.amax(dims, keepdim=True) - low).clamp_min(1e-8)
+        return x.mean(dims, keepdim=True), x.std(dims, keepdim=True, unbiased=False) + 1e-5
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled and self.observer is None:
+            return x
+        if self.dan is None:
+            return self._quantize(x)
+        offset, scale = self._dan_stats(x)
+        y = self._quantize((x - offset) / scale)
+        return x if self.observer is not None else y * scale + offset
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
             self.observer.observe(x)
-            return x
-        if not self.enabled:
             return x
         if not bool(self.initialized):
             raise RuntimeError("quantizer used before calibration: calibrate the model (srq.quantize) first")
         if self.mode in ("uniform", "affine"):
             fq = fake_quant if self.mode == "uniform" else fake_quant_affine
-            return fq(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), self.bits)
+            return fq(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), self.effective_bits())
         alpha = self._broadcast(self.alpha, x)
         if self.mode == "symmetric":
             return fake_quant_symmetric(x, alpha, self.bits)
@@ -126,4 +184,5 @@ class Quantizer(nn.Module):
 
     def extra_repr(self) -> str:
         axis = "per-tensor" if self.channel_axis is None else f"per-channel(axis={self.channel_axis})"
-        return f"bits={self.bits}, mode={self.mode}, {axis}, observer={self.observer_name}"
+        dan = "" if self.dan is None else f", dan={self.dan}(axis={self.dan_axis})"
+        return f"bits={self.bits}, mode={self.mode}, {axis}, observer={self.observer_name}{dan}"

@@ -1,0 +1,188 @@
+"""GBA ("Gradient Knows Best", supplementary Appendix A): gradient-guided mixed-precision PTQ.
+
+Three stages on the calibration patches, the network's weights never change:
+
+1. **Bound initialisation** — weights per output channel by OMSE; activations MinMax then EMA (β 0.9) over
+   one epoch of batches of 16 (observed on the float network); optional DAN on every layer input.
+2. **Gradient-guided bit allocation** — every body activation quantizer (then, for GBA*, every body weight
+   quantizer) gets a continuous bit offset ``s_k = 0``; for two epochs of batches of 2 the offsets are
+   trained with SGD at lr 0.1 on the distillation loss and the gradients ``g_k = ∂L/∂s_k`` are averaged over
+   all steps. :func:`srq.quant.bit_allocation.allocate_bits` turns them into integer offsets from the
+   candidate set (default {−1, 0, +1}) such that the average bit width stays at the base: weighted by
+   parameters for weights and by activation elements (per LR pixel) for activations.
+3. **Bit-aware fine-tuning** — the bits fixed, all bounds are trained with Adam at lr 0.01 (2 epochs, batch 2).
+
+Loss everywhere: L1 to the FP output + λ_feat (10) · per-block feature MSE. First and last layers stay at
+8 bit and take no part in the allocation. ``mp_weights=False`` is the paper's "4/4MP" (mixed precision on
+activations only), ``True`` is "4MP/4MP" (GBA*).
+
+Choices the supplementary leaves open (its main text is not in our copy): the update rule of ``s``
+(plain SGD, so ``s`` stays small and the gradients describe the base precision), the averaging of
+``g_k`` over all steps of the sub-stage, and the allocation rule (a 4^(−Δb) noise model fitted to ``g_k``,
+solved exactly as a knapsack; see :mod:`srq.quant.bit_allocation`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..engine.distill import FinetuneConfig, finetune
+from ..quant import LayerRule, QuantConfig, Quantizer, calibrate_activations, calibrate_weights, quantizers
+from ..quant.bit_allocation import allocate_bits
+from ..quant.layers import QUANT_LAYER_TYPES
+from .base import Recipe
+
+__all__ = ["GBA", "BitSlot", "bit_slots", "bit_gradients", "activation_elements"]
+
+
+@dataclass
+class BitSlot:
+    """One quantizer that takes part in the allocation: ``owner`` is the layer (or QuantPoint) name."""
+
+    owner: str
+    kind: str  # "w" or "a"
+    quantizer: Quantizer
+
+
+def bit_slots(qmodel: nn.Module, kind: str) -> list[BitSlot]:
+    """The body quantizers of ``kind`` ("w" or "a") on a uniform/affine grid, in module order.
+
+    First/last layers (``srq_role``) are left out; activation slots include QuantPoint operands.
+    """
+    slots = []
+    for name, m in qmodel.named_modules():
+        if isinstance(m, QUANT_LAYER_TYPES) and getattr(m, "srq_role", "body") == "body":
+            q = m.weight_quantizer if kind == "w" else m.input_quantizer
+            if q is not None and q.mode in ("uniform", "affine"):
+                slots.append(BitSlot(name, kind, q))
+        elif kind == "a" and isinstance(m, Quantizer) and hasattr(m, "srq_point_kind") \
+                and m.mode in ("uniform", "affine"):
+            slots.append(BitSlot(name, kind, m))
+    return slots
+
+
+@torch.no_grad()
+def activation_elements(qmodel: nn.Module, slots: list[BitSlot], example: torch.Tensor) -> list[float]:
+    """Elements each activation quantizer sees per LR pixel of ``example`` ((1, 3, h, w)), summed over calls."""
+    counts = {id(s.quantizer): 0 for s in slots}
+    handles = [s.quantizer.register_forward_hook(
+        lambda m, i, o: counts.__setitem__(id(m), counts[id(m)] + i[0].numel())) for s in slots]
+    everything = [q for _, q in quantizers(qmodel)]
+    enabled = [q.enabled for q in everything]
+    try:
+        for q in everything:
+            q.enabled = False  # counting needs no quantization (and works before calibration)
+        qmodel(example)
+    finally:
+        for h in handles:
+            h.remove()
+        for q, on in zip(everything, enabled):
+            q.enabled = on
+    pixels = example.shape[0] * example.shape[-2] * example.shape[-1]
+    return [counts[id(s.quantizer)] / pixels for s in slots]
+
+
+def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, slots: list[BitSlot],
+                  config: FinetuneConfig, progress: bool = True) -> list[float]:
+    """Mean ``∂L/∂s_k`` over the steps of one allocation sub-stage, for every slot (the offsets are then removed)."""
+    offsets = [s.quantizer.enable_bit_offset() for s in slots]
+    sums = [0.0] * len(offsets)
+    steps = 0
+
+    def record() -> None:
+        nonlocal steps
+        steps += 1
+        for i, p in enumerate(offsets):
+            if p.grad is not None:
+                sums[i] += float(p.grad)
+
+    finetune(qmodel, fp_model, inputs, offsets, config, progress=progress, after_backward=record,
+             description=f"bit allocation ({slots[0].kind if slots else '-'})")
+    for s in slots:
+        s.quantizer.set_bits(s.quantizer.bits)  # drop the continuous offset
+    return [v / max(steps, 1) for v in sums]
+
+
+def _shuffled_batches(inputs: torch.Tensor, batch: int, epochs: int, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(epochs):
+        order = torch.randperm(len(inputs), generator=gen)
+        out += [inputs[order[i:i + batch]] for i in range(0, len(inputs), batch)]
+    return out
+
+
+@dataclass
+class GBA(Recipe):
+    """Gradient-guided bit allocation + DAN + bit-aware fine-tuning (defaults: the paper's)."""
+
+    mp_weights: bool = False
+    dan: str = "range"
+    candidates: tuple[int, ...] = (-1, 0, 1)
+    init_batch: int = 16
+    init_epochs: int = 1
+    alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="sgd"))
+    finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
+    seed: int = 0
+
+    name: ClassVar[str] = "gba"
+    w_observer: ClassVar[str] = "omse"
+    a_observer: ClassVar[str] = "ema_minmax"
+
+    def config(self) -> QuantConfig:
+        cfg = super().config()
+        cfg.a_dan = self.dan
+        cfg.__post_init__()  # validate
+        return cfg
+
+    def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
+        if not isinstance(calib, torch.Tensor):
+            raise ValueError("GBA needs calibration patches of one size (pass patch=...)")
+        fp_model = copy.deepcopy(model).eval()
+        qmodel = self.prepare(model, calib[:1])
+        calibrate_weights(qmodel)
+        init = _shuffled_batches(calib, self.init_batch, self.init_epochs, self.seed)
+        calibrate_activations(qmodel, init, total=len(init), progress=progress)
+
+        report: dict = {"candidates": list(self.candidates)}
+        kinds = ["a", "w"] if self.mp_weights else ["a"]
+        for kind in kinds:
+            slots = bit_slots(qmodel, kind)
+            if not slots:
+                continue
+            base = self.a_bits if kind == "a" else self.w_bits
+            grads = bit_gradients(qmodel, fp_model, calib, slots, self.alloc, progress=progress)
+            if kind == "a":
+                sizes = activation_elements(qmodel, slots, calib[:1])
+            else:
+                sizes = [float(qmodel.get_submodule(s.owner).weight.numel()) for s in slots]
+            result = allocate_bits(grads, sizes, base, tuple(self.candidates))
+            for s, b in zip(slots, result.bits):
+                s.quantizer.set_bits(b)
+            report[kind] = {"base_bits": base, "average_bits": result.average_bits,
+                            "average_weighted_by": "activation elements per LR pixel" if kind == "a" else "parameters",
+                            "predicted_loss_change": result.predicted_change,
+                            "layers": [{"name": s.owner, "gradient": g, "size": n, "offset": o, "bits": b}
+                                       for s, g, n, o, b in zip(slots, grads, sizes, result.offsets, result.bits)]}
+        params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
+        finetune(qmodel, fp_model, calib, params, self.finetune_config, progress=progress)
+        self._record_bit_map(qmodel, report)
+        qmodel.srq_report = report
+        return qmodel.eval()
+
+    @staticmethod
+    def _record_bit_map(qmodel: nn.Module, report: dict) -> None:
+        """Write the allocation into the model's config as exact-name rules, so save/load rebuild it."""
+        config: QuantConfig = qmodel.srq_quant_config
+        bits: dict[str, dict] = {}
+        for kind in ("a", "w"):
+            for row in report.get(kind, {}).get("layers", []):
+                if row["offset"]:
+                    bits.setdefault(row["name"], {})[f"{kind}_bits"] = row["bits"]
+        config.rules = list(config.rules) + [LayerRule(re.escape(n), **b) for n, b in bits.items()]

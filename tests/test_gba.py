@@ -1,0 +1,167 @@
+"""GBA: bit allocation under a budget, continuous bit offsets, DAN, and the recipe end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+
+import pytest
+import torch
+
+import srq
+from srq.engine.distill import FinetuneConfig
+from srq.methods import GBA, MinMax
+from srq.methods.gba import activation_elements, bit_slots
+from srq.quant import Quantizer
+from srq.quant.bit_allocation import allocate_bits
+
+# ---- allocate_bits ------------------------------------------------------------------------------------------
+
+
+def test_allocation_hand_cases():
+    # equal weights: the two most negative gradients get +1, paid for by the two least sensitive layers
+    assert allocate_bits([-1, -0.1, -0.01, 0.0], [1, 1, 1, 1], 4).offsets == [1, 1, -1, -1]
+    # layer 0 costs three units: +1 there is worth three −1 elsewhere (0.541 gain vs 0.238 loss)
+    a = allocate_bits([-1, -0.1, -0.01, 0.0], [3, 1, 1, 1], 4)
+    assert a.offsets == [1, -1, -1, -1] and a.average_bits == 4.0
+    c = 1 / math.log(4)
+    assert a.predicted_change == pytest.approx(c * (-0.75 + 0.1 * 3 + 0.01 * 3))
+    # equal sensitivities: nothing to gain from moving bits
+    assert allocate_bits([-1, -1, -1, -1], [1, 1, 1, 1], 4).offsets == [0, 0, 0, 0]
+    # a wider candidate set spends more where the gradient is larger
+    assert allocate_bits([-1, -0.5, -0.01, -0.001], [1, 1, 1, 1], 4, (-3, -2, -1, 0, 1, 2, 3)).offsets == [2, 1, -1, -2]
+    # bits stay within 2 … 8
+    assert allocate_bits([-1, 0.0], [1, 1], 2).bits == [2, 2]
+
+
+def test_allocation_is_optimal_on_small_random_problems():
+    rng = random.Random(0)
+    options = (-1, 0, 1)
+    for _ in range(30):
+        g = [-rng.random() ** 2 for _ in range(5)]
+        w = [rng.randint(1, 9) for _ in range(5)]
+        got = allocate_bits(g, w, 4, options)
+        assert sum(wi * o for wi, o in zip(w, got.offsets)) <= 0
+        feasible = [o for o in itertools.product(options, repeat=5) if sum(wi * oi for wi, oi in zip(w, o)) <= 0]
+        best = min(sum(-gi / math.log(4) * (4.0 ** -oi - 1) for gi, oi in zip(g, o)) for o in feasible)
+        assert got.predicted_change == pytest.approx(best, abs=1e-12)
+
+
+def test_allocation_keeps_the_weighted_average_with_large_uneven_weights():
+    rng = random.Random(1)
+    g = [-rng.random() ** 3 for _ in range(60)]
+    w = [rng.randint(100, 50000) for _ in range(60)]
+    a = allocate_bits(g, w, 3, (-2, -1, 0, 1, 2))
+    assert a.average_bits <= 3 + 1e-9 and a.average_bits > 2.95
+    assert set(a.bits) <= {2, 3, 4, 5}
+
+
+def test_allocation_rejects_bad_input():
+    with pytest.raises(ValueError, match="contain 0"):
+        allocate_bits([-1.0], [1], 4, (-1, 1))
+    with pytest.raises(ValueError, match="same length"):
+        allocate_bits([-1.0], [1, 2], 4)
+
+
+# ---- continuous bit offsets and DAN ----------------------------------------------------------------------
+
+
+def test_bit_offset_gradient_is_negative_and_set_bits_removes_it():
+    torch.manual_seed(0)
+    q = Quantizer(3, mode="affine")
+    q.set_bounds(torch.tensor(-1.0), torch.tensor(1.0))
+    s = q.enable_bit_offset()
+    x = torch.randn(4096).clamp(-1, 1)
+    ((q(x) - x) ** 2).mean().backward()
+    assert s.grad is not None and s.grad.item() < 0  # more bits, less error
+    q.set_bits(4)
+    assert q.bit_offset is None and q.bits == 4 and "bit_offset" not in dict(q.named_parameters())
+    with pytest.raises(ValueError, match="uniform/affine"):
+        Quantizer(3, mode="symmetric").enable_bit_offset()
+
+
+def test_dan_range_equals_per_sample_per_channel_minmax_quantization():
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]], [[-10.0, 0.0], [10.0, 20.0]]]])  # (1, 2, 2, 2)
+    q = Quantizer(2, mode="affine", dan="range")
+    q.set_bounds(torch.tensor(0.0), torch.tensor(1.0))
+    y = q(x)
+    # channel 0: range [0, 3], 3 steps of 1 → exact; channel 1: range [−10, 20], steps of 10 → exact
+    assert torch.allclose(y, x)
+    x2 = torch.tensor([[[[0.0, 0.4], [1.6, 3.0]]]])
+    assert torch.allclose(q(x2), torch.tensor([[[[0.0, 0.0], [2.0, 3.0]]]]))
+
+
+def test_dan_std_and_pooled_inputs_and_observation():
+    q = Quantizer(8, mode="affine", dan="std", observer="minmax")
+    q.start_calibration()
+    x = torch.randn(2, 3, 5, 5) * torch.tensor([1.0, 10.0, 100.0]).view(1, 3, 1, 1) + 7
+    assert torch.equal(q(x), x)  # observing leaves the tensor alone
+    q.finish_calibration()
+    lo, hi = q.bounds()
+    assert -4 < lo.item() < 0 < hi.item() < 4  # bounds of the standardised values
+    assert (q(x) - x).abs().max() < 0.05 * x.abs().max()
+    pooled = Quantizer(2, mode="affine", dan="range")
+    pooled.set_bounds(torch.tensor(0.0), torch.tensor(1.0))
+    v = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 4, 1, 1)
+    assert torch.allclose(pooled(v), v)  # normalised over the channels, not to a constant
+
+
+# ---- the recipe ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calib() -> torch.Tensor:
+    from srq.data.samples import sample_images
+
+    crops = [torch.from_numpy(img[:48, :48].copy()).permute(2, 0, 1).float() / 255
+             for _, img in sample_images("train")[:4]]
+    return torch.stack(crops)
+
+
+def _quick(**kw) -> GBA:
+    return GBA(w_bits=3, a_bits=3, init_batch=4, alloc=FinetuneConfig(lr=0.1, epochs=1, optimizer="sgd"),
+               finetune_config=FinetuneConfig(epochs=2), **kw)
+
+
+def test_gba_allocates_within_budget_and_beats_minmax(calib):
+    fp = srq.create_model("srq_tiny", 4, "official")
+    q = srq.quantize(fp, _quick(mp_weights=True), calib, progress=False)
+    report = q.srq_report
+    for kind, base in (("a", 3), ("w", 3)):
+        assert base - 1 <= report[kind]["average_bits"] <= base + 1e-9
+        bits = {row["bits"] for row in report[kind]["layers"]}
+        assert bits <= {2, 3, 4}
+    placed = {e.name: e for e in srq.quant.placement(q)}
+    for row in report["a"]["layers"]:
+        assert placed[row["name"]].a_bits == row["bits"]
+    for row in report["w"]["layers"]:
+        assert placed[row["name"]].w_bits == row["bits"]
+    assert placed[next(n for n, e in placed.items() if e.role == "first")].a_bits == 8
+    plain = srq.quantize(fp, MinMax(w_bits=3, a_bits=3), calib, progress=False)
+    with torch.no_grad():
+        target = fp(calib)
+        assert (q(calib) - target).abs().mean() < (plain(calib) - target).abs().mean()
+
+
+def test_gba_bit_map_survives_save_and_load(tmp_path, calib):
+    fp = srq.create_model("srq_tiny", 4, "official")
+    q = srq.quantize(fp, _quick(), calib, progress=False)
+    srq.save(q, tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "srq.json").read_text())
+    assert meta["report"]["a"]["layers"] and meta["quant_config"]["a_dan"] == "range"
+    q2 = srq.load(tmp_path / "run")
+    assert [e.to_dict() for e in srq.quant.placement(q2)] == meta["placement"]
+    x = torch.rand(1, 3, 19, 21)
+    with torch.no_grad():
+        assert torch.equal(q(x), q2(x))
+
+
+def test_activation_elements_count_per_lr_pixel():
+    fp = srq.create_model("srq_tiny", 4, "official")
+    q = GBA(w_bits=4, a_bits=4).prepare(fp)
+    slots = bit_slots(q, "a")
+    sizes = activation_elements(q, slots, torch.rand(1, 3, 8, 8))
+    layers = dict(q.named_modules())
+    assert sizes == [float(layers[s.owner].in_channels) for s in slots]  # same-size convs: C per pixel
