@@ -16,6 +16,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
@@ -27,11 +29,13 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "ptq"
 
 
-def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores) -> dict:
+def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores,
+        out_dir: Path = OUT, recipe=None, tag: str | None = None) -> tuple[dict, torch.nn.Module]:
+    """Quantize, evaluate and write ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model)."""
     w, a = parse_bits(bits)
     fp = srq.create_model(model_name, scale, "official")
     t0 = time.perf_counter()
-    q = srq.quantize(fp, METHODS[method](w_bits=w, a_bits=a), calib, progress=False)
+    q = srq.quantize(fp, recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a), calib, progress=False)
     quant_seconds = time.perf_counter() - t0
     scores = evaluate(q, datasets, scale, progress=False)
     cost = model_cost(q, scale=scale)
@@ -43,29 +47,44 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
            "results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in scores],
            "fp_results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in fp_scores],
            "cost": cost.to_dict(), "recipe": q.srq_recipe,
-           "placement": [e.to_dict() for e in placement(q)], "provenance": provenance()}
-    atomic_write_text(OUT / f"{model_name}_x{scale}_{method}_{bits.lower()}.json", json.dumps(doc, indent=2) + "\n")
-    print(f"{model_name} x{scale} {method} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
+           "placement": [e.to_dict() for e in placement(q)], "report": getattr(q, "srq_report", None),
+           "provenance": provenance()}
+    name = tag or method
+    atomic_write_text(out_dir / f"{model_name}_x{scale}_{name}_{bits.lower()}.json", json.dumps(doc, indent=2) + "\n")
+    print(f"{model_name} x{scale} {name} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
           for s in scores) + f"  ({quant_seconds:.0f} s)", flush=True)
-    return doc
+    return doc, q
 
 
-def summary() -> None:
-    rows = ["# PTQ baselines", "", "Made by `python benchmarks/ptq_bench.py` (see each JSON file for the exact "
-            "command, git revision and machine). First/last layer 8 bit; weights per output channel, activations "
-            "per tensor, affine (zero-point) grids; calibration: 96×96 LR patches of DIV2K_test_LRx4.", "",
-            "| model | method | bits | " + "set PSNR / SSIM (Δ vs FP) | " * 1 + "size KB | BitOPs G | quantize s | "
-            "eval time ÷ FP |", "|---|---|---|---|---|---|---|---|"]
-    for f in sorted(OUT.glob("*_x*_*.json")):
+PTQ_NOTE = ("Made by `python benchmarks/ptq_bench.py` (see each JSON file for the exact command, git revision "
+            "and machine). First/last layer 8 bit; weights per output channel, activations per tensor, affine "
+            "(zero-point) grids; calibration: 96×96 LR patches of DIV2K_test_LRx4.")
+
+
+def average_bits(doc: dict) -> str:
+    """``W/A`` average body bits: from a mixed-precision report when there is one, else the base bits."""
+    w, a = parse_bits(doc["bits"])
+    report = doc.get("report") or {}
+    w_avg = report.get("w", {}).get("average_bits", w)
+    a_avg = report.get("a", {}).get("average_bits", a)
+    return f"{w_avg:.2f}/{a_avg:.2f}"
+
+
+def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_NOTE, also: list[Path] = ()) -> None:
+    """Rebuild ``out_dir/summary.md`` from every result file there (and the files in ``also``)."""
+    rows = [f"# {title}", "", note, "",
+            "| model | method | bits | avg W/A bits | set PSNR / SSIM (Δ vs FP) | size KB | BitOPs G | quantize s | "
+            "eval time ÷ FP |", "|---|---|---|---|---|---|---|---|---|"]
+    for f in sorted([*out_dir.glob("*_x*_*.json"), *also], key=lambda f: f.name):
         d = json.loads(f.read_text())
         fp = {r["dataset"]: r for r in d["fp_results"]}
         cells = "; ".join(f"{r['dataset']} {r['psnr']:.2f}/{r['ssim']:.4f} ({r['psnr'] - fp[r['dataset']]['psnr']:+.2f})"
                           for r in d["results"])
         ratio = sum(d["eval_seconds"].values()) / max(sum(d["fp_eval_seconds"].values()), 1e-9)
-        rows.append(f"| {d['model']} x{d['scale']} | {d['method']} | {d['bits']} | {cells} | "
+        rows.append(f"| {d['model']} x{d['scale']} | {d['method']} | {d['bits']} | {average_bits(d)} | {cells} | "
                     f"{d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | {d['quantize_seconds']:.0f} | "
                     f"{ratio:.2f} |")
-    atomic_write_text(OUT / "summary.md", "\n".join(rows) + "\n")
+    atomic_write_text(out_dir / "summary.md", "\n".join(rows) + "\n")
 
 
 def main() -> None:

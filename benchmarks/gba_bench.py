@@ -1,0 +1,92 @@
+"""GBA against the fine-tuned baselines, side by side (issue 5's table), with bit maps and their plots.
+
+Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
+    python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
+        --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
+Ablations: --dan none|range|std, --candidates -2,-1,0,1,2, --calib-n 20 (each adds a tag to the file name).
+Each run writes benchmarks/results/gba/<model>_x<scale>_<method>[_tag]_<bits>.json (PSNR/SSIM, cost, average
+bits, per-layer bit map with gradients, wall time, provenance), a per-layer bit-offset plot
+<...>_bits.svg for GBA runs (the paper's Fig. 5), and rebuilds benchmarks/results/gba/summary.md.
+Calibration: 100 DIV2K LR images, one random (384/scale)-pixel LR patch each (384×384 HR, as in the paper).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import srq
+from srq.data import calibration_set
+from srq.engine.evaluate import evaluate
+from srq.engine.results import atomic_write_text
+from srq.methods import GBA
+from srq.quant import parse_bits
+from srq.report import chart_svg, format_bit_map
+
+from ptq_bench import run, summary
+
+OUT = Path(__file__).resolve().parent / "results" / "gba"
+NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision and machine in each JSON file). "
+        "First/last layer 8 bit; weights per output channel; activations per tensor (GBA: after DAN); "
+        "calibration: 100 DIV2K LR patches of 384/scale pixels. GBA = mixed precision on activations (4/4MP), "
+        "gba_star = on weights and activations (4MP/4MP); 'avg W/A bits' are the achieved body averages "
+        "(weights weighted by parameters, activations by elements).")
+
+
+def offsets_plot(doc: dict, title: str) -> str:
+    report = doc["report"]
+    names = [r["name"] for r in report["a"]["layers"]]
+    series = {"activation": [r["offset"] for r in report["a"]["layers"]]}
+    if "w" in report:
+        by_name = {r["name"]: r["offset"] for r in report["w"]["layers"]}
+        series = {"weight": [by_name.get(n, 0) for n in names], **series}
+    return chart_svg(names, series, title, ylabel="bit offset", kind="bars")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="imdn")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--bits", default="w4a4")
+    p.add_argument("--methods", default="gba,gba_star",
+                   help="gba, gba_star, or any PTQ method (the FT baselines are also read from results/ptq)")
+    p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
+    p.add_argument("--calib-n", type=int, default=100)
+    p.add_argument("--dan", default="range", choices=["none", "range", "std"])
+    p.add_argument("--candidates", default="-1,0,1")
+    args = p.parse_args()
+    candidates = tuple(int(c) for c in args.candidates.split(","))
+    tag_parts = ([f"dan-{args.dan}"] if args.dan != "range" else []) + \
+        ([f"cand{max(candidates)}"] if candidates != (-1, 0, 1) else []) + \
+        ([f"calib{args.calib_n}"] if args.calib_n != 100 else [])
+    datasets = args.datasets.split(",")
+    calib = calibration_set("DIV2K_test_LRx4", patch=384 // args.scale, n=args.calib_n)
+    fp_scores = evaluate(srq.create_model(args.model, args.scale, "official"), datasets, args.scale, progress=False)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for bits in args.bits.split(","):
+        w, a = parse_bits(bits)
+        for method in args.methods.split(","):
+            recipe = None
+            if method in ("gba", "gba_star"):
+                recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan, candidates=candidates)
+            tag = "_".join([method] + tag_parts) if recipe is not None else method
+            doc, q = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=OUT,
+                         recipe=recipe, tag=tag)
+            if doc.get("report"):
+                print(format_bit_map(doc["report"]))
+                stem = f"{args.model}_x{args.scale}_{tag}_{bits.lower()}"
+                atomic_write_text(OUT / f"{stem}_bits.svg",
+                                  offsets_plot(doc, f"{args.model} x{args.scale} {tag} {bits}: bit offset per layer"))
+    summary(OUT, "GBA and baselines", NOTE, also=baseline_files())
+
+
+def baseline_files() -> list[Path]:
+    """The fine-tuned PTQ baselines (benchmarks/results/ptq) for every model/scale/bits that GBA was run on."""
+    ptq = OUT.parent / "ptq"
+    keys = {"_".join(f.stem.split("_")[:2]) + "|" + f.stem.split("_")[-1] for f in OUT.glob("*_x*_*.json")}
+    return [f for f in sorted(ptq.glob("*_ft_*.json"))
+            if "_".join(f.stem.split("_")[:2]) + "|" + f.stem.split("_")[-1] in keys]
+
+
+if __name__ == "__main__":
+    main()

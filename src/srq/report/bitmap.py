@@ -1,0 +1,31 @@
+"""Per-layer bit map tables for mixed-precision methods (GBA's allocation report)."""
+
+from __future__ import annotations
+
+__all__ = ["format_bit_map"]
+
+
+def format_bit_map(report: dict) -> str:
+    """A plain-text table of a GBA report: layer, W/A bits, offsets and bit-width gradients, then averages."""
+    rows: dict[str, dict] = {}
+    for kind in ("w", "a"):
+        for r in report.get(kind, {}).get("layers", []):
+            rows.setdefault(r["name"], {})[kind] = r
+    if not rows:
+        return "(no bit allocation)"
+    width = max(len(n) for n in rows)
+    lines = [f"{'layer':<{width}}  {'W':>2} {'ΔW':>3} {'gW':>10}  {'A':>2} {'ΔA':>3} {'gA':>10}"]
+    for name, r in rows.items():
+        cells = []
+        for kind in ("w", "a"):
+            if kind in r:
+                cells.append(f"{r[kind]['bits']:>2} {r[kind]['offset']:>+3d} {r[kind]['gradient']:>10.3g}")
+            else:
+                cells.append(f"{'-':>2} {'':>3} {'':>10}")
+        lines.append(f"{name:<{width}}  {cells[0]}  {cells[1]}")
+    for kind, label in (("w", "weights"), ("a", "activations")):
+        if kind in report:
+            k = report[kind]
+            lines.append(f"average {label} bits: {k['average_bits']:.3f} (base {k['base_bits']}, weighted by "
+                         f"{k['average_weighted_by']})")
+    return "\n".join(lines)
