@@ -21,7 +21,7 @@ from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text
 from srq.methods import GBA
 from srq.quant import parse_bits
-from srq.report import chart_svg, format_bit_map
+from srq.report import bit_offsets_svg, format_bit_map
 
 from ptq_bench import run, summary
 
@@ -31,16 +31,6 @@ NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision a
         "calibration: 100 DIV2K LR patches of 384/scale pixels. GBA = mixed precision on activations (4/4MP), "
         "gba_star = on weights and activations (4MP/4MP); 'avg W/A bits' are the achieved body averages "
         "(weights weighted by parameters, activations by elements).")
-
-
-def offsets_plot(doc: dict, title: str) -> str:
-    report = doc["report"]
-    names = [r["name"] for r in report["a"]["layers"]]
-    series = {"activation": [r["offset"] for r in report["a"]["layers"]]}
-    if "w" in report:
-        by_name = {r["name"]: r["offset"] for r in report["w"]["layers"]}
-        series = {"weight": [by_name.get(n, 0) for n in names], **series}
-    return chart_svg(names, series, title, ylabel="bit offset", kind="bars")
 
 
 def main() -> None:
@@ -76,7 +66,7 @@ def main() -> None:
                 print(format_bit_map(doc["report"]))
                 stem = f"{args.model}_x{args.scale}_{tag}_{bits.lower()}"
                 atomic_write_text(OUT / f"{stem}_bits.svg",
-                                  offsets_plot(doc, f"{args.model} x{args.scale} {tag} {bits}: bit offset per layer"))
+                                  bit_offsets_svg(doc["report"], f"{args.model} x{args.scale} {tag} {bits}: bit offset per layer"))
     summary(OUT, "GBA and baselines", NOTE, also=baseline_files())
 
 

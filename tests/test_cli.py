@@ -130,6 +130,18 @@ def test_quantize_then_eval_run_folder(calib_dir, tiny_set, tmp_path):
     assert json.loads((tmp_path / "q.json").read_text())["recipe"]["w_bits"] == 6
 
 
+def test_quantize_gba_writes_and_prints_the_bit_map(calib_dir, tmp_path):
+    run = tmp_path / "run"
+    proc = srq("quantize", "srq_tiny", "--scale", "4", "--bits", "w4a4", "--method", "gba_star", "--calib",
+               str(calib_dir), "--calib-n", "3", "--patch", "24", "-o", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert "average activations bits" in proc.stdout and "average weights bits" in proc.stdout
+    assert (run / "bitmap.txt").read_text().startswith("layer")
+    assert (run / "bitmap.svg").read_text().startswith("<svg")
+    meta = json.loads((run / "srq.json").read_text())
+    assert meta["report"]["a"]["average_bits"] <= 4 + 1e-9
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--bits", "w9a4"], "from 1 to 8"),
     (["--bits", "w0a0"], "from 1 to 8"),

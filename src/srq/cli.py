@@ -163,7 +163,8 @@ def quantize_cmd(
     model: str = typer.Argument(..., help="model name (see `srq models`)"),
     scale: int = typer.Option(..., "--scale", "-s"),
     weights: str = typer.Option("official", help="checkpoint path or 'official'"),
-    method: str = typer.Option("minmax", help="minmax, percentile, omse, minmax_ft, percentile_ft"),
+    method: str = typer.Option("minmax", help="minmax, percentile, omse, minmax_ft, percentile_ft, "
+                               "gba (mixed-precision activations), gba_star (mixed weights and activations)"),
     bits: str = typer.Option("w4a4", help="body-layer bits, e.g. w4a4, w8a8, w2a2"),
     first_last: str = typer.Option("8bit", help="first/last layer policy: 8bit, fp or same"),
     config: Optional[Path] = typer.Option(None, help="JSON file with per-layer rules (a list of "
@@ -213,6 +214,15 @@ def quantize_cmd(
                                   "quantize_seconds": seconds, "cost": cost.to_dict(),
                                   "provenance": provenance()})
     atomic_write_text(output / "placement.txt", format_placement(entries) + "\n")
+    report = getattr(qnet, "srq_report", None)
+    if report and ("a" in report or "w" in report):
+        from .report import bit_offsets_svg, format_bit_map
+
+        table = format_bit_map(report)
+        out.print(table, highlight=False, soft_wrap=True)
+        atomic_write_text(output / "bitmap.txt", table + "\n")
+        atomic_write_text(output / "bitmap.svg",
+                          bit_offsets_svg(report, f"{model} x{scale} {method} w{w_bits}a{a_bits}: bit offset per layer"))
     err.print(f"{model} x{scale} {method} w{w_bits}a{a_bits}: {seconds:.1f} s; size {cost.size_kb:.1f} KB "
               f"(FP32 {cost.fp32_size_kb:.1f} KB), BitOPs {cost.bitops / 1e9:.1f} G (FP32 {cost.fp32_bitops / 1e9:.1f} G) "
               f"→ {output}")

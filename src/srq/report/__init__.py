@@ -1,6 +1,6 @@
 """Human-facing reports: plain-text tables and dependency-free SVG charts."""
 
-from .bitmap import format_bit_map
+from .bitmap import bit_offsets_svg, format_bit_map
 from .svg import chart_svg
 
-__all__ = ["chart_svg", "format_bit_map"]
+__all__ = ["bit_offsets_svg", "chart_svg", "format_bit_map"]

@@ -29,3 +29,17 @@ def format_bit_map(report: dict) -> str:
             lines.append(f"average {label} bits: {k['average_bits']:.3f} (base {k['base_bits']}, weighted by "
                          f"{k['average_weighted_by']})")
     return "\n".join(lines)
+
+
+def bit_offsets_svg(report: dict, title: str) -> str:
+    """The paper's Fig. 5: per-layer bit offset of weights and activations as grouped bars (SVG)."""
+    from .svg import chart_svg
+
+    rows = report.get("a", report.get("w", {})).get("layers", [])
+    names = [r["name"] for r in rows]
+    series = {}
+    for kind, label in (("w", "weight"), ("a", "activation")):
+        if kind in report:
+            offsets = {r["name"]: r["offset"] for r in report[kind]["layers"]}
+            series[label] = [offsets.get(n, 0) for n in names]
+    return chart_svg(names, series, title, ylabel="bit offset", kind="bars")
