@@ -6,7 +6,7 @@ For every body activation quantizer k: (1) GBA's sensitivity −g_k, the mean gr
 to its continuous bit offset, measured as in GBA stage 2 (all layers quantized at the base width, DAN
 on); (2) the output MSE against the FP model when *only* that layer's activation is quantized to the base
 width (everything else float), on held-out calibration patches. Reports Spearman and Pearson correlations
-and writes benchmarks/results/gba/sensitivity_<model>_x<scale>_a<bits>.json and .svg.
+and writes benchmarks/results/gba/sensitivity-<model>-x<scale>-a<bits>.json and .svg.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
            "spearman": rho, "spearman_p": rho_p, "pearson": r, "pearson_p": r_p,
            "layers": [{"name": n, "sensitivity": s, "single_layer_mse": e} for n, s, e in zip(names, sens, errors)],
            "seconds": time.perf_counter() - t0, "provenance": provenance()}
-    stem = f"sensitivity_{args.model}_x{args.scale}_a{args.bits}"
+    stem = f"sensitivity-{args.model}-x{args.scale}-a{args.bits}"  # no underscores: not a result row
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
     top_s, top_e = max(sens) or 1.0, max(errors) or 1.0
