@@ -33,3 +33,29 @@ def test_capture_outputs_removes_its_hooks():
         net(torch.rand(1, 3, 8, 8))
         assert store["body.0"].shape == (1, 32, 8, 8)
     assert not net.body[0]._forward_hooks
+
+
+def test_energy_map_and_energy_feature_loss():
+    from srq.engine.distill import energy_map
+
+    f = torch.zeros(1, 2, 1, 2)
+    f[0, :, 0, 0] = torch.tensor([3.0, 1.0])  # mean of squares over channels: 5 at pixel 0, 0 at pixel 1
+    assert torch.allclose(energy_map(f), torch.tensor([[1.0, 0.0]]))
+    out = torch.zeros(1, 3, 2, 2)
+    g = torch.zeros(1, 2, 1, 2)
+    g[0, :, 0, 1] = 1.0  # all energy at pixel 1: maps [1, 0] vs [0, 1], MSE 1
+    loss = distill_loss(out, out, {"a": f, "b": f}, {"a": g, "b": f}, 5.0, feature_loss="energy")
+    assert loss.item() == pytest.approx(5.0 * (1.0 + 0.0) / 2)
+
+
+def test_finetune_runs_a_fixed_number_of_steps_with_cosine_schedule():
+    from srq.engine.distill import FinetuneConfig, finetune
+
+    fp = srq.create_model("srq_tiny", 4, "official")
+    q = srq.quantize(fp, srq.methods.MinMax(w_bits=4, a_bits=4), torch.rand(3, 3, 16, 16), progress=False)
+    params = [p for _, qq in srq.quant.quantizers(q) for p in qq.parameters()]
+    losses = finetune(q, fp, torch.rand(3, 3, 16, 16), params,
+                      FinetuneConfig(lr=1e-3, lr_min=1e-4, steps=5, batch=2), progress=False)
+    assert len(losses) == 5
+    with pytest.raises(ValueError, match="feature_loss"):
+        FinetuneConfig(feature_loss="l2")

@@ -1,4 +1,4 @@
-"""GBA: bit allocation under a budget, continuous bit offsets, DAN, and the recipe end to end."""
+"""GBA (bit allocation under a budget, continuous bit offsets, DAN, the recipe end to end) and PTQ4SR."""
 
 from __future__ import annotations
 
@@ -165,3 +165,18 @@ def test_activation_elements_count_per_lr_pixel():
     sizes = activation_elements(q, slots, torch.rand(1, 3, 8, 8))
     layers = dict(q.named_modules())
     assert sizes == [float(layers[s.owner].in_channels) for s in slots]  # same-size convs: C per pixel
+
+
+def test_ptq4sr_pixel_aware_calibration_improves_on_dbdc_alone(calib):
+    from srq.methods import PTQ4SR
+
+    fp = srq.create_model("srq_tiny", 4, "official")
+    none = FinetuneConfig(steps=0)
+    dbdc_only = srq.quantize(fp, PTQ4SR(w_bits=3, a_bits=3, act_phase=none, weight_phase=none), calib, progress=False)
+    pac = FinetuneConfig(lr=5e-3, lr_min=2e-3, steps=40, lambda_feat=5.0, feature_loss="energy")
+    tuned = srq.quantize(fp, PTQ4SR(w_bits=3, a_bits=3, act_phase=pac, weight_phase=FinetuneConfig(lr=5e-6, steps=2)),
+                         calib, progress=False)
+    assert {type(q.observer) for _, q in srq.quant.quantizers(tuned)} == {type(None)}
+    with torch.no_grad():
+        target = fp(calib)
+        assert (tuned(calib) - target).abs().mean() < (dbdc_only(calib) - target).abs().mean()

@@ -281,3 +281,23 @@ def test_make_observer():
     assert make_observer("omse", None, bits=3).bits == 3
     with pytest.raises(ValueError, match="unknown observer"):
         make_observer("nope")
+
+
+def test_density_dual_clip_trims_the_sparser_tail_first():
+    from srq.quant.observers import density_dual_clip
+
+    counts = torch.tensor([1.0, 4.0, 40.0, 40.0, 10.0, 5.0])  # 100 values over [0, 6), bins of width 1
+    # clip ≥ 6 %: drop bin 0 (1 < 5), bin 1 (4 < 5): 5 % so far; then bin 5 (5 < 40): 10 % clipped
+    assert density_dual_clip(counts, 0.0, 6.0, 0.06) == (2.0, 5.0)
+    assert density_dual_clip(counts, 0.0, 6.0, 0.0) == (0.0, 6.0)
+    assert density_dual_clip(torch.tensor([3.0, 3.0]), 0.0, 2.0, 0.4) == (0.0, 1.0)  # ties trim the top
+
+
+def test_dbdc_observer_averages_batches():
+    from srq.quant.observers import DBDCObserver
+
+    obs = DBDCObserver(clip_fraction=0.0, bins=16)
+    obs.observe(torch.tensor([0.0, 1.0, 2.0]))
+    obs.observe(torch.tensor([-2.0, 0.0, 4.0]))
+    lo, hi = obs.bounds()
+    assert lo.item() == pytest.approx(-1.0) and hi.item() == pytest.approx(3.0)

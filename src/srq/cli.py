@@ -163,7 +163,7 @@ def quantize_cmd(
     model: str = typer.Argument(..., help="model name (see `srq models`)"),
     scale: int = typer.Option(..., "--scale", "-s"),
     weights: str = typer.Option("official", help="checkpoint path or 'official'"),
-    method: str = typer.Option("minmax", help="minmax, percentile, omse, minmax_ft, percentile_ft, "
+    method: str = typer.Option("minmax", help="minmax, percentile, omse, minmax_ft, percentile_ft, ptq4sr, "
                                "gba (mixed-precision activations), gba_star (mixed weights and activations)"),
     bits: str = typer.Option("w4a4", help="body-layer bits, e.g. w4a4, w8a8, w2a2"),
     first_last: str = typer.Option("8bit", help="first/last layer policy: 8bit, fp or same"),

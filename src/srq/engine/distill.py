@@ -20,7 +20,7 @@ from torch import nn
 
 from .progress import progress_bar
 
-__all__ = ["find_blocks", "capture_outputs", "distill_loss", "FinetuneConfig", "finetune"]
+__all__ = ["find_blocks", "capture_outputs", "distill_loss", "energy_map", "FinetuneConfig", "finetune"]
 
 
 def find_blocks(model: nn.Module) -> list[str]:
@@ -66,12 +66,25 @@ def capture_outputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, to
             h.remove()
 
 
+def energy_map(f: torch.Tensor) -> torch.Tensor:
+    """PTQ4SR's feature summary: the per-pixel channel mean of f², L2-normalised per sample → (N, H·W)."""
+    return F.normalize(f.pow(2).mean(dim=1).flatten(1), dim=1)
+
+
 def distill_loss(out_q: torch.Tensor, out_fp: torch.Tensor, feats_q: dict, feats_fp: dict,
-                 lambda_feat: float) -> torch.Tensor:
-    """Pixel L1 + ``lambda_feat`` × the sum over blocks of the feature MSE."""
+                 lambda_feat: float, feature_loss: str = "mse") -> torch.Tensor:
+    """Pixel L1 + ``lambda_feat`` × a feature term over the blocks.
+
+    ``feature_loss="mse"``: the sum over blocks of the feature MSE (GBA, SPR²Q). ``"energy"``: the mean over
+    blocks of the MSE between :func:`energy_map` s (PTQ4SR's pixel-aware term).
+    """
     loss = F.l1_loss(out_q, out_fp)
     if lambda_feat and feats_q:
-        loss = loss + lambda_feat * sum(F.mse_loss(feats_q[n], feats_fp[n]) for n in feats_q)
+        if feature_loss == "energy":
+            terms = [F.mse_loss(energy_map(feats_q[n]), energy_map(feats_fp[n])) for n in feats_q]
+            loss = loss + lambda_feat * sum(terms) / len(terms)
+        else:
+            loss = loss + lambda_feat * sum(F.mse_loss(feats_q[n], feats_fp[n]) for n in feats_q)
     return loss
 
 
@@ -85,10 +98,15 @@ class FinetuneConfig:
     lambda_feat: float = 10.0
     seed: int = 0
     optimizer: str = "adam"  # or "sgd"
+    steps: int | None = None  # if set, this many steps (epochs repeat as needed) instead of ``epochs``
+    lr_min: float | None = None  # if set, cosine annealing from ``lr`` to ``lr_min`` over the run
+    feature_loss: str = "mse"  # or "energy" (see distill_loss)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.feature_loss not in ("mse", "energy"):
+            raise ValueError(f"feature_loss must be 'mse' or 'energy', got {self.feature_loss!r}")
 
 
 def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, params: list[nn.Parameter],
@@ -107,9 +125,15 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
         p.requires_grad_(True)
     opt = (torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD)(params, lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
+    per_epoch = -(-len(inputs) // config.batch)
+    epochs = config.epochs if config.steps is None else -(-config.steps // per_epoch)
     schedule = [order[start:start + config.batch]
-                for order in (torch.randperm(len(inputs), generator=gen) for _ in range(config.epochs))
+                for order in (torch.randperm(len(inputs), generator=gen) for _ in range(epochs))
                 for start in range(0, len(inputs), config.batch)]
+    if config.steps is not None:
+        schedule = schedule[:config.steps]
+    scheduler = None if config.lr_min is None else \
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(len(schedule), 1), eta_min=config.lr_min)
     device = params[0].device if params else inputs.device
     losses: list[float] = []
     fp_model.eval()
@@ -121,12 +145,14 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
                 with torch.no_grad():
                     target = fp_model(x)
                     feats_fp = dict(ffp)
-                loss = distill_loss(qmodel(x), target, dict(fq), feats_fp, config.lambda_feat)
+                loss = distill_loss(qmodel(x), target, dict(fq), feats_fp, config.lambda_feat, config.feature_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if after_backward is not None:
                     after_backward()
                 opt.step()
+                if scheduler is not None:
+                    scheduler.step()
                 losses.append(loss.item())
     finally:
         for p in frozen:

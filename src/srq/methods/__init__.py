@@ -3,6 +3,7 @@
 from .base import Recipe
 from .gba import GBA
 from .ptq import OMSE, MinMax, Percentile
+from .ptq4sr import PTQ4SR
 
 METHODS = {
     "minmax": lambda **kw: MinMax(**kw),
@@ -10,8 +11,9 @@ METHODS = {
     "omse": lambda **kw: OMSE(**kw),
     "minmax_ft": lambda **kw: MinMax(fine_tune=True, **kw),
     "percentile_ft": lambda **kw: Percentile(fine_tune=True, **kw),
+    "ptq4sr": lambda **kw: PTQ4SR(**kw),
     "gba": lambda **kw: GBA(**kw),  # mixed precision on activations ("4/4MP")
     "gba_star": lambda **kw: GBA(mp_weights=True, **kw),  # on weights and activations ("4MP/4MP")
 }
 
-__all__ = ["GBA", "METHODS", "OMSE", "MinMax", "Percentile", "Recipe"]
+__all__ = ["GBA", "METHODS", "OMSE", "PTQ4SR", "MinMax", "Percentile", "Recipe"]

@@ -22,7 +22,7 @@ _GRANULARITIES = ("channel", "tensor")
 _MODES = ("affine", "uniform", "symmetric")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
 DAN_CHOICES = ("none", "range", "std")
-_ACT_OBSERVERS = ("minmax", "ema_minmax", "percentile", "omse")
+_ACT_OBSERVERS = ("minmax", "ema_minmax", "percentile", "omse", "dbdc")
 
 
 def _check_bits(value: Any, what: str, allow_none: bool = False) -> None:

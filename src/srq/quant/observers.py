@@ -10,6 +10,8 @@ tensor) and returns ``(lower, upper)`` shaped to broadcast against the observed 
 * :class:`OMSEObserver` — the clipping ratio r (bounds r·min, r·max) that minimises the quantization MSE
   (Choukroun et al., 2019), searched on a grid; exact on the tensor for weights, on a histogram for
   activations.
+* :class:`DBDCObserver` — PTQ4SR's density-based dual clipping: trim the sparser tail of a histogram
+  until a fraction of the values is clipped; mean over batches.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from .functional import fake_quant
 
 __all__ = ["Observer", "MinMaxObserver", "EMAMinMaxObserver", "PercentileObserver", "OMSEObserver",
-           "MeanAbsObserver", "make_observer", "OBSERVERS"]
+           "MeanAbsObserver", "DBDCObserver", "density_dual_clip", "make_observer", "OBSERVERS"]
 
 
 def _reduce_dims(x: torch.Tensor, channel_axis: int | None) -> list[int]:
@@ -203,6 +205,64 @@ class OMSEObserver(Observer):
         return torch.tensor(self.hist.lo * r), torch.tensor(self.hist.hi * r)
 
 
+def density_dual_clip(counts: torch.Tensor, lo: float, hi: float, clip_fraction: float) -> tuple[float, float]:
+    """PTQ4SR's density-based dual clipping on one histogram (``counts`` over equal bins from ``lo`` to ``hi``).
+
+    Bins are trimmed one at a time from whichever end is *less dense* (the upper end on ties) until at
+    least ``clip_fraction`` of the values lie outside; returns the outer edges of the bins kept.
+    """
+    counts = counts.double()
+    total = float(counts.sum())
+    keep = (1.0 - clip_fraction) * total
+    i, j = 0, len(counts) - 1
+    inside = total
+    c = counts.tolist()
+    while inside > keep and i < j:
+        if c[i] < c[j]:
+            inside -= c[i]
+            i += 1
+        else:
+            inside -= c[j]
+            j -= 1
+    width = (hi - lo) / len(counts)
+    return lo + width * i, lo + width * (j + 1)
+
+
+class DBDCObserver(Observer):
+    """PTQ4SR (Tu et al., CVPR 2023) density-based dual clipping, per tensor.
+
+    Every batch gets a 2048-bin histogram over its own [min, max] and :func:`density_dual_clip` with
+    ``clip_fraction`` (PTQ4SR: 1e-4 below 8 bit, 1e-5 at 8 bit); the bounds are the mean over batches.
+    """
+
+    def __init__(self, channel_axis: int | None = None, clip_fraction: float = 1e-4, bins: int = 2048) -> None:
+        if not 0 <= clip_fraction < 1:
+            raise ValueError(f"clip_fraction must be in [0, 1), got {clip_fraction}")
+        self.clip_fraction, self.nbins = clip_fraction, bins
+        super().__init__(None)
+
+    def reset(self) -> None:
+        super().reset()
+        self.sums = [0.0, 0.0]
+        self.batches = 0
+
+    def observe(self, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        lo, hi = float(x.min()), float(x.max())
+        if hi <= lo:
+            bounds = (lo, hi)
+        else:
+            bounds = density_dual_clip(torch.histc(x, bins=self.nbins, min=lo, max=hi), lo, hi, self.clip_fraction)
+        self.sums = [self.sums[0] + bounds[0], self.sums[1] + bounds[1]]
+        self.batches += 1
+        self._ndim = x.dim()
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.batches:
+            raise RuntimeError("observer saw no data: run calibration batches through the model first")
+        return torch.tensor(self.sums[0] / self.batches), torch.tensor(self.sums[1] / self.batches)
+
+
 class MeanAbsObserver(Observer):
     """Mean of |x| (per channel or per tensor), returned as the symmetric bounds (−m, m).
 
@@ -228,11 +288,11 @@ class MeanAbsObserver(Observer):
 
 
 OBSERVERS = {"minmax": MinMaxObserver, "meanabs": MeanAbsObserver, "ema_minmax": EMAMinMaxObserver, "percentile": PercentileObserver,
-             "omse": OMSEObserver}
+             "omse": OMSEObserver, "dbdc": DBDCObserver}
 
 
 def make_observer(name: str, channel_axis: int | None = None, **kwargs) -> Observer:
-    """Observer by name: ``minmax``, ``ema_minmax``, ``percentile`` or ``omse``."""
+    """Observer by name: ``minmax``, ``ema_minmax``, ``percentile``, ``omse``, ``dbdc`` or ``meanabs``."""
     if name not in OBSERVERS:
         raise ValueError(f"unknown observer {name!r}; choose from {', '.join(OBSERVERS)}")
     return OBSERVERS[name](channel_axis=channel_axis, **kwargs)
