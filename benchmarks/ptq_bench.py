@@ -47,7 +47,7 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
            "results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in scores],
            "fp_results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in fp_scores],
            "cost": cost.to_dict(), "recipe": q.srq_recipe,
-           "placement": [e.to_dict() for e in placement(q)], "report": getattr(q, "srq_report", None),
+           "placement": [e.to_dict() for e in placement(q)], "report": srq.api.current_report(q),
            "provenance": provenance()}
     name = tag or method
     atomic_write_text(out_dir / f"{model_name}_x{scale}_{name}_{bits.lower()}.json", json.dumps(doc, indent=2) + "\n")

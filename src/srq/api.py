@@ -40,6 +40,9 @@ def quantize(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.
 
 def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (made by :func:`srq.create_model` and quantized by srq) to ``folder`` atomically."""
+    refusal = getattr(model, "srq_savable", None)
+    if isinstance(refusal, str):
+        raise SrqError(f"this model cannot be saved: {refusal}")
     spec = getattr(model, "srq_spec", None)
     if spec is None:
         raise SrqError("srq.save needs a model made by srq.create_model (its architecture must be rebuildable)")
@@ -48,7 +51,7 @@ def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | No
     meta = {"format_version": FORMAT_VERSION, "architecture": spec,
             "quant_config": config.to_dict() if config is not None else None,
             "placement": [e.to_dict() for e in placement(model)],
-            "recipe": getattr(model, "srq_recipe", None), "report": getattr(model, "srq_report", None),
+            "recipe": getattr(model, "srq_recipe", None), "report": current_report(model),
             **(extra or {})}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -66,6 +69,12 @@ def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | No
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def current_report(model: nn.Module) -> dict | None:
+    """The method's report (``model.srq_report``: a dict, or a callable giving the report as of now)."""
+    report = getattr(model, "srq_report", None)
+    return report() if callable(report) else report
 
 
 def read_meta(folder: str | os.PathLike) -> dict:

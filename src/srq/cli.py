@@ -192,6 +192,9 @@ def quantize_cmd(
     w_bits, a_bits = parse_bits(bits)
     if method not in METHODS:
         raise SrqError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method.startswith("adabm"):
+        raise SrqError(f"{method} models choose bits per image and cannot be saved as a run folder yet; "
+                       f"run them from Python (srq.methods.AdaBM) or benchmarks/gba_bench.py")
     rules = []
     if config is not None:
         try:
@@ -214,7 +217,7 @@ def quantize_cmd(
                                   "quantize_seconds": seconds, "cost": cost.to_dict(),
                                   "provenance": provenance()})
     atomic_write_text(output / "placement.txt", format_placement(entries) + "\n")
-    report = getattr(qnet, "srq_report", None)
+    report = api.current_report(qnet)
     if report and ("a" in report or "w" in report):
         from .report import bit_offsets_svg, format_bit_map
 

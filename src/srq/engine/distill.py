@@ -109,21 +109,25 @@ class FinetuneConfig:
             raise ValueError(f"feature_loss must be 'mse' or 'energy', got {self.feature_loss!r}")
 
 
-def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, params: list[nn.Parameter],
+def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, params: list,
              config: FinetuneConfig, progress: bool = True, after_backward: Callable[[], None] | None = None,
-             description: str = "fine-tuning") -> list[float]:
+             description: str = "fine-tuning", extra_loss: Callable[[], torch.Tensor] | None = None) -> list[float]:
     """Train ``params`` of ``qmodel`` to match ``fp_model`` on ``inputs`` ((N, 3, h, w) LR in [0, 1]).
 
-    Everything else stays frozen. ``after_backward`` is called after each backward pass, before the
-    optimiser step (e.g. to record gradients). Returns the loss per step.
+    ``params``: parameters, or optimiser parameter groups (dicts with ``params`` and optionally ``lr``).
+    Everything else stays frozen. ``extra_loss()`` (if given) is added to each step's loss after the
+    forward pass; ``after_backward`` is called after each backward pass, before the optimiser step (e.g. to
+    record gradients). Returns the loss per step.
     """
     blocks = find_blocks(fp_model)
+    groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
+    params = [p for g in groups for p in g["params"]]
     frozen = [p for p in qmodel.parameters() if p.requires_grad and all(p is not q for q in params)]
     for p in frozen:
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    opt = (torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD)(params, lr=config.lr)
+    opt = (torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD)(groups, lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     per_epoch = -(-len(inputs) // config.batch)
     epochs = config.epochs if config.steps is None else -(-config.steps // per_epoch)
@@ -146,6 +150,8 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
                     target = fp_model(x)
                     feats_fp = dict(ffp)
                 loss = distill_loss(qmodel(x), target, dict(fq), feats_fp, config.lambda_feat, config.feature_loss)
+                if extra_loss is not None:
+                    loss = loss + extra_loss()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if after_backward is not None:

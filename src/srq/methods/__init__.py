@@ -1,5 +1,6 @@
 """Quantization methods as recipes: ``srq.quantize(model, srq.methods.MinMax(w_bits=4, a_bits=4), calib)``."""
 
+from .adabm import AdaBM
 from .base import Recipe
 from .gba import GBA
 from .ptq import OMSE, MinMax, Percentile
@@ -12,8 +13,10 @@ METHODS = {
     "minmax_ft": lambda **kw: MinMax(fine_tune=True, **kw),
     "percentile_ft": lambda **kw: Percentile(fine_tune=True, **kw),
     "ptq4sr": lambda **kw: PTQ4SR(**kw),
+    "adabm": lambda **kw: AdaBM(**kw),  # image- and layer-adaptive activation bits
+    "adabm_star": lambda **kw: AdaBM(mp_weights=True, **kw),  # layer-adaptive weight bits too
     "gba": lambda **kw: GBA(**kw),  # mixed precision on activations ("4/4MP")
     "gba_star": lambda **kw: GBA(mp_weights=True, **kw),  # on weights and activations ("4MP/4MP")
 }
 
-__all__ = ["GBA", "METHODS", "OMSE", "PTQ4SR", "MinMax", "Percentile", "Recipe"]
+__all__ = ["AdaBM", "GBA", "METHODS", "OMSE", "PTQ4SR", "MinMax", "Percentile", "Recipe"]

@@ -80,6 +80,7 @@ class Quantizer(nn.Module):
         self.dan = dan
         self.dan_axis = dan_axis
         self.bit_offset: nn.Parameter | None = None
+        self.extra_bits: torch.Tensor | None = None  # set by input-adaptive methods (AdaBM): () or (N,)
 
     # ---- bit width ------------------------------------------------------------------------------
     def enable_bit_offset(self) -> nn.Parameter:
@@ -90,8 +91,13 @@ class Quantizer(nn.Module):
         return self.bit_offset
 
     def effective_bits(self) -> int | torch.Tensor:
-        """``bits + s`` (a tensor) while a bit offset is enabled, else ``bits``."""
-        return self.bits if self.bit_offset is None else self.bits + self.bit_offset
+        """``bits + s + extra`` — a tensor while a bit offset or extra bits are set, else ``bits``.
+
+        ``extra_bits`` (no parameter of this module) is an offset computed elsewhere with its own graph, e.g.
+        AdaBM's per-image offsets, shape () or (N,) for a batch of N samples.
+        """
+        bits = self.bits if self.bit_offset is None else self.bits + self.bit_offset
+        return bits if self.extra_bits is None else bits + self.extra_bits
 
     def set_bits(self, bits: int) -> None:
         """Fix the bit width (2 … 8 on a uniform/affine grid) and drop any bit offset; bounds are kept."""
@@ -176,7 +182,10 @@ class Quantizer(nn.Module):
             raise RuntimeError("quantizer used before calibration: calibrate the model (srq.quantize) first")
         if self.mode in ("uniform", "affine"):
             fq = fake_quant if self.mode == "uniform" else fake_quant_affine
-            return fq(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), self.effective_bits())
+            bits = self.effective_bits()
+            if isinstance(bits, torch.Tensor) and bits.dim() == 1:  # one width per sample
+                bits = bits.view(-1, *([1] * (x.dim() - 1)))
+            return fq(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), bits)
         alpha = self._broadcast(self.alpha, x)
         if self.mode == "symmetric":
             return fake_quant_symmetric(x, alpha, self.bits)

@@ -19,7 +19,8 @@ def format_bit_map(report: dict) -> str:
         cells = []
         for kind in ("w", "a"):
             if kind in r:
-                cells.append(f"{r[kind]['bits']:>2} {r[kind]['offset']:>+3d} {r[kind]['gradient']:>10.3g}")
+                g = r[kind].get("gradient")
+                cells.append(f"{r[kind]['bits']:>2} {r[kind]['offset']:>+3d} {'' if g is None else f'{g:.3g}':>10}")
             else:
                 cells.append(f"{'-':>2} {'':>3} {'':>10}")
         lines.append(f"{name:<{width}}  {cells[0]}  {cells[1]}")
