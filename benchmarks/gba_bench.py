@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--bits", default="w4a4")
-    p.add_argument("--methods", default="gba,gba_star",
+    p.add_argument("--methods", default="ptq4sr,adabm,adabm_star,gba,gba_star",
                    help="gba, gba_star, or any PTQ method (the FT baselines are also read from results/ptq)")
     p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
     p.add_argument("--calib-n", type=int, default=100)
