@@ -24,7 +24,8 @@ import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, provenance
 from srq.methods import GBA
-from srq.methods.gba import _shuffled_batches, bit_gradients, bit_slots
+from srq.methods.gba import bit_gradients, bit_slots
+from srq.methods.ptq import shuffled_batches
 from srq.quant import calibrate_activations, calibrate_weights, quantizers
 from srq.report import chart_svg
 
@@ -63,7 +64,7 @@ def main() -> None:
     recipe = GBA(w_bits=args.bits, a_bits=args.bits, dan=args.dan)
     q = recipe.prepare(fp, calib[:1])
     calibrate_weights(q)
-    init = _shuffled_batches(calib, recipe.init_batch, recipe.init_epochs, recipe.seed)
+    init = shuffled_batches(calib, recipe.init_batch, recipe.init_epochs, recipe.seed)
     calibrate_activations(q, init, total=len(init), progress=False)
     slots = bit_slots(q, "a")
     grads = bit_gradients(q, copy.deepcopy(fp), calib, slots, recipe.alloc, progress=True)

@@ -40,7 +40,8 @@ from ..quant import calibrate_activations, calibrate_weights, quantizers
 from ..quant.functional import fake_quant_affine
 from ..quant.layers import QUANT_LAYER_TYPES
 from .base import Recipe
-from .gba import BitSlot, _shuffled_batches, bit_slots
+from .gba import BitSlot, bit_slots
+from .ptq import shuffled_batches
 
 __all__ = ["AdaBM", "BitMapper", "image_complexity"]
 
@@ -175,7 +176,7 @@ class AdaBM(Recipe):
         fp_model = copy.deepcopy(model).eval()
         qmodel = self.prepare(model, calib[:1])
         act, weight = bit_slots(qmodel, "a"), (bit_slots(qmodel, "w") if self.mp_weights else [])
-        batches = _shuffled_batches(calib, self.calib_batch, 1, self.seed)
+        batches = shuffled_batches(calib, self.calib_batch, 1, self.seed)
         sensitivity = self._calibrate(qmodel, act, batches, progress)
         mapper = BitMapper(act, weight)
         with torch.no_grad():

@@ -37,6 +37,7 @@ from ..quant import LayerRule, QuantConfig, Quantizer, calibrate_activations, ca
 from ..quant.bit_allocation import allocate_bits
 from ..quant.layers import QUANT_LAYER_TYPES
 from .base import Recipe
+from .ptq import shuffled_batches
 
 __all__ = ["GBA", "BitSlot", "bit_slots", "bit_gradients", "activation_elements"]
 
@@ -109,15 +110,6 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
     return [v / max(steps, 1) for v in sums]
 
 
-def _shuffled_batches(inputs: torch.Tensor, batch: int, epochs: int, seed: int) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(epochs):
-        order = torch.randperm(len(inputs), generator=gen)
-        out += [inputs[order[i:i + batch]] for i in range(0, len(inputs), batch)]
-    return out
-
-
 @dataclass
 class GBA(Recipe):
     """Gradient-guided bit allocation + DAN + bit-aware fine-tuning (defaults: the paper's)."""
@@ -147,7 +139,7 @@ class GBA(Recipe):
         fp_model = copy.deepcopy(model).eval()
         qmodel = self.prepare(model, calib[:1])
         calibrate_weights(qmodel)
-        init = _shuffled_batches(calib, self.init_batch, self.init_epochs, self.seed)
+        init = shuffled_batches(calib, self.init_batch, self.init_epochs, self.seed)
         calibrate_activations(qmodel, init, total=len(init), progress=progress)
 
         report: dict = {"candidates": list(self.candidates)}

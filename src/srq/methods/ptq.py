@@ -21,7 +21,7 @@ from ..engine.distill import FinetuneConfig, finetune
 from ..quant import calibrate, quantizers
 from .base import Recipe
 
-__all__ = ["MinMax", "Percentile", "OMSE", "calibration_batches"]
+__all__ = ["MinMax", "Percentile", "OMSE", "calibration_batches", "shuffled_batches"]
 
 
 def calibration_batches(calib: torch.Tensor | list[torch.Tensor], batch: int = 16) -> list[torch.Tensor]:
@@ -29,6 +29,16 @@ def calibration_batches(calib: torch.Tensor | list[torch.Tensor], batch: int = 1
     if isinstance(calib, list):
         return calib
     return [calib[i:i + batch] for i in range(0, len(calib), batch)]
+
+
+def shuffled_batches(inputs: torch.Tensor, batch: int, epochs: int, seed: int) -> list[torch.Tensor]:
+    """``epochs`` passes over ``inputs`` ((N, 3, h, w)) in batches of ``batch``, reshuffled each pass."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(epochs):
+        order = torch.randperm(len(inputs), generator=gen)
+        out += [inputs[order[i:i + batch]] for i in range(0, len(inputs), batch)]
+    return out
 
 
 @dataclass
