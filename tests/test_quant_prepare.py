@@ -420,3 +420,17 @@ def test_parse_bits(spec, expected):
 def test_parse_bits_errors(spec):
     with pytest.raises(SrqError):
         parse_bits(spec)
+
+
+def test_projected_bounds_keep_zero_inside_affine_ranges():
+    q = Quantizer(4, mode="affine")
+    q.set_bounds(torch.tensor(-1.0), torch.tensor(1.0))
+    with torch.no_grad():
+        q.lower.fill_(0.3)  # an optimiser step pushed the lower bound past 0
+        q.upper.fill_(-0.2)
+    q.project_bounds_()
+    assert q.lower.item() == 0.0 and q.upper.item() > 0.0
+    # at the projected bound the gradient flows again, so the bound can move back down
+    x = torch.tensor([-0.5, 0.1, 0.4])
+    q(x).sum().backward()
+    assert q.lower.grad is not None and q.lower.grad.item() != 0.0

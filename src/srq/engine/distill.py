@@ -115,7 +115,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     """Train ``params`` of ``qmodel`` to match ``fp_model`` on ``inputs`` ((N, 3, h, w) LR in [0, 1]).
 
     ``params``: parameters, or optimiser parameter groups (dicts with ``params`` and optionally ``lr``).
-    Everything else stays frozen. ``extra_loss()`` (if given) is added to each step's loss after the
+    Everything else stays frozen; quantizer bounds are projected back to their valid set after each step. ``extra_loss()`` (if given) is added to each step's loss after the
     forward pass; ``after_backward`` is called after each backward pass, before the optimiser step (e.g. to
     record gradients). Returns the loss per step.
     """
@@ -139,6 +139,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     scheduler = None if config.lr_min is None else \
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(len(schedule), 1), eta_min=config.lr_min)
     device = params[0].device if params else inputs.device
+    bounded = [m for m in qmodel.modules() if hasattr(m, "project_bounds_")]  # quantizers
     losses: list[float] = []
     fp_model.eval()
     qmodel.eval()  # no dropout/BN updates; gradients still flow
@@ -157,6 +158,8 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
                 if after_backward is not None:
                     after_backward()
                 opt.step()
+                for m in bounded:
+                    m.project_bounds_()
                 if scheduler is not None:
                     scheduler.step()
                 losses.append(loss.item())

@@ -131,6 +131,19 @@ class Quantizer(nn.Module):
             self.alpha.copy_(alpha.reshape(self.alpha.shape).to(self.alpha))
         self.initialized.fill_(True)
 
+    @torch.no_grad()
+    def project_bounds_(self) -> None:
+        """Put trained bounds back into their valid set after an optimiser step: ``lower ≤ 0 ≤ upper`` for
+        affine grids (whose forward widens the range to contain 0 — a bound left on the wrong side of 0 would
+        get no gradient and never come back), ``upper > lower``, ``α > 0``."""
+        if self.mode in ("uniform", "affine"):
+            if self.mode == "affine":
+                self.lower.clamp_(max=0.0)
+                self.upper.clamp_(min=0.0)
+            self.upper.copy_(torch.maximum(self.upper, self.lower + 1e-8))
+        else:
+            self.alpha.clamp_(min=1e-8)
+
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current ``(lower, upper)`` (for symmetric/binary modes: ``(−α, α)``)."""
         if self.mode in ("uniform", "affine"):
