@@ -180,3 +180,20 @@ def test_ptq4sr_pixel_aware_calibration_improves_on_dbdc_alone(calib):
     with torch.no_grad():
         target = fp(calib)
         assert (tuned(calib) - target).abs().mean() < (dbdc_only(calib) - target).abs().mean()
+
+
+def test_dan_on_token_models_normalises_linear_inputs_over_tokens():
+    from srq.quant import QuantConfig, calibrate, prepare
+
+    torch.manual_seed(0)
+    model = srq.create_model("swinir_light", 4)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+    q = prepare(model, QuantConfig(w_bits=8, a_bits=8, a_dan="range"), x)
+    calibrate(q, [x], progress=False)
+    axes = {n: m.dan_axis for n, m in srq.quant.quantizers(q) if m.dan}
+    assert axes["conv_first.input_quantizer"] == 1
+    assert axes["layers.0.residual_group.blocks.0.attn.qkv.input_quantizer"] == -1
+    with torch.no_grad():
+        assert (q(x) - ref).abs().max() < 0.05 * ref.abs().max()
