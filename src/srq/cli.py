@@ -168,7 +168,8 @@ def quantize_cmd(
     bits: str = typer.Option("w4a4", help="body-layer bits, e.g. w4a4, w8a8, w2a2"),
     first_last: str = typer.Option("8bit", help="first/last layer policy: 8bit, fp or same"),
     config: Optional[Path] = typer.Option(None, help="JSON file with per-layer rules (a list of "
-                                          "{pattern, w_bits, a_bits, fp}) or a full QuantConfig"),
+                                          "{pattern, w_bits, a_bits, fp}) or a QuantConfig (only its rules "
+                                          "are used; the method sets the rest)"),
     calib: str = typer.Option("DIV2K_test_LRx4", help="calibration set name (under <data-root>/calibration) or folder"),
     calib_n: int = typer.Option(100, help="number of calibration images"),
     patch: int = typer.Option(96, help="LR patch size cut from each calibration image"),
