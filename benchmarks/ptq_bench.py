@@ -58,7 +58,10 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
 
 PTQ_NOTE = ("Made by `python benchmarks/ptq_bench.py` (see each JSON file for the exact command, git revision "
             "and machine). First/last layer 8 bit; weights per output channel, activations per tensor, affine "
-            "(zero-point) grids; calibration: 96×96 LR patches of DIV2K_test_LRx4.")
+            "(zero-point) grids; calibration: 96×96 LR patches of DIV2K_test_LRx4. Rows at revision 1eb4329 "
+            "predate two fixes: activation bounds observed on the float network (88b66ae) and fine-tuned bounds "
+            "projected to keep 0 inside (2eb503d); they are to be re-run. Times were taken with other "
+            "jobs running (see benchmarks/fakequant_speed.py for the quiet-machine ratio).")
 
 
 def average_bits(doc: dict) -> str:
@@ -74,7 +77,7 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
     """Rebuild ``out_dir/summary.md`` from every result file there (and the files in ``also``)."""
     rows = [f"# {title}", "", note, "",
             "| model | method | bits | avg W/A bits | set PSNR / SSIM (Δ vs FP) | size KB | BitOPs G | quantize s | "
-            "eval time ÷ FP |", "|---|---|---|---|---|---|---|---|---|"]
+            "eval time ÷ FP | rev |", "|---|---|---|---|---|---|---|---|---|---|"]
     for f in sorted([*out_dir.glob("*_x*_*.json"), *also], key=lambda f: f.name):
         d = json.loads(f.read_text())
         fp = {r["dataset"]: r for r in d["fp_results"]}
@@ -83,7 +86,7 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
         ratio = sum(d["eval_seconds"].values()) / max(sum(d["fp_eval_seconds"].values()), 1e-9)
         rows.append(f"| {d['model']} x{d['scale']} | {d['method']} | {d['bits']} | {average_bits(d)} | {cells} | "
                     f"{d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | {d['quantize_seconds']:.0f} | "
-                    f"{ratio:.2f} |")
+                    f"{ratio:.2f} | {d['provenance']['git_revision'][:7]} |")
     atomic_write_text(out_dir / "summary.md", "\n".join(rows) + "\n")
 
 
