@@ -155,13 +155,14 @@ class GBA(Recipe):
             else:
                 sizes = [float(qmodel.get_submodule(s.owner).weight.numel()) for s in slots]
             result = allocate_bits(grads, sizes, base, tuple(self.candidates))
-            for s, b in zip(slots, result.bits):
+            bits = [min(8, max(2, s.quantizer.bits + o)) for s, o in zip(slots, result.offsets)]  # rules may differ
+            for s, b in zip(slots, bits):
                 s.quantizer.set_bits(b)
             report[kind] = {"base_bits": base, "average_bits": result.average_bits,
                             "average_weighted_by": "activation elements per LR pixel" if kind == "a" else "parameters",
                             "predicted_loss_change": result.predicted_change,
                             "layers": [{"name": s.owner, "gradient": g, "size": n, "offset": o, "bits": b}
-                                       for s, g, n, o, b in zip(slots, grads, sizes, result.offsets, result.bits)]}
+                                       for s, g, n, o, b in zip(slots, grads, sizes, result.offsets, bits)]}
         params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
         finetune(qmodel, fp_model, calib, params, self.finetune_config, progress=progress)
         self._record_bit_map(qmodel, report)
