@@ -27,7 +27,7 @@ Models stay image-adaptive, so they are evaluated in the process that made them 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.distill import FinetuneConfig, finetune
-from ..quant import calibrate_activations, calibrate_weights, quantizers
+from ..quant import calibrate_activations, calibrate_weights
+from ..quant.calibrate import split_quantizers
 from ..quant.functional import fake_quant_affine
-from ..quant.layers import QUANT_LAYER_TYPES
 from .base import Recipe
 from .gba import BitSlot, bit_slots
 from .ptq import shuffled_batches
@@ -171,8 +171,7 @@ class AdaBM(Recipe):
     a_observer: ClassVar[str] = "ema_minmax"
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
-        if not isinstance(calib, torch.Tensor):
-            raise ValueError("AdaBM needs calibration patches of one size (pass patch=...)")
+        self.require_patches(calib, "AdaBM")
         fp_model = copy.deepcopy(model).eval()
         qmodel = self.prepare(model, calib[:1])
         act, weight = bit_slots(qmodel, "a"), (bit_slots(qmodel, "w") if self.mp_weights else [])
@@ -247,12 +246,10 @@ class AdaBM(Recipe):
     # ---- stage 2: fine-tuning -------------------------------------------------------------------------
     def _finetune(self, qmodel: nn.Module, fp_model: nn.Module, mapper: BitMapper, calib: torch.Tensor,
                   progress: bool) -> None:
-        weight_q = {id(m.weight_quantizer) for m in qmodel.modules()
-                    if isinstance(m, QUANT_LAYER_TYPES) and m.weight_quantizer is not None}
-        qs = [q for _, q in quantizers(qmodel)]
+        weight_q, act_q = split_quantizers(qmodel)
         stages = {
-            "w": [{"params": [p for q in qs if id(q) in weight_q for p in q.parameters()], "lr": self.lr_w}],
-            "a": [{"params": [p for q in qs if id(q) not in weight_q for p in q.parameters()], "lr": self.lr_a}],
+            "w": [{"params": [p for q in weight_q for p in q.parameters()], "lr": self.lr_w}],
+            "a": [{"params": [p for q in act_q for p in q.parameters()], "lr": self.lr_a}],
             "m": [{"params": [mapper.layer_m] + ([mapper.weight_m] if mapper._weight else []), "lr": self.lr_layer},
                   {"params": [mapper.img_lower, mapper.img_upper], "lr": self.lr_image}],
         }

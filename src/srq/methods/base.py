@@ -45,5 +45,11 @@ class Recipe:
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         raise NotImplementedError
 
+    @staticmethod
+    def require_patches(calib: torch.Tensor | list[torch.Tensor], what: str) -> None:
+        """Training stages batch the calibration inputs, so they must be one (N, 3, h, w) tensor."""
+        if not isinstance(calib, torch.Tensor):
+            raise ValueError(f"{what} needs calibration patches of one size (pass patch=...)")
+
     def to_dict(self) -> dict:
         return {"method": self.name, **asdict(self)}

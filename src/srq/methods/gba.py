@@ -134,8 +134,7 @@ class GBA(Recipe):
         return cfg
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
-        if not isinstance(calib, torch.Tensor):
-            raise ValueError("GBA needs calibration patches of one size (pass patch=...)")
+        self.require_patches(calib, "GBA")
         fp_model = copy.deepcopy(model).eval()
         qmodel = self.prepare(model, calib[:1])
         calibrate_weights(qmodel)

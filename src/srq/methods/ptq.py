@@ -52,8 +52,7 @@ class _CalibrateThenTune(Recipe):
         batches = calibration_batches(calib)
         calibrate(qmodel, batches, total=len(batches), progress=progress)
         if self.fine_tune:
-            if not isinstance(calib, torch.Tensor):
-                raise ValueError("fine-tuning needs calibration patches of one size (pass patch=...)")
+            self.require_patches(calib, "fine-tuning")
             params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
             finetune(qmodel, copy.deepcopy(model).eval(), calib, params, self.finetune_config, progress=progress)
         return qmodel.eval()

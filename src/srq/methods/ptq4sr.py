@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ..engine.distill import FinetuneConfig, finetune
-from ..quant import calibrate, quantizers
-from ..quant.layers import QUANT_LAYER_TYPES
+from ..quant import calibrate
+from ..quant.calibrate import split_quantizers
 from .base import Recipe
 from .ptq import calibration_batches
 
@@ -49,16 +49,14 @@ class PTQ4SR(Recipe):
     a_observer: ClassVar[str] = "dbdc"
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
-        if not isinstance(calib, torch.Tensor):
-            raise ValueError("PTQ4SR needs calibration patches of one size (pass patch=...)")
+        self.require_patches(calib, "PTQ4SR")
         qmodel = self.prepare(model, calib[:1])
         batches = calibration_batches(calib, self.calib_batch)
         calibrate(qmodel, batches, total=len(batches), progress=progress)
         fp_model = copy.deepcopy(model).eval()
-        weight_q = {id(m.weight_quantizer) for m in qmodel.modules()
-                    if isinstance(m, QUANT_LAYER_TYPES) and m.weight_quantizer is not None}
-        act = [p for _, q in quantizers(qmodel) if id(q) not in weight_q for p in q.parameters()]
-        wgt = [p for _, q in quantizers(qmodel) if id(q) in weight_q for p in q.parameters()]
+        weight_q, act_q = split_quantizers(qmodel)
+        act = [p for q in act_q for p in q.parameters()]
+        wgt = [p for q in weight_q for p in q.parameters()]
         finetune(qmodel, fp_model, calib, act, self.act_phase, progress=progress, description="PaC (activations)")
         finetune(qmodel, fp_model, calib, wgt, self.weight_phase, progress=progress, description="PaC (weights)")
         return qmodel.eval()

@@ -17,7 +17,7 @@ from torch import nn
 from ..engine.progress import progress_bar
 from .layers import QUANT_LAYER_TYPES
 
-__all__ = ["calibrate_weights", "calibrate_activations", "calibrate"]
+__all__ = ["calibrate_weights", "calibrate_activations", "calibrate", "split_quantizers"]
 
 
 @torch.no_grad()
@@ -30,11 +30,14 @@ def calibrate_weights(model: nn.Module) -> None:
             m.weight_quantizer.finish_calibration()
 
 
-def _activation_quantizers(model: nn.Module) -> list[nn.Module]:
-    weight_q = {id(m.weight_quantizer) for m in model.modules() if isinstance(m, QUANT_LAYER_TYPES)}
+def split_quantizers(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """``(weight quantizers, activation quantizers)`` of a prepared model, in module order."""
     from .quantizer import Quantizer
 
-    return [m for m in model.modules() if isinstance(m, Quantizer) and id(m) not in weight_q]
+    weight_q = {id(m.weight_quantizer) for m in model.modules()
+                if isinstance(m, QUANT_LAYER_TYPES) and m.weight_quantizer is not None}
+    found = [m for m in model.modules() if isinstance(m, Quantizer)]
+    return [m for m in found if id(m) in weight_q], [m for m in found if id(m) not in weight_q]
 
 
 @torch.no_grad()
@@ -45,9 +48,7 @@ def calibrate_activations(model: nn.Module, batches: Iterable[torch.Tensor], tot
     ``quantized_weights=False`` (default) observes the float network; ``True`` observes activations
     of the weight-quantized network.
     """
-    act = _activation_quantizers(model)
-    weight_q = [m.weight_quantizer for m in model.modules()
-                if isinstance(m, QUANT_LAYER_TYPES) and m.weight_quantizer is not None]
+    weight_q, act = split_quantizers(model)
     weight_enabled = [q.enabled for q in weight_q]
     was_training = model.training
     model.eval()
