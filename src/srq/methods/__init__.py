@@ -5,6 +5,7 @@ from .base import Recipe
 from .gba import GBA
 from .ptq import OMSE, MinMax, Percentile
 from .ptq4sr import PTQ4SR
+from .spr2q import SPR2Q
 
 METHODS = {
     "minmax": lambda **kw: MinMax(**kw),
@@ -17,6 +18,7 @@ METHODS = {
     "adabm_star": lambda **kw: AdaBM(mp_weights=True, **kw),  # layer-adaptive weight bits too
     "gba": lambda **kw: GBA(**kw),  # mixed precision on activations ("4/4MP")
     "gba_star": lambda **kw: GBA(mp_weights=True, **kw),  # on weights and activations ("4MP/4MP")
+    "spr2q": lambda **kw: SPR2Q(**kw),  # low-rank rectifier groups fused before quantization
 }
 
-__all__ = ["AdaBM", "GBA", "METHODS", "OMSE", "PTQ4SR", "MinMax", "Percentile", "Recipe"]
+__all__ = ["AdaBM", "GBA", "METHODS", "OMSE", "PTQ4SR", "MinMax", "Percentile", "Recipe", "SPR2Q"]

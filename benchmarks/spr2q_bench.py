@@ -1,0 +1,90 @@
+"""SPR²Q and its ablations on real checkpoints, next to the PTQ and GBA baselines of the same placement.
+
+Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
+    python benchmarks/spr2q_bench.py --model imdn --scale 4 --bits w4a4,w2a2 --variants spr2q
+    python benchmarks/spr2q_bench.py --model imdn --scale 4 --bits w4a4 --datasets Set5,Urban100 \\
+        --variants bounds,pqfr,rgt,n2,n8,r2,r4,r16          # Tables 2-3 of the paper
+Variants: spr2q (N 4, r 8, RGT + OSRC), bounds (no rectifiers: bounds only, same schedule), pqfr (one rectifier),
+rgt (N 4, mean gate output as the static routing, no OSRC), n2 / n8 (group size), r2 / r4 / r16 (rank).
+The paper's budget (12,000 RGT + 500 OSRC iterations of batch 8) needs a GPU; the default here is a documented
+CPU budget (--iterations 500 --osrc-iterations 100 --batch 4 --patch 32, LR patches). Each run writes
+benchmarks/results/spr2q/<model>_x<scale>_spr2q[-variant]_<bits>.json (PSNR/SSIM, cost, routing table,
+stage wall times, provenance) and rebuilds benchmarks/results/spr2q/summary.md, which also lists the PTQ
+and GBA rows of the same model, scale and bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import srq
+from srq.data import calibration_set
+from srq.engine.evaluate import evaluate
+from srq.methods import SPR2Q
+from srq.quant import parse_bits
+
+from ptq_bench import run, summary
+
+OUT = Path(__file__).resolve().parent / "results" / "spr2q"
+VARIANTS = {
+    "spr2q": {},
+    "bounds": {"rank": 0},
+    "pqfr": {"group_size": 1},
+    "rgt": {"osrc": False},
+    "n2": {"group_size": 2},
+    "n8": {"group_size": 8},
+    "r2": {"rank": 2},
+    "r4": {"rank": 4},
+    "r16": {"rank": 16},
+}
+NOTE = ("Made by `python benchmarks/spr2q_bench.py` (exact command, git revision and machine in each JSON file). "
+        "Same placement as the PTQ/GBA rows: first/last layer 8 bit, weights per output channel, activations per "
+        "tensor, affine grids; bounds initialised by OMSE. SPR²Q rows: CPU budget unless the JSON's recipe says "
+        "otherwise (see `iterations`, `osrc_iterations`, `batch` and the calibration patch size). "
+        "spr2q = N 4, r 8, RGT + OSRC; -bounds = no rectifiers; -pqfr = one rectifier; -rgt = no OSRC; "
+        "-n<N> group size; -r<r> rank. Rows from results/ptq and results/gba are listed for comparison.")
+
+
+def comparison_files(out_dir: Path = OUT) -> list[Path]:
+    """PTQ and GBA result files of every (model, scale, bits) that SPR²Q was run on."""
+    def key(f: Path) -> str:
+        parts = f.stem.split("_")
+        return "_".join(parts[:2]) + "|" + parts[-1]
+
+    keys = {key(f) for f in out_dir.glob("*_x*_*.json")}
+    return [f for d in ("ptq", "gba") for f in sorted((out_dir.parent / d).glob("*_x*_*.json")) if key(f) in keys]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="imdn")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--bits", default="w4a4,w2a2")
+    p.add_argument("--variants", default="spr2q")
+    p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--osrc-iterations", type=int, default=100)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--patch", type=int, default=32, help="LR patch size of the calibration inputs")
+    p.add_argument("--calib-n", type=int, default=100)
+    args = p.parse_args()
+    variants = args.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    datasets = args.datasets.split(",")
+    calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
+    fp_scores = evaluate(srq.create_model(args.model, args.scale, "official"), datasets, args.scale, progress=False)
+    for bits in args.bits.split(","):
+        w, a = parse_bits(bits)
+        for v in variants:
+            recipe = SPR2Q(w_bits=w, a_bits=a, iterations=args.iterations, osrc_iterations=args.osrc_iterations,
+                           batch=args.batch, **VARIANTS[v])
+            tag = "spr2q" if v == "spr2q" else f"spr2q-{v}"
+            run(args.model, args.scale, tag, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe, tag=tag)
+            summary(OUT, "SPR²Q", NOTE, also=comparison_files())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""SPR²Q: static priority-based rectifier routing quantization (PTQ with fused low-rank rectifiers).
+
+Stages on the calibration patches (targets: the FP model's outputs), the backbone weights frozen:
+
+0. **Bound initialisation** — weights per output channel and activations per tensor by OMSE.
+1. **Rectifier group training (RGT; PQFR when N = 1)** — every layer with a weight quantizer gets ``N``
+   rank-``r`` rectifiers mixed by an input-dependent gate (:mod:`srq.methods.rectifiers`); the layer
+   computes ``Q_{a,b}(W + Σ g_i B_i A_i)`` (Eq. 10). Rectifiers, gates and all quantizer bounds are
+   trained with Adam (lr 1e-2, β (0.9, 0.999), cosine to 0) on ``L1(f_q, f_FP) + λ Σ_blocks MSE`` (Eq. 4–6).
+2. **Offline static routing calibration (OSRC)** — the gate is replaced by one static weight vector per
+   layer, ``ĝ = softmax(θ)`` initialised at the gate's mean output over the calibration set; with everything
+   else frozen, θ is trained on the same loss (500 iterations, Eq. 12). Without OSRC the mean gate output
+   itself is the static routing.
+3. **Fusion** — ``W ← W + Σ ĝ_i ΔW_i``; rectifiers and gates are removed, so the deployed model is a plain
+   quantized model (same structure, parameter count and cost) with the same outputs.
+
+``rank=0`` gives the ablation baseline (bounds only, same schedule). The routing table (ĝ per layer), the
+relative size of each fused increment and the wall time of each stage are kept in ``qmodel.srq_report``.
+
+Choices the paper leaves open: the gate (a linear map of the layer input's channel means, pooled over the
+batch, softmax output — one routing per batch, so one fused weight per step), the admissible set of static
+weights (the probability simplex, through the softmax), the bound initialisation (OMSE), λ (10, as the FT
+baselines) and the learning rate of the rectifiers (see ``rectifier_lr``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..engine.distill import FinetuneConfig, finetune
+from ..quant import calibrate_activations, calibrate_weights, quantizers
+from .base import Recipe
+from .ptq import calibration_batches
+from .rectifiers import attach_rectifiers, fuse_rectifiers, mean_routing_weights, rectifier_groups
+
+__all__ = ["SPR2Q"]
+
+
+@dataclass
+class SPR2Q(Recipe):
+    """Rectifier-compensated PTQ (defaults: the paper's, except where ``docs/methods.md`` says otherwise).
+
+    Attributes:
+        rank: r of each rectifier (0: no rectifiers, bounds only — the ablation baseline).
+        group_size: N rectifiers per layer (1: PQFR, a single rectifier and no routing).
+        osrc: learn the static routing (else the mean gate output is used).
+        iterations, osrc_iterations: optimiser steps of RGT and of OSRC.
+        batch: patches per step; lr: Adam learning rate of the bounds, gates and routing logits, cosine
+            annealed to 0; rectifier_lr: that of A and B (None: ``lr``).
+        lambda_feat: weight of the per-block feature MSE.
+    """
+
+    rank: int = 8
+    group_size: int = 4
+    osrc: bool = True
+    iterations: int = 12000
+    osrc_iterations: int = 500
+    batch: int = 8
+    lr: float = 1e-2
+    rectifier_lr: float | None = None
+    lambda_feat: float = 10.0
+    seed: int = 0
+
+    name: ClassVar[str] = "spr2q"
+    w_observer: ClassVar[str] = "omse"
+    a_observer: ClassVar[str] = "omse"
+
+    def __post_init__(self) -> None:
+        if self.rank < 0 or self.group_size < 1:
+            raise ValueError(f"rank must be ≥ 0 and group_size ≥ 1, got {self.rank} and {self.group_size}")
+        if self.iterations < 0 or self.osrc_iterations < 0 or self.batch < 1:
+            raise ValueError("iterations must be ≥ 0 and batch ≥ 1")
+
+    def _stage_config(self, steps: int) -> FinetuneConfig:
+        return FinetuneConfig(lr=self.lr, batch=self.batch, steps=steps, lr_min=0.0,
+                              lambda_feat=self.lambda_feat, seed=self.seed)
+
+    def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
+        self.require_patches(calib, "SPR²Q")
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        fp_model = copy.deepcopy(model).eval()
+        qmodel = self.prepare(model, calib[:1])
+        calibrate_weights(qmodel)
+        batches = calibration_batches(calib, 16)
+        calibrate_activations(qmodel, batches, total=len(batches), progress=progress)
+        seconds["calibration"] = time.perf_counter() - t0
+
+        torch.manual_seed(self.seed)  # rectifier initialisation
+        layers = attach_rectifiers(qmodel, self.rank, self.group_size) if self.rank > 0 else []
+        groups = rectifier_groups(qmodel)
+        bounds = [p for _, q in quantizers(qmodel) for p in q.parameters()]
+        rect = [p for g in groups.values() for p in (g.A, g.B)]
+        gates = [p for g in groups.values() if g.gate is not None for p in g.gate.parameters()]
+        param_groups = [{"params": bounds + gates}]
+        if rect:
+            param_groups.append({"params": rect, **({} if self.rectifier_lr is None else {"lr": self.rectifier_lr})})
+        t0 = time.perf_counter()
+        losses = finetune(qmodel, fp_model, calib, param_groups, self._stage_config(self.iterations),
+                          progress=progress, description="rectifier group training" if gates else
+                          ("PQFR training" if rect else "bound training")) if self.iterations else []
+        seconds["rgt"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        routed = {n: g for n, g in groups.items() if g.group_size > 1}
+        osrc_losses: list[float] = []
+        if routed:
+            for p in qmodel.parameters():
+                p.requires_grad_(False)
+            means = mean_routing_weights(qmodel, calibration_batches(calib, self.batch))
+            logits = [g.make_static(means[n]) for n, g in routed.items()]
+            if self.osrc and self.osrc_iterations:
+                osrc_losses = finetune(qmodel, fp_model, calib, logits, self._stage_config(self.osrc_iterations),
+                                       progress=progress, description="static routing calibration")
+            for p in qmodel.parameters():
+                p.requires_grad_(True)
+        seconds["osrc"] = time.perf_counter() - t0
+
+        report = {"layers": layers, "rank": self.rank, "group_size": self.group_size,
+                  "routing": {n: [round(float(v), 6) for v in g.routing_weights().detach()] for n, g in groups.items()},
+                  "increment_norm_ratio": {n: _relative_norm(qmodel.get_submodule(n)) for n in groups},
+                  "final_loss": {"rgt": _tail_mean(losses), "osrc": _tail_mean(osrc_losses)}}
+        t0 = time.perf_counter()
+        fuse_rectifiers(qmodel)
+        seconds["fusion"] = time.perf_counter() - t0
+        report["seconds"] = seconds
+        qmodel.srq_report = report
+        return qmodel.eval()
+
+
+@torch.no_grad()
+def _relative_norm(layer: nn.Module) -> float:
+    """‖ΔW‖ / ‖W‖ of a layer's current (static) increment."""
+    delta = layer.weight_delta(layer.weight)
+    return float(delta.norm() / layer.weight.norm().clamp_min(1e-12))
+
+
+def _tail_mean(losses: list[float], n: int = 50) -> float | None:
+    """Mean of the last ``n`` losses (None if there are none)."""
+    return sum(losses[-n:]) / len(losses[-n:]) if losses else None
