@@ -142,12 +142,26 @@ def test_quantize_gba_writes_and_prints_the_bit_map(calib_dir, tmp_path):
     assert meta["report"]["a"]["average_bits"] <= 4 + 1e-9
 
 
+def test_quantize_spr2q_with_a_reduced_budget_writes_a_plain_quantized_run(calib_dir, tmp_path):
+    run = tmp_path / "run"
+    proc = srq("quantize", "srq_tiny", "--scale", "4", "--bits", "w2a2", "--method", "spr2q", "-p", "iterations=3",
+               "-p", "osrc_iterations=2", "-p", "batch=2", "-p", "group_size=2", "--calib", str(calib_dir),
+               "--calib-n", "3", "--patch", "24", "-o", str(run))
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((run / "srq.json").read_text())
+    assert meta["recipe"]["iterations"] == 3 and meta["recipe"]["group_size"] == 2
+    assert all(len(g) == 2 for g in meta["report"]["routing"].values())
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--bits", "w9a4"], "from 1 to 8"),
     (["--bits", "w0a0"], "from 1 to 8"),
     (["--bits", "four"], "w4a4"),
     (["--method", "magic"], "unknown method"),
     (["--first-last", "16bit"], "first_last must be one of"),
+    (["--method", "spr2q", "-p", "iters=5"], "key one of rank, group_size"),
+    (["--method", "spr2q", "-p", "iterations=1.5"], "does not fit"),
+    (["--method", "spr2q", "-p", "rank=-1"], "rank must be"),
 ])
 def test_quantize_bad_options_fail_early(calib_dir, tmp_path, args, fragment):
     proc = srq("quantize", "srq_tiny", "--scale", "4", "--calib", str(calib_dir), *args, "-o", str(tmp_path / "r"))

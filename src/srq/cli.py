@@ -164,7 +164,10 @@ def quantize_cmd(
     scale: int = typer.Option(..., "--scale", "-s"),
     weights: str = typer.Option("official", help="checkpoint path or 'official'"),
     method: str = typer.Option("minmax", help="minmax, percentile, omse, minmax_ft, percentile_ft, ptq4sr, "
-                               "gba (mixed-precision activations), gba_star (mixed weights and activations)"),
+                               "gba (mixed-precision activations), gba_star (mixed weights and activations), "
+                               "spr2q (rectifiers fused before quantization)"),
+    param: list[str] = typer.Option([], "--param", "-p", help="method hyper-parameter key=value, repeatable "
+                                    "(e.g. -p iterations=500 -p batch=4 for spr2q)"),
     bits: str = typer.Option("w4a4", help="body-layer bits, e.g. w4a4, w8a8, w2a2"),
     first_last: str = typer.Option("8bit", help="first/last layer policy: 8bit, fp or same"),
     config: Optional[Path] = typer.Option(None, help="JSON file with per-layer rules (a list of "
@@ -187,6 +190,7 @@ def quantize_cmd(
     from .data import calibration_set
     from .engine.results import atomic_write_text, provenance
     from .methods import METHODS
+    from .methods.base import apply_params
     from .models import create_model
     from .quant import LayerRule, QuantConfig, format_placement, model_cost, parse_bits, placement
 
@@ -203,7 +207,7 @@ def quantize_cmd(
         except (OSError, json.JSONDecodeError) as e:
             raise SrqError(f"cannot read --config {config}: {e}")
         rules = [LayerRule(**r) for r in doc] if isinstance(doc, list) else QuantConfig.from_dict(doc).rules
-    recipe = METHODS[method](w_bits=w_bits, a_bits=a_bits, first_last=first_last, rules=rules)
+    recipe = apply_params(METHODS[method](w_bits=w_bits, a_bits=a_bits, first_last=first_last, rules=rules), param)
     recipe.config()  # validate before any work
     net = _setup_device(create_model(model, scale, weights, weights_root=weights_root), "cpu", threads)
     data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root)

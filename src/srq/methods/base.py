@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ..errors import SrqError
 from ..quant import QuantConfig, prepare
 
-__all__ = ["Recipe"]
+__all__ = ["Recipe", "apply_params"]
 
 
 @dataclass
@@ -53,3 +56,50 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return {"method": self.name, **asdict(self)}
+
+
+def tunable_params(recipe: Recipe) -> dict[str, object]:
+    """The recipe's scalar hyper-parameters (numbers, flags, text, tuples) with their current values."""
+    fixed = {"w_bits", "a_bits", "first_last", "rules"}  # set through their own options
+    return {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe) if f.init and f.name not in fixed
+            and isinstance(getattr(recipe, f.name), (int, float, str, tuple, type(None)))}
+
+
+def apply_params(recipe: Recipe, params: list[str]) -> Recipe:
+    """A copy of ``recipe`` with hyper-parameters from ``["key=value", ...]`` (values read as JSON, else text).
+
+    Raises :class:`SrqError` with one line naming the valid keys for an unknown key, or when a value has the
+    wrong type (e.g. ``iterations=1.5``).
+    """
+    tunable = tunable_params(recipe)
+    changes: dict[str, object] = {}
+    for item in params:
+        key, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or key not in tunable:
+            raise SrqError(f"--param {item!r}: write key=value with key one of {', '.join(tunable)}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        changes[key] = _coerce(key, value, tunable[key])
+    try:
+        return dataclasses.replace(recipe, **changes)
+    except (TypeError, ValueError) as e:
+        raise SrqError(f"--param: {e}")
+
+
+def _coerce(key: str, value: object, current: object) -> object:
+    """``value`` converted to the type of the parameter's current value, or a one-line error."""
+    if isinstance(current, bool) or isinstance(current, str):
+        ok = isinstance(value, type(current))
+    elif isinstance(current, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, float) or current is None:
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        value = float(value) if ok and value is not None else value
+    else:  # tuple
+        ok = isinstance(value, list)
+        value = tuple(value) if ok else value
+    if not ok:
+        raise SrqError(f"--param {key}: {value!r} does not fit (current value {current!r})")
+    return value
