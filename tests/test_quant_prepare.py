@@ -434,3 +434,24 @@ def test_projected_bounds_keep_zero_inside_affine_ranges():
     x = torch.tensor([-0.5, 0.1, 0.4])
     q(x).sum().backward()
     assert q.lower.grad is not None and q.lower.grad.item() != 0.0
+
+
+def test_one_bit_quantizers_are_binary_or_two_learnable_levels():
+    from srq.quant import QuantConfig, Quantizer, prepare
+
+    def modes(cfg: QuantConfig) -> set[str]:
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 3))
+        q = prepare(model, cfg)
+        return {m.mode for m in q[2].modules() if isinstance(m, Quantizer)}
+
+    assert modes(QuantConfig(w_bits=1, a_bits=1)) == {"binary"}
+    assert modes(QuantConfig(w_bits=1, a_bits=1, one_bit="levels")) == {"uniform"}
+    assert modes(QuantConfig(w_bits=2, a_bits=2, one_bit="levels")) == {"affine"}  # only 1 bit changes
+    with pytest.raises(ValueError, match="one_bit"):
+        Quantizer(1, one_bit="ternary")
+    q = Quantizer(1, one_bit="levels")
+    q.set_bounds(torch.tensor(0.2), torch.tensor(1.0))
+    x = torch.tensor([-1.0, 0.5, 0.61, 3.0])
+    assert torch.equal(q(x).detach(), torch.tensor([0.2, 0.2, 1.0, 1.0]))  # Eq. 1 with n = 1: levels a and b
+    with pytest.raises(SrqError, match="one_bit"):
+        QuantConfig(one_bit="ternary")

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..engine.distill import FinetuneConfig, finetune
-from ..quant import calibrate_activations, calibrate_weights, quantizers
+from ..quant import QuantConfig, calibrate_activations, calibrate_weights, quantizers
 from .base import Recipe
 from .ptq import calibration_batches
 from .rectifiers import attach_rectifiers, fuse_rectifiers, mean_routing_weights, rectifier_groups
@@ -76,6 +76,11 @@ class SPR2Q(Recipe):
             raise ValueError(f"rank must be ≥ 0 and group_size ≥ 1, got {self.rank} and {self.group_size}")
         if self.iterations < 0 or self.osrc_iterations < 0 or self.batch < 1:
             raise ValueError("iterations must be ≥ 0 and batch ≥ 1")
+
+    def config(self) -> QuantConfig:
+        cfg = super().config()
+        cfg.one_bit = "levels"  # Eq. 1 holds at n = 1 too: two learnable levels per bound pair
+        return cfg
 
     def _stage_config(self, steps: int) -> FinetuneConfig:
         return FinetuneConfig(lr=self.lr, batch=self.batch, steps=steps, lr_min=0.0,

@@ -22,6 +22,7 @@ _GRANULARITIES = ("channel", "tensor")
 _MODES = ("affine", "uniform", "symmetric")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
 DAN_CHOICES = ("none", "range", "std")
+ONE_BIT_CHOICES = ("binary", "levels")
 _ACT_OBSERVERS = ("minmax", "ema_minmax", "percentile", "omse", "dbdc")
 
 
@@ -67,7 +68,7 @@ class QuantConfig:
         w_bits, a_bits: default weight / activation bits (1 … 8).
         w_granularity: ``"channel"`` (one bound pair per output channel) or ``"tensor"``.
         w_mode, a_mode: ``"affine"`` (asymmetric with an integer zero point; default), ``"uniform"``
-            (SPR²Q Eq. 1, zero not necessarily on the grid) or ``"symmetric"``; 1 bit is always binary.
+            (SPR²Q Eq. 1, zero not necessarily on the grid) or ``"symmetric"``; see ``one_bit`` for 1 bit.
             Keeping zero on the grid matters: IMDN x4 W4A8 on Set5 'baby' loses 3.4 dB with "affine" and
             far more with "uniform" min/max bounds (near-zero weights all shift by the same offset).
         w_observer, a_observer: how bounds are initialised (``minmax``, ``ema_minmax`` (act.),
@@ -78,6 +79,8 @@ class QuantConfig:
             sample's channels mapped to [0, 1] before quantization) or ``"std"`` (zero mean, unit std); see
             :class:`srq.quant.Quantizer`. Not applied at ``QuantPoint`` operands, whose channel layout the
             core does not know.
+        one_bit: how 1-bit quantizers work: ``"binary"`` (sign·α, the default) or ``"levels"`` (two learnable
+            levels ``lower``/``upper``: Eq. 1 with n = 1, which also suits non-negative activations).
         rules: ordered overrides, later ones win.
     """
 
@@ -91,6 +94,7 @@ class QuantConfig:
     first_last: str = "8bit"
     quant_points: bool = True
     a_dan: str = "none"
+    one_bit: str = "binary"
     rules: list[LayerRule] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -105,7 +109,8 @@ class QuantConfig:
         if not isinstance(self.quant_points, bool):
             raise SrqError(f"quant_points must be true or false, got {self.quant_points!r}")
         choices = {"w_granularity": _GRANULARITIES, "w_mode": _MODES, "a_mode": _MODES, "w_observer": _WEIGHT_OBSERVERS,
-                   "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES, "a_dan": DAN_CHOICES}
+                   "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES, "a_dan": DAN_CHOICES,
+                   "one_bit": ONE_BIT_CHOICES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SrqError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

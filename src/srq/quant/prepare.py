@@ -74,12 +74,12 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _quantizer(bits: int, mode: str, observer: str, channels: int | None, weight: bool,
-               axis: int = 0, dan: str | None = None, dan_axis: int = 1) -> Quantizer:
+               axis: int = 0, dan: str | None = None, dan_axis: int = 1, one_bit: str = "binary") -> Quantizer:
     kwargs = {"bits": bits, "keep_tensor": weight} if observer == "omse" else \
         {"clip_fraction": 1e-5 if bits >= 8 else 1e-4} if observer == "dbdc" else {}  # PTQ4SR's values
     return Quantizer(bits, mode=mode, channel_axis=axis if channels is not None else None,
                      num_channels=channels or 1, observer=observer, observer_kwargs=kwargs,
-                     dan=dan, dan_axis=dan_axis)
+                     dan=dan, dan_axis=dan_axis, one_bit=one_bit)
 
 
 # float type → (quantized type, placement kind, axis of the weight's output channels)
@@ -147,16 +147,17 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
         cls, _, axis = _swap_for(layer)
         channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
         wq = None if w is None else _quantizer(w, config.w_mode, config.w_observer,
-                                              channels if config.w_granularity == "channel" else None, True, axis)
+                                              channels if config.w_granularity == "channel" else None, True, axis,
+                                              one_bit=config.one_bit)
         dan = None if config.a_dan == "none" else config.a_dan
         aq = None if a is None else _quantizer(a, config.a_mode, config.a_observer, None, False, dan=dan,
-                                              dan_axis=-1 if isinstance(layer, nn.Linear) else 1)
+                                              dan_axis=-1 if isinstance(layer, nn.Linear) else 1, one_bit=config.one_bit)
         q = cls.from_float(layer, wq, aq)
         q.srq_role = role
         _set_module(model, name, q)
     for name, point, a in point_plan:
         if a is not None:
-            q = _quantizer(a, config.a_mode, config.a_observer, None, False)
+            q = _quantizer(a, config.a_mode, config.a_observer, None, False, one_bit=config.one_bit)
             q.srq_point_kind = point.kind
             _set_module(model, name, q)
     model.srq_quant_config = config

@@ -10,7 +10,8 @@ activations (per tensor). Its life cycle:
    may fine-tune (their autograd gradients are SPR²Q Eq. 8).
 
 Modes: ``"uniform"`` (asymmetric, Eq. 1, bounds ``lower``/``upper``), ``"affine"`` (the same range with an
-integer zero point, so 0 is on the grid), ``"symmetric"`` (signed, zero on the grid, bound ``alpha``), ``"binary"`` (1 bit, sign·α, bound ``alpha``). One bit always means binary.
+integer zero point, so 0 is on the grid), ``"symmetric"`` (signed, zero on the grid, bound ``alpha``), ``"binary"`` (1 bit, sign·α, bound ``alpha``). One bit means binary, unless ``one_bit="levels"``: then the
+quantizer is ``"uniform"`` with the two learnable levels ``lower`` and ``upper`` (Eq. 1 with n = 1).
 
 Two optional extras used by GBA (and usable by any method):
 
@@ -44,25 +45,29 @@ class Quantizer(nn.Module):
 
     Args:
         bits: 1 … 8.
-        mode: ``"uniform"``, ``"affine"``, ``"symmetric"`` or ``"binary"`` (forced when ``bits == 1``).
+        mode: ``"uniform"``, ``"affine"``, ``"symmetric"`` or ``"binary"`` (forced when ``bits == 1``
+            and ``one_bit="binary"``).
         channel_axis: ``None`` for per-tensor bounds, else the axis with one bound pair per index.
         num_channels: size of that axis (the number of bound pairs).
         observer: ``"minmax"``, ``"ema_minmax"``, ``"percentile"``, ``"omse"`` or ``"meanabs"``.
         observer_kwargs: extra arguments for the observer.
         dan: ``None`` (off), ``"range"`` or ``"std"`` dynamic activation normalization.
         dan_axis: channel axis of the input for DAN (1 for NCHW conv inputs, -1 for token inputs).
+        one_bit: at 1 bit, ``"binary"`` (sign·α) or ``"levels"`` (two learnable levels, Eq. 1 with n = 1).
     """
 
     def __init__(self, bits: int, *, mode: str = "uniform", channel_axis: int | None = None,
                  num_channels: int = 1, observer: str = "minmax", observer_kwargs: dict | None = None,
-                 dan: str | None = None, dan_axis: int = 1) -> None:
+                 dan: str | None = None, dan_axis: int = 1, one_bit: str = "binary") -> None:
         super().__init__()
         if not 1 <= int(bits) <= 8:
             raise ValueError(f"bits must be between 1 and 8, got {bits}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.bits = int(bits)
-        self.mode = "binary" if self.bits == 1 else mode
+        if one_bit not in ("binary", "levels"):
+            raise ValueError(f"one_bit must be 'binary' or 'levels', got {one_bit!r}")
+        self.mode = mode if self.bits > 1 else "binary" if one_bit == "binary" else "uniform"
         self.channel_axis = channel_axis
         shape = (num_channels,) if channel_axis is not None else ()
         if self.mode in ("uniform", "affine"):
