@@ -151,6 +151,8 @@ def test_quantize_spr2q_with_a_reduced_budget_writes_a_plain_quantized_run(calib
     meta = json.loads((run / "srq.json").read_text())
     assert meta["recipe"]["iterations"] == 3 and meta["recipe"]["group_size"] == 2
     assert all(len(g) == 2 for g in meta["report"]["routing"].values())
+    table = (run / "routing.txt").read_text()
+    assert table.startswith("layer") and "g2" in table and "stage seconds" in table and "head" in proc.stdout
 
 
 @pytest.mark.parametrize("args, fragment", [

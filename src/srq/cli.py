@@ -231,6 +231,12 @@ def quantize_cmd(
         atomic_write_text(output / "bitmap.txt", table + "\n")
         atomic_write_text(output / "bitmap.svg",
                           bit_offsets_svg(report, f"{model} x{scale} {method} w{w_bits}a{a_bits}: bit offset per layer"))
+    if report and "routing" in report:
+        from .report import format_routing
+
+        table = format_routing(report)
+        out.print(table, highlight=False, soft_wrap=True)
+        atomic_write_text(output / "routing.txt", table + "\n")
     err.print(f"{model} x{scale} {method} w{w_bits}a{a_bits}: {seconds:.1f} s; size {cost.size_kb:.1f} KB "
               f"(FP32 {cost.fp32_size_kb:.1f} KB), BitOPs {cost.bitops / 1e9:.1f} G (FP32 {cost.fp32_bitops / 1e9:.1f} G) "
               f"→ {output}")
