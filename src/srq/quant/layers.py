@@ -5,9 +5,10 @@ state dict holds the original weights plus the quantizers' bounds. A method can 
 ``weight_delta`` module (``fn(weight) -> increment``, e.g. SPR²Q's low-rank rectifiers) that is added to
 the weight *before* the weight quantizer, without touching the layer code.
 
-Without autograd (evaluation) the quantized weight is computed once and reused until the weight, the weight
-quantizer (bounds, bits, mode, ...) or the ``weight_delta`` (its parameters and buffers: it must be a function
-of them and the weight) change, as tracked by the tensors' in-place version counters.
+Without autograd (evaluation) the quantized weight is computed once and reused until the weight or the weight
+quantizer (bounds, bits, mode, ...) change, as tracked by the tensors' in-place version counters. Layers with
+a ``weight_delta`` are not cached: an increment may depend on more than its parameters (SPR²Q's dynamic
+routing reads the layer input).
 """
 
 from __future__ import annotations
@@ -22,19 +23,17 @@ __all__ = ["QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "QuantLayerMixi
 
 
 def _weight_key(layer: "QuantLayerMixin") -> tuple[tuple, tuple] | None:
-    """What ``Q_w(W + weight_delta(W))`` depends on: objects (compared by identity) and state (by value);
-    None when it must not be cached (the quantizer observes or has per-batch extra bits)."""
-    q, delta = layer.weight_quantizer, layer.weight_delta
-    if q.calibrating or q.extra_bits is not None:
+    """What ``Q_w(W)`` depends on: objects (compared by identity) and state (by value); None when it must not
+    be cached (a ``weight_delta`` is attached, the quantizer observes or has per-batch extra bits)."""
+    q = layer.weight_quantizer
+    if layer.weight_delta is not None or q.calibrating or q.extra_bits is not None:
         return None
     tensors = [layer.weight, *q.parameters(), *q.buffers()]
-    if delta is not None:
-        tensors += [*delta.parameters(), *delta.buffers()]
     if any(t.is_inference() for t in tensors):  # no version counter
         return None
     state = (q.bits, q.mode, q.enabled, q.dan, q.dan_axis, q.channel_axis, torch.is_inference_mode_enabled(),
              *((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors))
-    return (q, delta, *tensors), state
+    return (q, *tensors), state
 
 
 def _same_key(a: tuple[tuple, tuple], b: tuple[tuple, tuple]) -> bool:
@@ -69,7 +68,8 @@ class QuantLayerMixin:
         return w + self.weight_delta(w) if self.weight_delta is not None else w
 
     def effective_weight(self) -> torch.Tensor:
-        """``Q_w(W + weight_delta(W))``, shaped like the weight; cached while autograd is off."""
+        """``Q_w(W + weight_delta(W))``, shaped like the weight; cached while autograd is off (see the module
+        docstring)."""
         if self.weight_quantizer is None:
             return self.float_weight()
         key = None if torch.is_grad_enabled() else _weight_key(self)
