@@ -4,7 +4,8 @@ Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS;
     python benchmarks/fakequant_speed.py --model imdn --scale 4 --bits w4a4 --datasets Set5,Set14 --repeats 3
 The FP and the MinMax-calibrated fake-quantized model are evaluated alternately ``repeats`` times (so drift
 in machine load hits both); the ratio of the medians is reported (goal ≤ 1.5×) and written to
-benchmarks/results/ptq/speed-<model>-x<scale>-<bits>.json.
+benchmarks/results/ptq/speed-<model>-x<scale>-<bits>.json. ``--threads N`` fixes torch's CPU threads (e.g. 1
+when other work shares the machine; recorded in the provenance as ``torch_threads``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+
+import torch
 
 import srq
 from srq.data import calibration_set
@@ -31,7 +34,10 @@ def main() -> None:
     p.add_argument("--bits", default="w4a4")
     p.add_argument("--datasets", default="Set5,Set14")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     w, a = parse_bits(args.bits)
     datasets = args.datasets.split(",")
     fp = srq.create_model(args.model, args.scale, "official")

@@ -9,6 +9,10 @@ Rounding uses the straight-through estimator (STE): forward ``round(z)``, backwa
 * :func:`fake_quant_affine` — the same range with an integer zero point (0 exactly representable).
 * :func:`fake_quant_symmetric` — signed, zero-preserving grid ``{−(2ⁿ⁻¹−1) … 2ⁿ⁻¹−1}·α/(2ⁿ⁻¹−1)``.
 * :func:`binarize` — 1 bit, ``sign(x)·α``.
+
+Each has a forward-only twin (``*_fwd``) for evaluation: no autograd graph, no STE, bits a plain int, the
+same floating-point operations done in place on one fresh buffer — so the values equal those of the STE
+versions (a zero may differ in sign; ``tests/test_quant_fastpath.py``) at a fraction of the memory traffic.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_symmetric", "fake_quant_affine", "binarize",
-           "num_levels"]
+           "num_levels", "fake_quant_fwd", "fake_quant_affine_fwd", "fake_quant_symmetric_fwd", "binarize_fwd"]
 
 _EPS = 1e-8
 
@@ -94,3 +98,47 @@ def binarize(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     inside = (x.abs() <= alpha).to(x.dtype)
     x_ste = x * inside - (x * inside).detach()  # zero forward, clipped identity backward
     return sign * alpha + x_ste
+
+
+# ---- forward-only twins (evaluation: no gradient, integer bits) ----------------------------------------
+
+def _clamp_bound(v: torch.Tensor) -> torch.Tensor | float:
+    """A one-element CPU tensor as a Python float (clamping to scalars is several times faster on CPU than to
+    a broadcast tensor), any other tensor unchanged."""
+    return v.item() if v.numel() == 1 and v.device.type == "cpu" else v
+
+
+def fake_quant_fwd(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`fake_quant` without autograd, for ``lower ≤ upper`` of ``x``'s dtype (shapes as there); a new
+    tensor like ``x``."""
+    s = (upper - lower).clamp_min(_EPS) / num_levels(bits)
+    x = torch.clamp(x, _clamp_bound(lower), _clamp_bound(upper))
+    return x.sub_(lower).div_(s).round_().mul_(s).add_(lower)
+
+
+def fake_quant_affine_fwd(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`fake_quant_affine` without autograd; a new tensor like ``x``.
+
+    ``clip(round(x/s) + z, 0, n) − z`` is computed as ``clip(round(x/s), −z, n − z)``: the same integers, as
+    ``z`` is an integer.
+    """
+    n = num_levels(bits)
+    lower, upper = torch.clamp(lower, max=0.0), torch.clamp(upper, min=0.0)
+    s = (upper - lower).clamp_min(_EPS) / n
+    z = torch.round(torch.clamp(-lower / s, 0, n))
+    return torch.div(x, s).round_().clamp_(_clamp_bound(-z), _clamp_bound(n - z)).mul_(s)
+
+
+def fake_quant_symmetric_fwd(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`fake_quant_symmetric` without autograd, for ``α`` of ``x``'s dtype; a new tensor like ``x``."""
+    if bits < 2:
+        raise ValueError("symmetric quantization needs at least 2 bits; use binarize() for 1 bit")
+    qmax = 2 ** (bits - 1) - 1
+    alpha = alpha.clamp_min(_EPS)
+    x = torch.clamp(x, _clamp_bound(-alpha), _clamp_bound(alpha))
+    return x.div_(alpha).mul_(qmax).round_().mul_(alpha / qmax)
+
+
+def binarize_fwd(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """:func:`binarize` without autograd: ``sign(x)·α`` (sign(0) = +1); a new tensor like ``x``."""
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype) * alpha

@@ -4,6 +4,11 @@ They subclass ``nn.Conv2d`` / ``nn.Linear`` and keep the same parameter names, s
 state dict holds the original weights plus the quantizers' bounds. A method can add a
 ``weight_delta`` module (``fn(weight) -> increment``, e.g. SPR²Q's low-rank rectifiers) that is added to
 the weight *before* the weight quantizer, without touching the layer code.
+
+Without autograd (evaluation) the quantized weight is computed once and reused until the weight or the weight
+quantizer (bounds, bits, mode, ...) change, as tracked by the tensors' in-place version counters. Layers with
+a ``weight_delta`` are not cached: an increment may depend on more than its parameters (SPR²Q's dynamic
+routing reads the layer input).
 """
 
 from __future__ import annotations
@@ -15,6 +20,24 @@ from torch import nn
 from .quantizer import Quantizer
 
 __all__ = ["QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "QuantLayerMixin", "QUANT_LAYER_TYPES"]
+
+
+def _weight_key(layer: "QuantLayerMixin") -> tuple[tuple, tuple] | None:
+    """What ``Q_w(W)`` depends on: objects (compared by identity) and state (by value); None when it must not
+    be cached (a ``weight_delta`` is attached, the quantizer observes or has per-batch extra bits)."""
+    q = layer.weight_quantizer
+    if layer.weight_delta is not None or q.calibrating or q.extra_bits is not None:
+        return None
+    tensors = [layer.weight, *q.parameters(), *q.buffers()]
+    if any(t.is_inference() for t in tensors):  # no version counter
+        return None
+    state = (q.bits, q.mode, q.enabled, q.dan, q.dan_axis, q.channel_axis, torch.is_inference_mode_enabled(),
+             *((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors))
+    return (q, *tensors), state
+
+
+def _same_key(a: tuple[tuple, tuple], b: tuple[tuple, tuple]) -> bool:
+    return len(a[0]) == len(b[0]) and all(x is y for x, y in zip(a[0], b[0])) and a[1] == b[1]
 
 
 class QuantLayerMixin:
@@ -45,8 +68,18 @@ class QuantLayerMixin:
         return w + self.weight_delta(w) if self.weight_delta is not None else w
 
     def effective_weight(self) -> torch.Tensor:
-        w = self.float_weight()
-        return self.weight_quantizer(w) if self.weight_quantizer is not None else w
+        """``Q_w(W + weight_delta(W))``, shaped like the weight; cached while autograd is off (see the module
+        docstring)."""
+        if self.weight_quantizer is None:
+            return self.float_weight()
+        key = None if torch.is_grad_enabled() else _weight_key(self)
+        cached = self.__dict__.get("_srq_weight_cache")
+        if key is not None and cached is not None and _same_key(key, cached[0]):
+            return cached[1]
+        w = self.weight_quantizer(self.float_weight())
+        if key is not None:
+            self._srq_weight_cache = (key, w)
+        return w
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.input_quantizer(x) if self.input_quantizer is not None else x

@@ -31,7 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .functional import binarize, fake_quant, fake_quant_affine, fake_quant_symmetric
+from .functional import (binarize, binarize_fwd, fake_quant, fake_quant_affine, fake_quant_affine_fwd,
+                         fake_quant_fwd, fake_quant_symmetric, fake_quant_symmetric_fwd)
 from .observers import Observer, make_observer
 
 __all__ = ["Quantizer", "MODES"]
@@ -190,7 +191,16 @@ class Quantizer(nn.Module):
             return self._quantize(x)
         offset, scale = self._dan_stats(x)
         y = self._quantize((x - offset) / scale)
-        return x if self.observer is not None else y * scale + offset
+        if self.observer is not None:
+            return x
+        return y.mul_(scale).add_(offset) if self.forward_only(x) else y * scale + offset
+
+    def forward_only(self, x: torch.Tensor) -> bool:
+        """Whether ``Q(x)`` may skip autograd: no gradient is wanted for ``x`` or the bounds, the bit width is a
+        plain int and the bounds have ``x``'s dtype. Then the ``*_fwd`` functions give the same values."""
+        bound = self.lower if self.mode in ("uniform", "affine") else self.alpha
+        wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return not wants_grad and isinstance(self.effective_bits(), int) and bound.dtype == x.dtype
 
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
@@ -198,6 +208,8 @@ class Quantizer(nn.Module):
             return x
         if not bool(self.initialized):
             raise RuntimeError("quantizer used before calibration: calibrate the model (srq.quantize) first")
+        if self.forward_only(x):
+            return self._quantize_fwd(x)
         if self.mode in ("uniform", "affine"):
             fq = fake_quant if self.mode == "uniform" else fake_quant_affine
             bits = self.effective_bits()
@@ -208,6 +220,16 @@ class Quantizer(nn.Module):
         if self.mode == "symmetric":
             return fake_quant_symmetric(x, alpha, self.bits)
         return binarize(x, alpha)
+
+    def _quantize_fwd(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_quantize` through the forward-only functions (see :meth:`forward_only`)."""
+        if self.mode in ("uniform", "affine"):
+            fq = fake_quant_fwd if self.mode == "uniform" else fake_quant_affine_fwd
+            return fq(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), self.bits)
+        alpha = self._broadcast(self.alpha, x)
+        if self.mode == "symmetric":
+            return fake_quant_symmetric_fwd(x, alpha, self.bits)
+        return binarize_fwd(x, alpha)
 
     def extra_repr(self) -> str:
         axis = "per-tensor" if self.channel_axis is None else f"per-channel(axis={self.channel_axis})"
