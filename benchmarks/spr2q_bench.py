@@ -10,17 +10,19 @@ The paper's budget (12,000 RGT + 500 OSRC iterations of batch 8) needs a GPU; th
 CPU budget (--iterations 500 --osrc-iterations 100 --batch 4 --patch 32, LR patches). Each run writes
 benchmarks/results/spr2q/<model>_x<scale>_spr2q[-variant]_<bits>.json (PSNR/SSIM, cost, routing table,
 stage wall times, provenance) and rebuilds benchmarks/results/spr2q/summary.md, which also lists the PTQ
-and GBA rows of the same model, scale and bits.
+and GBA rows of the same model, scale and bits, and ablation.md (the paper's Tables 2-3 layout).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
+from srq.engine.results import atomic_write_text
 from srq.methods import SPR2Q
 from srq.quant import parse_bits
 
@@ -56,6 +58,34 @@ def comparison_files(out_dir: Path = OUT) -> list[Path]:
     return [f for d in ("ptq", "gba") for f in sorted((out_dir.parent / d).glob("*_x*_*.json")) if key(f) in keys]
 
 
+ABLATIONS = [("Table 2a: components", [("bounds only", "bounds"), ("+PQFR", "pqfr"), ("+PQFR +RGT", "rgt"),
+                                          ("+PQFR +RGT +OSRC", "spr2q")]),
+             ("Table 2b: rank r", [(f"r = {r}", "spr2q" if r == 8 else f"r{r}") for r in (2, 4, 8, 16)]),
+             ("Table 3: group size N", [(f"N = {n}", "spr2q" if n == 4 else f"n{n}") for n in (2, 4, 8)])]
+
+
+def ablation_tables(out_dir: Path = OUT) -> None:
+    """Write ``ablation.md``: the paper's Tables 2-3 for every (model, scale, bits) with ablation runs."""
+    docs = {f.stem: json.loads(f.read_text()) for f in out_dir.glob("*_x*_spr2q*_*.json")}
+    lines = ["# SPR²Q ablations", "", "Made by `python benchmarks/spr2q_bench.py --variants ...` (see summary.md "
+             "for the budget and each JSON file for the command). Cells: PSNR / SSIM.", ""]
+    for stem in sorted(s for s in docs if "_spr2q-bounds_" in s):
+        bits = stem.split("_")[-1]
+        prefix = stem.split("_spr2q")[0]
+        sets = [r["dataset"] for r in docs[stem]["results"]]
+        lines += [f"## {prefix.replace('_', ' ')} {bits}", ""]
+        for title, rows in ABLATIONS:
+            lines += [f"**{title}**", "", "| variant | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+            for label, variant in rows:
+                tag = "spr2q" if variant == "spr2q" else f"spr2q-{variant}"
+                doc = docs.get(f"{prefix}_{tag}_{bits}")
+                scores = {r["dataset"]: r for r in doc["results"]} if doc else {}
+                cells = [f"{scores[d]['psnr']:.2f} / {scores[d]['ssim']:.4f}" if d in scores else "—" for d in sets]
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append("")
+    atomic_write_text(out_dir / "ablation.md", "\n".join(lines) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
@@ -84,6 +114,7 @@ def main() -> None:
             tag = "spr2q" if v == "spr2q" else f"spr2q-{v}"
             run(args.model, args.scale, tag, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe, tag=tag)
             summary(OUT, "SPR²Q", NOTE, also=comparison_files())
+            ablation_tables()
 
 
 if __name__ == "__main__":
