@@ -30,10 +30,10 @@ OUT = HERE / "results" / "ptq"
 
 
 def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores,
-        out_dir: Path = OUT, recipe=None, tag: str | None = None) -> tuple[dict, torch.nn.Module]:
+        out_dir: Path = OUT, recipe=None, tag: str | None = None, device: str = "cpu") -> tuple[dict, torch.nn.Module]:
     """Quantize, evaluate and write ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model)."""
     w, a = parse_bits(bits)
-    fp = srq.create_model(model_name, scale, "official")
+    fp = srq.create_model(model_name, scale, "official").to(device)
     t0 = time.perf_counter()
     q = srq.quantize(fp, recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a), calib, progress=False)
     quant_seconds = time.perf_counter() - t0

@@ -6,6 +6,7 @@ Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS)
         --variants bounds,pqfr,rgt,n2,n8,r2,r4,r16          # Tables 2-3 of the paper
 Variants: spr2q (N 4, r 8, RGT + OSRC), bounds (no rectifiers: bounds only, same schedule), pqfr (one rectifier),
 rgt (N 4, mean gate output as the static routing, no OSRC), n2 / n8 (group size), r2 / r4 / r16 (rank).
+On a GPU, the paper's budget: --device cuda --iterations 12000 --osrc-iterations 500 --batch 8 --patch 64.
 The paper's budget (12,000 RGT + 500 OSRC iterations of batch 8) needs a GPU; the default here is a documented
 CPU budget (--iterations 500 --osrc-iterations 100 --batch 4 --patch 32, LR patches). Each run writes
 benchmarks/results/spr2q/<model>_x<scale>_spr2q[-variant]_<bits>.json (PSNR/SSIM, cost, routing table,
@@ -98,6 +99,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--patch", type=int, default=32, help="LR patch size of the calibration inputs")
     p.add_argument("--calib-n", type=int, default=100)
+    p.add_argument("--device", default="cpu", help="e.g. cuda for the paper's budget")
     args = p.parse_args()
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
@@ -105,14 +107,16 @@ def main() -> None:
         p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     datasets = args.datasets.split(",")
     calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
-    fp_scores = evaluate(srq.create_model(args.model, args.scale, "official"), datasets, args.scale, progress=False)
+    fp_scores = evaluate(srq.create_model(args.model, args.scale, "official").to(args.device), datasets, args.scale,
+                         progress=False)
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)
         for v in variants:
             recipe = SPR2Q(w_bits=w, a_bits=a, iterations=args.iterations, osrc_iterations=args.osrc_iterations,
                            batch=args.batch, **VARIANTS[v])
             tag = "spr2q" if v == "spr2q" else f"spr2q-{v}"
-            run(args.model, args.scale, tag, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe, tag=tag)
+            run(args.model, args.scale, tag, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe, tag=tag,
+                device=args.device)
             summary(OUT, "SPR²Q", NOTE, also=comparison_files())
             ablation_tables()
 

@@ -79,7 +79,7 @@ def activation_elements(qmodel: nn.Module, slots: list[BitSlot], example: torch.
     try:
         for q in everything:
             q.enabled = False  # counting needs no quantization (and works before calibration)
-        qmodel(example)
+        qmodel(example.to(next(qmodel.parameters()).device))
     finally:
         for h in handles:
             h.remove()

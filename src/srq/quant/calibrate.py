@@ -59,8 +59,9 @@ def calibrate_activations(model: nn.Module, batches: Iterable[torch.Tensor], tot
             q.enabled = False
     try:
         seen = 0
+        device = next((t.device for t in model.parameters()), torch.device("cpu"))
         for x in progress_bar(batches, total=total, description="calibrating", enabled=progress):
-            model(x)
+            model(x.to(device))
             seen += 1
         if seen == 0:
             raise ValueError("no calibration batches")

@@ -96,7 +96,7 @@ class _Histogram:
         self.lo = self.hi = 0.0
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.detach().float().flatten()
+        x = x.detach().float().flatten().cpu()  # counts live on the CPU whatever the model's device
         lo, hi = float(x.min()), float(x.max())
         if self.counts is None:
             self.lo, self.hi = lo, max(hi, lo + 1e-8)

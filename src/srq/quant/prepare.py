@@ -110,7 +110,8 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
     if not layers:
         raise SrqError("the model has no Conv2d/Linear layers with learned weights to quantize")
     if example_input is None:
-        example_input = torch.rand(1, 3, 32, 32, device=_model_device(model))
+        example_input = torch.rand(1, 3, 32, 32)
+    example_input = example_input.to(_model_device(model))
     order = execution_order(model, example_input, [n for n, _ in layers])
     first, last = (order[0], order[-1]) if order else (None, None)
     points = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantPoint)] if config.quant_points else []
