@@ -59,3 +59,32 @@ def test_finetune_runs_a_fixed_number_of_steps_with_cosine_schedule():
     assert len(losses) == 5
     with pytest.raises(ValueError, match="feature_loss"):
         FinetuneConfig(feature_loss="l2")
+
+
+def test_steps_with_non_finite_gradients_are_skipped_with_a_warning():
+    from srq.engine.distill import FinetuneConfig, finetune
+
+    class SqrtNet(torch.nn.Module):  # d sqrt(v)/dv is infinite at v = 0: a constant input gives NaN gradients
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.conv(x)  # constant over space for a constant input: zero variance per channel
+            return y + (y - y.mean((2, 3), keepdim=True)).pow(2).mean((2, 3), keepdim=True).pow(0.5)
+
+    model = SqrtNet()
+    before = model.conv.weight.detach().clone()
+    inputs = torch.full((4, 3, 8, 8), 0.5)
+    with pytest.warns(UserWarning, match="4 of 4 steps skipped"):
+        finetune(model, SqrtNet(), inputs, list(model.conv.parameters()), FinetuneConfig(batch=2, epochs=2),
+                 progress=False)
+    assert torch.equal(model.conv.weight, before)
+
+
+def test_imdn_contrast_has_finite_gradients_on_constant_channels():
+    from srq.models.imdn import _contrast
+
+    x = torch.zeros(1, 2, 4, 4, requires_grad=True)
+    _contrast(x).sum().backward()
+    assert torch.isfinite(x.grad).all()

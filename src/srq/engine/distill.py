@@ -10,6 +10,7 @@ is averaged over elements (MSE), as in common implementations, so λ does not de
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -115,7 +116,8 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     """Train ``params`` of ``qmodel`` to match ``fp_model`` on ``inputs`` ((N, 3, h, w) LR in [0, 1]).
 
     ``params``: parameters, or optimiser parameter groups (dicts with ``params`` and optionally ``lr``).
-    Everything else stays frozen; quantizer bounds are projected back to their valid set after each step. ``extra_loss()`` (if given) is added to each step's loss after the
+    Everything else stays frozen; quantizer bounds are projected back to their valid set after each step; a
+    step whose gradients are not finite is skipped (with a warning at the end). ``extra_loss()`` (if given) is added to each step's loss after the
     forward pass; ``after_backward`` is called after each backward pass, before the optimiser step (e.g. to
     record gradients). Returns the loss per step.
     """
@@ -141,6 +143,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     device = params[0].device if params else inputs.device
     bounded = [m for m in qmodel.modules() if hasattr(m, "project_bounds_")]  # quantizers
     losses: list[float] = []
+    skipped = 0
     fp_model.eval()
     qmodel.eval()  # no dropout/BN updates; gradients still flow
     try:
@@ -155,15 +158,26 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
                     loss = loss + extra_loss()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if after_backward is not None:
-                    after_backward()
-                opt.step()
-                for m in bounded:
-                    m.project_bounds_()
+                if _finite_gradients(params):
+                    if after_backward is not None:
+                        after_backward()
+                    opt.step()
+                    for m in bounded:
+                        m.project_bounds_()
+                else:  # skip the update (as AMP's grad scaler does) and count it
+                    skipped += 1
                 if scheduler is not None:
                     scheduler.step()
                 losses.append(loss.item())
     finally:
         for p in frozen:
             p.requires_grad_(True)
+    if skipped:
+        warnings.warn(f"{description}: {skipped} of {len(schedule)} steps skipped (non-finite gradients)")
     return losses
+
+
+def _finite_gradients(params: list[torch.Tensor]) -> bool:
+    """Whether every gradient of ``params`` is finite (one device sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())

@@ -38,9 +38,11 @@ def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
 def _contrast(x: torch.Tensor) -> torch.Tensor:
     """Per-channel standard deviation over H, W (population variance, as ``stdv_channels``): (N, C, 1, 1).
 
-    Same reduction order as the official code, so results match it bit for bit.
+    Same reduction order as the official code, so results match it bit for bit. The variance is floored at
+    1e-12 before the square root: a constant channel (common after 2-bit quantization) would otherwise give
+    an infinite gradient and NaN everywhere upstream; real FP features never come near the floor.
     """
-    return _spatial_mean((x - _spatial_mean(x)).pow(2)).pow(0.5)
+    return _spatial_mean((x - _spatial_mean(x)).pow(2)).clamp_min(1e-12).pow(0.5)
 
 
 class CCALayer(nn.Module):
