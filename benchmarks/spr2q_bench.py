@@ -11,7 +11,8 @@ The paper's budget (12,000 RGT + 500 OSRC iterations of batch 8) needs a GPU; th
 CPU budget (--iterations 500 --osrc-iterations 100 --batch 4 --patch 32, LR patches). Each run writes
 benchmarks/results/spr2q/<model>_x<scale>_spr2q[-variant]_<bits>.json (PSNR/SSIM, cost, routing table,
 stage wall times, provenance) and rebuilds benchmarks/results/spr2q/summary.md, which also lists the PTQ
-and GBA rows of the same model, scale and bits, and ablation.md (the paper's Tables 2-3 layout).
+and GBA rows of the same model, scale and bits, ablation.md (the paper's Tables 2-3 layout) and
+<model>_x<scale>_<bits>-compare.svg (Δ PSNR vs FP of every row with the same data sets).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text
 from srq.methods import SPR2Q
 from srq.quant import parse_bits
+from srq.report import chart_svg
 
 from ptq_bench import run, summary
 
@@ -87,6 +89,21 @@ def ablation_tables(out_dir: Path = OUT) -> None:
     atomic_write_text(out_dir / "ablation.md", "\n".join(lines) + "\n")
 
 
+def comparison_charts(out_dir: Path = OUT) -> None:
+    """``<model>_x<scale>_<bits>-compare.svg``: Δ PSNR vs FP per data set for SPR²Q and every comparison row."""
+    groups: dict[str, list[dict]] = {}
+    for f in [*sorted(out_dir.glob("*_x*_spr2q_*.json")), *comparison_files(out_dir)]:
+        d = json.loads(f.read_text())
+        groups.setdefault(f"{d['model']}_x{d['scale']}_{d['bits']}", []).append(d)
+    for key, docs in groups.items():
+        sets = [r["dataset"] for r in docs[0]["results"]]
+        docs = [d for d in docs if [r["dataset"] for r in d["results"]] == sets]  # same sets only
+        fp = {r["dataset"]: r["psnr"] for r in docs[0]["fp_results"]}
+        series = {s: [next(r["psnr"] for r in d["results"] if r["dataset"] == s) - fp[s] for d in docs] for s in sets}
+        title = f"{key.replace('_', ' ')}: PSNR change vs FP (dB)"
+        atomic_write_text(out_dir / f"{key}-compare.svg", chart_svg([d["method"] for d in docs], series, title, "Δ PSNR (dB)"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
@@ -119,6 +136,7 @@ def main() -> None:
                 device=args.device)
             summary(OUT, "SPR²Q", NOTE, also=comparison_files())
             ablation_tables()
+            comparison_charts()
 
 
 if __name__ == "__main__":
