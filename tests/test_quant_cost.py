@@ -258,3 +258,21 @@ def test_to_dict_and_table():
     for name in ("sub_mean", "head", "body2", "mix", "tail.0"):
         assert name in table
     assert "not counted" in table and "x2" in table
+
+
+def test_costs_come_from_a_shape_only_pass_with_a_fallback_for_data_dependent_models():
+    from srq.quant import layer_costs
+
+    class DataDependent(nn.Module):  # .item() has no meta kernel: the real pass is used
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x) * (1.0 if x.sum().item() >= 0 else -1.0)
+
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    for model in (plain, DataDependent()):
+        (cost,) = layer_costs(model, input_size=(10, 12))
+        assert cost.macs == 10 * 12 * 4 * 3 * 9
+    assert next(plain.parameters()).device.type == "cpu"  # the model itself never moves
