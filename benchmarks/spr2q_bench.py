@@ -86,6 +86,14 @@ def ablation_tables(out_dir: Path = OUT) -> None:
                 cells = [f"{scores[d]['psnr']:.2f} / {scores[d]['ssim']:.4f}" if d in scores else "—" for d in sets]
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
             lines.append("")
+    lines += ["## Budget and wall time per stage (s)", "", "| run | iterations (RGT / OSRC) × batch, LR patch | "
+              "calibration | RGT | OSRC | fusion | machine (shared with other jobs) |", "|---|---|---|---|---|---|---|"]
+    for stem, d in sorted(docs.items()):
+        r, t = d["recipe"], d["report"]["seconds"]
+        m = d["provenance"]["machine"]
+        where = m["cuda"] or f"CPU, {m['torch_threads']} thread(s) of {m['cpu_count']}"
+        lines.append(f"| {stem} | {r['iterations']} / {r['osrc_iterations']} × {r['batch']}, {d['calibration']['patch']} | "
+                     f"{t['calibration']:.0f} | {t['rgt']:.0f} | {t['osrc']:.0f} | {t['fusion']:.2f} | {where} |")
     atomic_write_text(out_dir / "ablation.md", "\n".join(lines) + "\n")
 
 
