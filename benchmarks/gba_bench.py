@@ -23,7 +23,7 @@ from srq.methods import GBA
 from srq.quant import parse_bits
 from srq.report import bit_offsets_svg, format_bit_map
 
-from ptq_bench import run, summary
+from ptq_bench import result_key, run, summary
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision and machine in each JSON file). "
@@ -73,9 +73,8 @@ def main() -> None:
 def baseline_files() -> list[Path]:
     """The fine-tuned PTQ baselines (benchmarks/results/ptq) for every model/scale/bits that GBA was run on."""
     ptq = OUT.parent / "ptq"
-    keys = {"_".join(f.stem.split("_")[:2]) + "|" + f.stem.split("_")[-1] for f in OUT.glob("*_x*_*.json")}
-    return [f for f in sorted(ptq.glob("*_ft_*.json"))
-            if "_".join(f.stem.split("_")[:2]) + "|" + f.stem.split("_")[-1] in keys]
+    keys = {result_key(f) for f in OUT.glob("*_x*_*.json")}
+    return [f for f in sorted(ptq.glob("*_ft_*.json")) if result_key(f) in keys]
 
 
 if __name__ == "__main__":

@@ -65,6 +65,12 @@ PTQ_NOTE = ("Made by `python benchmarks/ptq_bench.py` (see each JSON file for th
             "jobs running (see benchmarks/fakequant_speed.py for the quiet-machine ratio).")
 
 
+def result_key(path: Path) -> str:
+    """``<model>_x<scale>|<bits>`` of a result file named ``<model>_x<scale>_<method>_<bits>.json``."""
+    parts = path.stem.split("_")
+    return "_".join(parts[:2]) + "|" + parts[-1]
+
+
 def average_bits(doc: dict) -> str:
     """``W/A`` average body bits: from a mixed-precision report when there is one, else the base bits."""
     w, a = parse_bits(doc["bits"])

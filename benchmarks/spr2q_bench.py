@@ -29,7 +29,7 @@ from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
 
-from ptq_bench import run, summary
+from ptq_bench import result_key, run, summary
 
 OUT = Path(__file__).resolve().parent / "results" / "spr2q"
 VARIANTS = {
@@ -53,12 +53,8 @@ NOTE = ("Made by `python benchmarks/spr2q_bench.py` (exact command, git revision
 
 def comparison_files(out_dir: Path = OUT) -> list[Path]:
     """PTQ and GBA result files of every (model, scale, bits) that SPR²Q was run on."""
-    def key(f: Path) -> str:
-        parts = f.stem.split("_")
-        return "_".join(parts[:2]) + "|" + parts[-1]
-
-    keys = {key(f) for f in out_dir.glob("*_x*_*.json")}
-    return [f for d in ("ptq", "gba") for f in sorted((out_dir.parent / d).glob("*_x*_*.json")) if key(f) in keys]
+    keys = {result_key(f) for f in out_dir.glob("*_x*_*.json")}
+    return [f for d in ("ptq", "gba") for f in sorted((out_dir.parent / d).glob("*_x*_*.json")) if result_key(f) in keys]
 
 
 ABLATIONS = [("Table 2a: components", [("bounds only", "bounds"), ("+PQFR", "pqfr"), ("+PQFR +RGT", "rgt"),

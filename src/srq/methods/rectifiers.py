@@ -30,6 +30,7 @@ from ..quant.layers import QUANT_LAYER_TYPES
 
 __all__ = ["RectifierGroup", "attach_rectifiers", "rectifier_groups", "fuse_rectifiers", "mean_routing_weights"]
 
+
 class RectifierGroup(nn.Module):
     """``N`` rank-``r`` increments for one weight of shape ``weight_shape``, mixed by routing weights.
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..engine.distill import FinetuneConfig, finetune
-from ..quant import QuantConfig, calibrate_activations, calibrate_weights, quantizers
+from ..quant import QuantConfig, calibrate, quantizers
 from .base import Recipe
 from .ptq import calibration_batches
 from .rectifiers import attach_rectifiers, fuse_rectifiers, mean_routing_weights, rectifier_groups
@@ -92,9 +92,8 @@ class SPR2Q(Recipe):
         t0 = time.perf_counter()
         fp_model = copy.deepcopy(model).eval()
         qmodel = self.prepare(model, calib[:1])
-        calibrate_weights(qmodel)
         batches = calibration_batches(calib, 16)
-        calibrate_activations(qmodel, batches, total=len(batches), progress=progress)
+        calibrate(qmodel, batches, total=len(batches), progress=progress)
         seconds["calibration"] = time.perf_counter() - t0
 
         torch.manual_seed(self.seed)  # rectifier initialisation
@@ -115,16 +114,12 @@ class SPR2Q(Recipe):
         t0 = time.perf_counter()
         routed = {n: g for n, g in groups.items() if g.group_size > 1}
         osrc_losses: list[float] = []
-        if routed:
-            for p in qmodel.parameters():
-                p.requires_grad_(False)
+        if routed:  # finetune() trains only the logits and keeps everything else frozen
             means = mean_routing_weights(qmodel, calibration_batches(calib, self.batch))
             logits = [g.make_static(means[n]) for n, g in routed.items()]
             if self.osrc and self.osrc_iterations:
                 osrc_losses = finetune(qmodel, fp_model, calib, logits, self._stage_config(self.osrc_iterations),
                                        progress=progress, description="static routing calibration")
-            for p in qmodel.parameters():
-                p.requires_grad_(True)
         seconds["osrc"] = time.perf_counter() - t0
 
         report = {"layers": layers, "rank": self.rank, "group_size": self.group_size,
