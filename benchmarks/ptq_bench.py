@@ -30,8 +30,13 @@ OUT = HERE / "results" / "ptq"
 
 
 def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores,
-        out_dir: Path = OUT, recipe=None, tag: str | None = None, device: str = "cpu") -> tuple[dict, torch.nn.Module]:
-    """Quantize, evaluate and write ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model)."""
+        out_dir: Path = OUT, recipe=None, tag: str | None = None, device: str = "cpu",
+        fp_source: str | None = None) -> tuple[dict, torch.nn.Module]:
+    """Quantize, evaluate and write ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model).
+
+    ``fp_source``: the results file ``fp_scores`` were read from (None: measured in this process); the
+    eval-time ratio is only reported for FP scores measured in the same process.
+    """
     w, a = parse_bits(bits)
     fp = srq.create_model(model_name, scale, "official").to(device)
     t0 = time.perf_counter()
@@ -43,7 +48,7 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
            "calibration": {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])},
            "quantize_seconds": quant_seconds,
            "eval_seconds": {s.dataset: s.seconds for s in scores},
-           "fp_eval_seconds": {s.dataset: s.seconds for s in fp_scores},
+           "fp_eval_seconds": {s.dataset: s.seconds for s in fp_scores}, "fp_source": fp_source,
            "results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in scores],
            "fp_results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in fp_scores],
            "cost": cost.to_dict(), "recipe": q.srq_recipe,
@@ -90,10 +95,11 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
         fp = {r["dataset"]: r for r in d["fp_results"]}
         cells = "; ".join(f"{r['dataset']} {r['psnr']:.2f}/{r['ssim']:.4f} ({r['psnr'] - fp[r['dataset']]['psnr']:+.2f})"
                           for r in d["results"])
-        ratio = sum(d["eval_seconds"].values()) / max(sum(d["fp_eval_seconds"].values()), 1e-9)
+        ratio = "—" if d.get("fp_source") else \
+            f'{sum(d["eval_seconds"].values()) / max(sum(d["fp_eval_seconds"].values()), 1e-9):.2f}'
         rows.append(f"| {d['model']} x{d['scale']} | {d['method']} | {d['bits']} | {average_bits(d)} | {cells} | "
                     f"{d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | {d['quantize_seconds']:.0f} | "
-                    f"{ratio:.2f} | {d['provenance']['git_revision'][:7]} |")
+                    f"{ratio} | {d['provenance']['git_revision'][:7]} |")
     atomic_write_text(out_dir / "summary.md", "\n".join(rows) + "\n")
 
 

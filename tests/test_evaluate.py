@@ -33,3 +33,12 @@ def test_tiling_is_exact_for_a_local_model(data_root):
     model = srq.create_model("bicubic", 2)
     _, lr, _ = SRBenchmark("Set5", 2, data_root=data_root)[0]
     assert np.array_equal(super_resolve(model, lr, 2, tile=40, overlap=4), super_resolve(model, lr, 2))
+
+
+def test_scores_round_trip_through_their_dict(data_root):
+    """A results file's per-set entry rebuilds the same scores (benchmarks reuse saved FP scores this way)."""
+    from srq.engine.evaluate import DatasetScore
+
+    (score,) = evaluate(srq.create_model("bicubic", 4), ["Set5"], 4, data_root=data_root, progress=False)
+    again = DatasetScore.from_dict(score.to_dict())
+    assert again == score and again.psnr == score.psnr and again.to_dict() == score.to_dict()

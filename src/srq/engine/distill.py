@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .memory import release_memory
 from .progress import progress_bar
 
 __all__ = ["find_blocks", "capture_outputs", "distill_loss", "energy_map", "FinetuneConfig", "finetune"]
@@ -172,6 +173,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     finally:
         for p in frozen:
             p.requires_grad_(True)
+        release_memory()
     if skipped:
         warnings.warn(f"{description}: {skipped} of {len(schedule)} steps skipped (non-finite gradients)")
     return losses

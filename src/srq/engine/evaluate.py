@@ -15,6 +15,7 @@ from torch import nn
 from ..data import SRBenchmark, write_image
 from ..metrics import psnr_ssim
 from .inference import super_resolve
+from .memory import release_memory
 from .progress import progress_bar
 
 __all__ = ["ImageScore", "DatasetScore", "evaluate", "evaluate_dataset"]
@@ -52,6 +53,11 @@ class DatasetScore:
                 "num_images": len(self.images), "seconds": self.seconds,
                 "images": [asdict(i) for i in self.images]}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatasetScore":
+        """Inverse of :meth:`to_dict` (e.g. to reuse scores from a results file)."""
+        return cls(d["dataset"], d["scale"], [ImageScore(**i) for i in d["images"]], d.get("seconds", 0.0))
+
 
 def _prefetch(dataset: Sequence, pool: ThreadPoolExecutor) -> Iterator:
     """Yield ``dataset[i]`` while ``dataset[i + 1]`` is read and downsampled in ``pool``."""
@@ -87,6 +93,7 @@ def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = 
             t0 = time.perf_counter()
             sr = super_resolve(model, lr, scale, tile=tile, overlap=overlap)
             seconds = time.perf_counter() - t0
+            release_memory(collect=False)  # image sizes vary: do not let freed buffers pile up
             pending.append((name, seconds, pool.submit(psnr_ssim, sr, hr, scale, y_channel)))
             if save_dir is not None:
                 writes.append(pool.submit(write_image, Path(save_dir) / dataset.name / f"{Path(name).stem}_x{scale}.png", sr))

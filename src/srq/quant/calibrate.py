@@ -14,6 +14,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..engine.memory import release_memory
 from ..engine.progress import progress_bar
 from .layers import QUANT_LAYER_TYPES
 
@@ -73,6 +74,7 @@ def calibrate_activations(model: nn.Module, batches: Iterable[torch.Tensor], tot
         for q, on in zip(weight_q, weight_enabled):
             q.enabled = on
         model.train(was_training)
+        release_memory()
 
 
 def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], total: int | None = None,
