@@ -3,7 +3,8 @@
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
-Ablations: --dan none|range|std, --candidates -2,-1,0,1,2, --calib-n 20 (each adds a tag to the file name).
+Ablations: --dan none|range|std, --candidates -2,-1,0,1,2, --calib-n 20 (each adds a tag to the file name);
+--adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds).
 Each run writes benchmarks/results/gba/<model>_x<scale>_<method>[_tag]_<bits>.json (PSNR/SSIM, cost, average
 bits, per-layer bit map with gradients, wall time, provenance), a per-layer bit-offset plot
 <...>_bits.svg for GBA runs (the paper's Fig. 5), and rebuilds benchmarks/results/gba/summary.md.
@@ -19,7 +20,7 @@ import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text
-from srq.methods import GBA
+from srq.methods import GBA, AdaBM
 from srq.quant import parse_bits
 from srq.report import bit_offsets_svg, format_bit_map
 
@@ -44,6 +45,8 @@ def main() -> None:
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--dan", default="range", choices=["none", "range", "std"])
     p.add_argument("--candidates", default="-1,0,1")
+    p.add_argument("--adabm-init", default="ema_minmax", choices=AdaBM.A_INITS,
+                   help="AdaBM's activation initialisation (its own: ema_minmax; others for an ablation)")
     args = p.parse_args()
     candidates = tuple(int(c) for c in args.candidates.split(","))
     tag_parts = ([f"dan-{args.dan}"] if args.dan != "range" else []) + \
@@ -59,7 +62,12 @@ def main() -> None:
             recipe = None
             if method in ("gba", "gba_star"):
                 recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan, candidates=candidates)
-            tag = "_".join([method] + tag_parts) if recipe is not None else method
+                tag = "_".join([method] + tag_parts)
+            elif method in ("adabm", "adabm_star") and args.adabm_init != "ema_minmax":
+                recipe = AdaBM(w_bits=w, a_bits=a, mp_weights=method == "adabm_star", a_init=args.adabm_init)
+                tag = f"{method}_init-{args.adabm_init}"
+            else:
+                tag = method
             doc, q = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=OUT,
                          recipe=recipe, tag=tag)
             if doc.get("report"):

@@ -44,7 +44,7 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     quant_seconds = time.perf_counter() - t0
     scores = evaluate(q, datasets, scale, progress=False)
     cost = model_cost(q, scale=scale)
-    doc = {"model": model_name, "scale": scale, "method": method, "bits": bits.lower(),
+    doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),
            "calibration": {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])},
            "quantize_seconds": quant_seconds,
            "eval_seconds": {s.dataset: s.seconds for s in scores},

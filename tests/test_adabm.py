@@ -51,3 +51,14 @@ def test_adabm_runs_adapts_and_beats_minmax(calib):
     assert all(qq.extra_bits is None for _, qq in srq.quant.quantizers(q))
     with pytest.raises(SrqError, match="cannot be saved"):
         srq.save(q, "unused")
+
+
+def test_activation_init_is_selectable_and_recorded():
+    """AdaBM's own init is EMA min/max; ``a_init`` swaps it (ablation) and the recipe file says which."""
+    from srq.methods.base import apply_params
+
+    assert AdaBM().config().a_observer == "ema_minmax"
+    recipe = apply_params(AdaBM(), ["a_init=percentile"])
+    assert recipe.config().a_observer == "percentile" and recipe.to_dict()["a_observer"] == "percentile"
+    with pytest.raises(SrqError, match="a_init must be one of"):
+        apply_params(AdaBM(), ["a_init=median"])

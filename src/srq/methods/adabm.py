@@ -14,7 +14,7 @@ Every body activation quantizer runs at ``base + o_layer + o_image`` bits (kept 
 * **fine-tuning**: 10 epochs of batches of 2 rotating weight bounds → activation bounds → bit mapping
   (Adam; lr 0.01, 0.01, 0.01 for layer offsets and 0.1 for thresholds; ×0.9 each time a stage comes
   round); loss L1 + 10·feature MSE (srq's common distillation loss) + 50·max(average bits − base, 0)
-  in the mapping stage.
+  in the mapping stage. ``a_init`` swaps the activation initialisation (AdaBM's: EMA min/max) for an ablation.
 
 Choices we made (say so when comparing): weights are per output channel with OMSE bounds and zero-point
 grids like every other srq method (AdaBM's code uses one symmetric bound per tensor), so that differences
@@ -165,10 +165,19 @@ class AdaBM(Recipe):
     w_bitloss: float = 50.0
     lambda_feat: float = 10.0
     seed: int = 0
+    a_init: str = "ema_minmax"
 
     name: ClassVar[str] = "adabm"
     w_observer: ClassVar[str] = "omse"
-    a_observer: ClassVar[str] = "ema_minmax"
+    A_INITS: ClassVar[tuple[str, ...]] = ("ema_minmax", "minmax", "percentile", "omse")
+
+    def __post_init__(self) -> None:
+        if self.a_init not in self.A_INITS:
+            raise ValueError(f"a_init must be one of {', '.join(self.A_INITS)}, got {self.a_init!r}")
+
+    @property
+    def a_observer(self) -> str:  # AdaBM's own init is EMA min/max; others are for ablation
+        return self.a_init
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         self.require_patches(calib, "AdaBM")

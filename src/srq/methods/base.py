@@ -55,7 +55,8 @@ class Recipe:
             raise ValueError(f"{what} needs calibration patches of one size (pass patch=...)")
 
     def to_dict(self) -> dict:
-        return {"method": self.name, **asdict(self)}
+        """Method name, every field and the bound initialisation (observers) of weights and activations."""
+        return {"method": self.name, **asdict(self), "w_observer": self.w_observer, "a_observer": self.a_observer}
 
 
 def tunable_params(recipe: Recipe) -> dict[str, object]:
