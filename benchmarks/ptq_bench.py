@@ -63,11 +63,9 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
 
 PTQ_NOTE = ("Made by `python benchmarks/ptq_bench.py` (see each JSON file for the exact command, git revision "
             "and machine). First/last layer 8 bit; weights per output channel, activations per tensor, affine "
-            "(zero-point) grids; calibration: 96×96 LR patches of DIV2K_test_LRx4. Rows at revision 1eb4329 "
-            "(IMDN W4A4 MinMax/Percentile/OMSE) predate activation bounds observed on the float network (88b66ae); "
-            "they are to be re-run. FT rows before a7170bc could go NaN at 2 bits (IMDN's contrast layer); none of "
-            "the kept rows did. Times were taken with other "
-            "jobs running (see benchmarks/fakequant_speed.py for the quiet-machine ratio).")
+            "(zero-point) grids; calibration: 96×96 LR patches of DIV2K_test_LRx4. FT rows before a7170bc could go "
+            "NaN at 2 bits (IMDN's contrast layer); none of the kept rows did. Times were taken with other jobs "
+            "running (see benchmarks/fakequant_speed.py for the quiet-machine ratio).")
 
 
 def result_key(path: Path) -> str:
