@@ -108,23 +108,38 @@ def windowed_attention(qkv: torch.Tensor, num_heads: int, scale: float, bias: to
 
 
 def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                     mask: torch.Tensor | None, max_mask_elems: int = 1 << 24) -> torch.Tensor:
-    """softmax(q kᵀ + bias + mask) v with the fused kernel, in groups of windows to bound the mask's size.
+                     mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q kᵀ + bias + mask) v with the fused kernel; q, k, v: (B_, heads, n, d), q already scaled.
 
-    q, k, v: (B_, heads, n, d) with q already scaled; bias (heads, n, n); mask (nW, n, n) or None.
+    bias (heads, n, n); mask (nW, n, n) or None. A shifted-window mask has only a few distinct windows
+    (zero inside the map, three patterns on the bottom/right border), so the windows are grouped by mask
+    and each group runs with one broadcast (1, heads, n, n) bias: materialising bias + mask for every
+    window, (B_, heads, n, n), took ~40 % of MambaIRv2-light's CPU time.
     """
     b_, heads, n, _ = q.shape
-    nw = mask.shape[0] if mask is not None else b_
-    group = max(1, min(nw, max_mask_elems // (heads * n * n)))
-    outs, start = [], 0
-    while start < b_:
-        w0 = start % nw
-        stop = min(start + group, start - w0 + nw)  # a group never straddles two images
-        m = bias.unsqueeze(0) if mask is None else bias.unsqueeze(0) + mask[w0:w0 + stop - start].unsqueeze(1)
-        outs.append(F.scaled_dot_product_attention(q[start:stop], k[start:stop], v[start:stop],
-                                                   attn_mask=m.to(q.dtype), scale=1.0))
-        start = stop
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0).to(q.dtype), scale=1.0)
+    nw = mask.shape[0]
+    out = q.new_empty(q.shape[:-1] + v.shape[-1:])
+    for windows, pattern in mask_patterns(mask):
+        rows = (torch.arange(0, b_, nw, device=q.device)[:, None] + windows.to(q.device)).reshape(-1)
+        m = (bias + pattern).unsqueeze(0).to(q.dtype)
+        out[rows] = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=m, scale=1.0)
+    return out
+
+
+def mask_patterns(mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Group the windows of a (nW, n, n) mask by identical mask: ``[(window indices, (n, n) mask), ...]``."""
+    flat = mask.reshape(mask.shape[0], -1)
+    groups: list[tuple[list[int], torch.Tensor]] = []
+    for w in range(flat.shape[0]):
+        for members, pattern in groups:
+            if torch.equal(flat[w], pattern):
+                members.append(w)
+                break
+        else:
+            groups.append(([w], flat[w]))
+    return [(torch.tensor(members), pattern.view(mask.shape[1:])) for members, pattern in groups]
 
 
 def is_plain_marker(m: nn.Module) -> bool:
