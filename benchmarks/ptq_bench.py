@@ -31,17 +31,21 @@ OUT = HERE / "results" / "ptq"
 
 def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores,
         out_dir: Path = OUT, recipe=None, tag: str | None = None, device: str = "cpu",
-        fp_source: str | None = None) -> tuple[dict, torch.nn.Module]:
+        fp_source: str | None = None, save_dir: Path | None = None) -> tuple[dict, torch.nn.Module]:
     """Quantize, evaluate and write ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model).
 
     ``fp_source``: the results file ``fp_scores`` were read from (None: measured in this process); the
-    eval-time ratio is only reported for FP scores measured in the same process.
+    eval-time ratio is only reported for FP scores measured in the same process. ``save_dir``: write the
+    quantized model there (``srq.save``, a run folder named like the result file) before evaluating it, so
+    that a long quantization is not lost if the evaluation fails (re-run it with ``srq eval FOLDER``).
     """
     w, a = parse_bits(bits)
     fp = srq.create_model(model_name, scale, "official").to(device)
     t0 = time.perf_counter()
     q = srq.quantize(fp, recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a), calib, progress=False)
     quant_seconds = time.perf_counter() - t0
+    if save_dir is not None:
+        srq.save(q, Path(save_dir) / f"{model_name}_x{scale}_{tag or method}_{bits.lower()}")
     scores = evaluate(q, datasets, scale, progress=False)
     cost = model_cost(q, scale=scale)
     doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),

@@ -136,6 +136,8 @@ def main() -> None:
     p.add_argument("--fp-scores", default="run", choices=["run", "saved"],
                    help="FP reference: evaluate it here (run) or read results/fp/<model>_x<scale>.json (saved; "
                         "saves e.g. 25 min for MambaIRv2-light x4 on CPU, no eval-time ratio)")
+    p.add_argument("--save-dir", type=Path, default=None,
+                   help="also write each quantized model there as a run folder (before it is evaluated)")
     args = p.parse_args()
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
@@ -156,7 +158,7 @@ def main() -> None:
                            batch=args.batch, **VARIANTS[v])
             tag = "spr2q" if v == "spr2q" else f"spr2q-{v}"
             run(args.model, args.scale, tag, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe, tag=tag,
-                device=args.device, fp_source=fp_source)
+                device=args.device, fp_source=fp_source, save_dir=args.save_dir)
             summary(OUT, "SPR²Q", NOTE, also=comparison_files())
             ablation_tables()
             comparison_charts()
