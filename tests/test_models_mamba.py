@@ -359,3 +359,18 @@ def test_gradients_reach_every_parameter(name: str):
     net(torch.rand(1, 3, 16, 20)).square().mean().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, missing[:5]
+
+
+def test_fused_window_attention_groups_masks_exactly():
+    """Windows grouped by shifted-window mask pattern give the softmax(qkᵀ + bias + mask)v of every window."""
+    from srq.models.window_attention import _fused_attention, mask_patterns, shifted_window_mask
+
+    g = torch.Generator().manual_seed(0)
+    ws, heads, images = 4, 2, 2
+    mask = shifted_window_mask(12, 16, ws, ws // 2)  # 3 × 4 windows
+    assert len(mask_patterns(mask)) == 4  # interior, right column, bottom row, corner
+    assert sorted(int(i) for w, _ in mask_patterns(mask) for i in w) == list(range(12))
+    q, k, v = (torch.randn(images * 12, heads, ws * ws, 3, generator=g) for _ in range(3))
+    bias = torch.randn(heads, ws * ws, ws * ws, generator=g)
+    explicit = torch.softmax(q @ k.transpose(-2, -1) + bias + mask.repeat(images, 1, 1)[:, None], -1) @ v
+    assert torch.allclose(_fused_attention(q, k, v, bias, mask), explicit, atol=1e-5)
