@@ -82,6 +82,22 @@ def test_bit_offset_gradient_is_negative_and_set_bits_removes_it():
         Quantizer(3, mode="symmetric").enable_bit_offset()
 
 
+def test_projection_keeps_a_bit_offset_in_1_to_8_bits_with_finite_gradients():
+    """One large allocation step must not push 2^(bits + s) past float range (RLFN/PAN: 99 % of steps lost)."""
+    q = Quantizer(4, mode="affine")
+    q.set_bounds(torch.tensor(-1.0), torch.tensor(1.0))
+    s = q.enable_bit_offset()
+    for value, expected in ((150.0, 4.0), (-9.0, -3.0), (0.4, 0.4)):
+        with torch.no_grad():
+            s.fill_(value)
+        q.project_bounds_()
+        assert s.item() == pytest.approx(expected)
+    s.grad = None
+    x = torch.randn(256).clamp(-1, 1)
+    ((q(x) - x) ** 2).mean().backward()
+    assert torch.isfinite(s.grad)
+
+
 def test_dan_range_equals_per_sample_per_channel_minmax_quantization():
     x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]], [[-10.0, 0.0], [10.0, 20.0]]]])  # (1, 2, 2, 2)
     q = Quantizer(2, mode="affine", dan="range")

@@ -141,7 +141,11 @@ class Quantizer(nn.Module):
     def project_bounds_(self) -> None:
         """Put trained bounds back into their valid set after an optimiser step: ``lower ≤ 0 ≤ upper`` for
         affine grids (whose forward widens the range to contain 0 — a bound left on the wrong side of 0 would
-        get no gradient and never come back), ``upper > lower``, ``α > 0``."""
+        get no gradient and never come back), ``upper > lower``, ``α > 0``; a bit offset keeps the width in
+        [1, 8] (one SGD step of GBA's allocation at lr 0.1 could send it past 100 bits, where ``2^bits``
+        overflows and every later gradient is non-finite)."""
+        if self.bit_offset is not None:
+            self.bit_offset.clamp_(1 - self.bits, 8 - self.bits)
         if self.mode in ("uniform", "affine"):
             if self.mode == "affine":
                 self.lower.clamp_(max=0.0)
