@@ -14,13 +14,14 @@ Calibration: 100 DIV2K LR images, one random (384/scale)-pixel LR patch each (38
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text
-from srq.methods import GBA, AdaBM
+from srq.methods import GBA, METHODS, AdaBM
 from srq.quant import parse_bits
 from srq.report import bit_offsets_svg, format_bit_map
 
@@ -64,7 +65,7 @@ def main() -> None:
                 recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan, candidates=candidates)
                 tag = "_".join([method] + tag_parts)
             elif method in ("adabm", "adabm_star") and args.adabm_init != "ema_minmax":
-                recipe = AdaBM(w_bits=w, a_bits=a, mp_weights=method == "adabm_star", a_init=args.adabm_init)
+                recipe = replace(METHODS[method](w_bits=w, a_bits=a), a_init=args.adabm_init)
                 tag = f"{method}_init-{args.adabm_init}"
             else:
                 tag = method

@@ -44,8 +44,9 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     t0 = time.perf_counter()
     q = srq.quantize(fp, recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a), calib, progress=False)
     quant_seconds = time.perf_counter() - t0
+    stem = f"{model_name}_x{scale}_{tag or method}_{bits.lower()}"
     if save_dir is not None:
-        srq.save(q, Path(save_dir) / f"{model_name}_x{scale}_{tag or method}_{bits.lower()}")
+        srq.save(q, Path(save_dir) / stem)
     scores = evaluate(q, datasets, scale, progress=False)
     cost = model_cost(q, scale=scale)
     doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),
@@ -58,9 +59,8 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
            "cost": cost.to_dict(), "recipe": q.srq_recipe,
            "placement": [e.to_dict() for e in placement(q)], "report": srq.api.current_report(q),
            "provenance": provenance()}
-    name = tag or method
-    atomic_write_text(out_dir / f"{model_name}_x{scale}_{name}_{bits.lower()}.json", json.dumps(doc, indent=2) + "\n")
-    print(f"{model_name} x{scale} {name} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
+    print(f"{model_name} x{scale} {tag or method} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
           for s in scores) + f"  ({quant_seconds:.0f} s)", flush=True)
     return doc, q
 
