@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -10,8 +11,10 @@ from torch import nn
 
 import srq
 from srq.methods import SPR2Q, MinMax
+from srq.methods.spr2q import static_routing_calibration
 from srq.methods.rectifiers import (RectifierGroup, attach_rectifiers, fuse_rectifiers, mean_routing_weights,
                                     rectifier_groups)
+from srq.engine.distill import FinetuneConfig, capture_outputs, distill_loss, find_blocks
 from srq.quant import QuantConfig, model_cost, prepare, quantizers
 
 
@@ -142,13 +145,38 @@ def test_rectifiers_beat_bounds_only_training_and_the_result_reloads(tmp_path, c
         assert torch.equal(q(calib), q2(calib))
 
 
+def _objective(q, fp, x, lambda_feat: float = 10.0) -> float:
+    """SPR²Q's training loss (pixel L1 + λ · block feature MSE) on the whole of ``x``."""
+    blocks = find_blocks(fp)
+    with torch.no_grad(), capture_outputs(q, blocks) as fq, capture_outputs(fp, blocks) as ffp:
+        out_q, out_fp = q(x), fp(x)
+        return float(distill_loss(out_q, out_fp, dict(fq), dict(ffp), lambda_feat))
+
+
 def test_static_routing_calibration_lowers_the_loss(calib):
+    # OSRC minimises the distillation loss over the routing weights from the mean gate output. Make routing
+    # matter: rectifier 0 of each layer adds nothing, rectifier 1 adds noise as large as the weight, so the mean
+    # routing (½, ½) is bad and OSRC must move each layer's weight towards rectifier 0.
     fp = srq.create_model("srq_tiny", 4, "official")
-    quick = dict(w_bits=2, a_bits=2, iterations=30, batch=4, rank=4, group_size=4)
-    mean_routed = srq.quantize(fp, SPR2Q(osrc=False, **quick), calib, progress=False)
-    calibrated = srq.quantize(fp, SPR2Q(osrc_iterations=40, **quick), calib, progress=False)
-    assert calibrated.srq_report["routing"] != mean_routed.srq_report["routing"]
-    assert _l1(calibrated, fp, calib) <= _l1(mean_routed, fp, calib)
+    q = prepare(copy.deepcopy(fp), QuantConfig(w_bits=4, a_bits=4), calib[:1])
+    srq.quant.calibrate(q, [calib], total=1)
+    attach_rectifiers(q, rank=2, group_size=2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, g in rectifier_groups(q).items():
+            g.gate.weight.zero_()
+            g.gate.bias.zero_()
+            rms = q.get_submodule(name).weight.pow(2).mean().sqrt()
+            g.A.normal_()
+            g.B[1].normal_().mul_(rms / 2 ** 0.5)
+    config = FinetuneConfig(lr=0.05, batch=4, steps=40, lambda_feat=10.0)
+    assert static_routing_calibration(q, fp, calib, FinetuneConfig(batch=4, steps=0)) == []
+    assert all(torch.allclose(g.routing_weights(), torch.tensor([0.5, 0.5])) for g in rectifier_groups(q).values())
+    before = _objective(q, fp, calib)
+    losses = static_routing_calibration(q, fp, calib, config, progress=False)
+    assert len(losses) == 40
+    assert _objective(q, fp, calib) < 0.8 * before
+    assert all(g.routing_weights()[0] > 0.6 for g in rectifier_groups(q).values())
 
 
 def test_bad_settings_fail_early():

@@ -39,7 +39,7 @@ from .base import Recipe
 from .ptq import calibration_batches
 from .rectifiers import attach_rectifiers, fuse_rectifiers, mean_routing_weights, rectifier_groups
 
-__all__ = ["SPR2Q"]
+__all__ = ["SPR2Q", "static_routing_calibration"]
 
 
 @dataclass
@@ -112,14 +112,8 @@ class SPR2Q(Recipe):
         seconds["rgt"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        routed = {n: g for n, g in groups.items() if g.group_size > 1}
-        osrc_losses: list[float] = []
-        if routed:  # finetune() trains only the logits and keeps everything else frozen
-            means = mean_routing_weights(qmodel, calibration_batches(calib, self.batch))
-            logits = [g.make_static(means[n]) for n, g in routed.items()]
-            if self.osrc and self.osrc_iterations:
-                osrc_losses = finetune(qmodel, fp_model, calib, logits, self._stage_config(self.osrc_iterations),
-                                       progress=progress, description="static routing calibration")
+        osrc_losses = static_routing_calibration(
+            qmodel, fp_model, calib, self._stage_config(self.osrc_iterations if self.osrc else 0), progress)
         seconds["osrc"] = time.perf_counter() - t0
 
         report = {"layers": layers, "rank": self.rank, "group_size": self.group_size,
@@ -132,6 +126,25 @@ class SPR2Q(Recipe):
         report["seconds"] = seconds
         qmodel.srq_report = report
         return qmodel.eval()
+
+
+def static_routing_calibration(qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor,
+                               config: FinetuneConfig, progress: bool = True) -> list[float]:
+    """OSRC (Eq. 12): switch every rectifier group of ``qmodel`` to static routing and learn it.
+
+    Each group's static weights start at its mean gate output over ``calib`` ((N, 3, h, w) LR patches), then
+    only the routing logits are trained for ``config.steps`` steps on the distillation loss (backbone, bounds
+    and rectifiers frozen; 0 steps: keep the mean routing). Returns the loss per step.
+    """
+    routed = {n: g for n, g in rectifier_groups(qmodel).items() if g.group_size > 1}
+    if not routed:
+        return []
+    means = mean_routing_weights(qmodel, calibration_batches(calib, config.batch))
+    logits = [g.make_static(means[n]) for n, g in routed.items()]
+    if not config.steps:
+        return []
+    return finetune(qmodel, fp_model, calib, logits, config, progress=progress,
+                    description="static routing calibration")
 
 
 @torch.no_grad()
