@@ -4,7 +4,8 @@ Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS)
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
 Ablations: --dan none|range|std, --candidates -2,-1,0,1,2, --calib-n 20 (each adds a tag to the file name);
---adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds).
+--adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --reinit-weights
+(GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
 Each run writes benchmarks/results/gba/<model>_x<scale>_<method>[_tag]_<bits>.json (PSNR/SSIM, cost, average
 bits, per-layer bit map with gradients, wall time, provenance), a per-layer bit-offset plot
 <...>_bits.svg for GBA runs (the paper's Fig. 5), and rebuilds benchmarks/results/gba/summary.md.
@@ -17,15 +18,13 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import srq
 from srq.data import calibration_set
-from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text
 from srq.methods import GBA, METHODS, AdaBM
 from srq.quant import parse_bits
 from srq.report import bit_offsets_svg, format_bit_map
 
-from ptq_bench import result_key, run, summary
+from ptq_bench import add_fp_scores_option, fp_reference, result_key, run, summary
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision and machine in each JSON file). "
@@ -48,6 +47,9 @@ def main() -> None:
     p.add_argument("--candidates", default="-1,0,1")
     p.add_argument("--adabm-init", default="ema_minmax", choices=AdaBM.A_INITS,
                    help="AdaBM's activation initialisation (its own: ema_minmax; others for an ablation)")
+    p.add_argument("--reinit-weights", action="store_true",
+                   help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
+    add_fp_scores_option(p)
     args = p.parse_args()
     candidates = tuple(int(c) for c in args.candidates.split(","))
     tag_parts = ([f"dan-{args.dan}"] if args.dan != "range" else []) + \
@@ -55,22 +57,24 @@ def main() -> None:
         ([f"calib{args.calib_n}"] if args.calib_n != 100 else [])
     datasets = args.datasets.split(",")
     calib = calibration_set("DIV2K_test_LRx4", patch=384 // args.scale, n=args.calib_n)
-    fp_scores = evaluate(srq.create_model(args.model, args.scale, "official"), datasets, args.scale, progress=False)
+    fp_scores, fp_source = fp_reference(args, datasets)
     OUT.mkdir(parents=True, exist_ok=True)
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)
         for method in args.methods.split(","):
             recipe = None
             if method in ("gba", "gba_star"):
-                recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan, candidates=candidates)
-                tag = "_".join([method] + tag_parts)
+                reinit = args.reinit_weights and method == "gba_star"
+                recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan, candidates=candidates,
+                             reinit_weight_bounds=reinit)
+                tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []))
             elif method in ("adabm", "adabm_star") and args.adabm_init != "ema_minmax":
                 recipe = replace(METHODS[method](w_bits=w, a_bits=a), a_init=args.adabm_init)
                 tag = f"{method}_init-{args.adabm_init}"
             else:
                 tag = method
             doc, q = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=OUT,
-                         recipe=recipe, tag=tag)
+                         recipe=recipe, tag=tag, fp_source=fp_source)
             if doc.get("report"):
                 print(format_bit_map(doc["report"]))
                 stem = f"{args.model}_x{args.scale}_{tag}_{bits.lower()}"

@@ -20,7 +20,7 @@ import torch
 
 import srq
 from srq.data import calibration_set
-from srq.engine.evaluate import evaluate
+from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, provenance
 from srq.methods import METHODS
 from srq.quant import model_cost, parse_bits, placement
@@ -72,6 +72,33 @@ PTQ_NOTE = ("Made by `python benchmarks/ptq_bench.py` (see each JSON file for th
             "running (see benchmarks/fakequant_speed.py for the quiet-machine ratio).")
 
 
+def saved_fp_scores(model: str, scale: int, datasets: list[str]) -> tuple[list[DatasetScore], str]:
+    """FP scores of ``datasets`` from ``results/fp/<model>_x<scale>.json`` (made by fp_eval.py / srq eval)."""
+    path = HERE / "results" / "fp" / f"{model}_x{scale}.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found; run benchmarks/fp_eval.py {model}:{scale} or use --fp-scores run")
+    saved = {r["dataset"]: r for r in json.loads(path.read_text())["results"]}
+    missing = [d for d in datasets if d not in saved]
+    if missing:
+        raise SystemExit(f"error: {path.name} has no FP scores for {', '.join(missing)}; use --fp-scores run")
+    return [DatasetScore.from_dict(saved[d]) for d in datasets], str(path.relative_to(HERE.parent))
+
+
+def add_fp_scores_option(p: argparse.ArgumentParser) -> None:
+    """``--fp-scores run|saved``: how a benchmark gets its FP reference scores (see :func:`fp_reference`)."""
+    p.add_argument("--fp-scores", default="run", choices=["run", "saved"],
+                   help="FP reference: evaluate it here (run) or read results/fp/<model>_x<scale>.json (saved; "
+                        "saves one FP evaluation, e.g. 25 min for MambaIRv2-light x4 on CPU; no eval-time ratio)")
+
+
+def fp_reference(args: argparse.Namespace, datasets: list[str]) -> tuple[list[DatasetScore], str | None]:
+    """FP scores of ``datasets`` for ``args.model`` / ``args.scale`` and their source file (None: measured here)."""
+    if args.fp_scores == "saved":
+        return saved_fp_scores(args.model, args.scale, datasets)
+    model = srq.create_model(args.model, args.scale, "official").to(getattr(args, "device", "cpu"))
+    return evaluate(model, datasets, args.scale, progress=False), None
+
+
 def result_key(path: Path) -> str:
     """``<model>_x<scale>|<bits>`` of a result file named ``<model>_x<scale>_<method>_<bits>.json``."""
     parts = path.stem.split("_")
@@ -114,13 +141,14 @@ def main() -> None:
     p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--patch", type=int, default=96)
+    add_fp_scores_option(p)
     args = p.parse_args()
     datasets = args.datasets.split(",")
     calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
-    fp_scores = evaluate(srq.create_model(args.model, args.scale, "official"), datasets, args.scale, progress=False)
+    fp_scores, fp_source = fp_reference(args, datasets)
     for bits in args.bits.split(","):
         for method in args.methods.split(","):
-            run(args.model, args.scale, method, bits, datasets, calib, fp_scores)
+            run(args.model, args.scale, method, bits, datasets, calib, fp_scores, fp_source=fp_source)
     summary()
 
 

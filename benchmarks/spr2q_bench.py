@@ -21,15 +21,13 @@ import argparse
 import json
 from pathlib import Path
 
-import srq
 from srq.data import calibration_set
-from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text
 from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
 
-from ptq_bench import result_key, run, summary
+from ptq_bench import add_fp_scores_option, fp_reference, result_key, run, summary
 
 OUT = Path(__file__).resolve().parent / "results" / "spr2q"
 VARIANTS = {
@@ -61,18 +59,6 @@ ABLATIONS = [("Table 2a: components", [("bounds only", "bounds"), ("+PQFR", "pqf
                                           ("+PQFR +RGT +OSRC", "spr2q")]),
              ("Table 2b: rank r", [(f"r = {r}", "spr2q" if r == 8 else f"r{r}") for r in (2, 4, 8, 16)]),
              ("Table 3: group size N", [(f"N = {n}", "spr2q" if n == 4 else f"n{n}") for n in (2, 4, 8)])]
-
-
-def saved_fp_scores(model: str, scale: int, datasets: list[str]) -> tuple[list[DatasetScore], str]:
-    """FP scores of ``datasets`` from ``results/fp/<model>_x<scale>.json`` (made by fp_eval.py / srq eval)."""
-    path = OUT.parent / "fp" / f"{model}_x{scale}.json"
-    if not path.is_file():
-        raise SystemExit(f"error: {path} not found; run benchmarks/fp_eval.py {model}:{scale} or use --fp-scores run")
-    saved = {r["dataset"]: r for r in json.loads(path.read_text())["results"]}
-    missing = [d for d in datasets if d not in saved]
-    if missing:
-        raise SystemExit(f"error: {path.name} has no FP scores for {', '.join(missing)}; use --fp-scores run")
-    return [DatasetScore.from_dict(saved[d]) for d in datasets], str(path.relative_to(OUT.parent.parent.parent))
 
 
 def ablation_tables(out_dir: Path = OUT) -> None:
@@ -133,9 +119,7 @@ def main() -> None:
     p.add_argument("--patch", type=int, default=32, help="LR patch size of the calibration inputs")
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--device", default="cpu", help="e.g. cuda for the paper's budget")
-    p.add_argument("--fp-scores", default="run", choices=["run", "saved"],
-                   help="FP reference: evaluate it here (run) or read results/fp/<model>_x<scale>.json (saved; "
-                        "saves e.g. 25 min for MambaIRv2-light x4 on CPU, no eval-time ratio)")
+    add_fp_scores_option(p)
     p.add_argument("--save-dir", type=Path, default=None,
                    help="also write each quantized model there as a run folder (before it is evaluated)")
     args = p.parse_args()
@@ -145,12 +129,7 @@ def main() -> None:
         p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     datasets = args.datasets.split(",")
     calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
-    fp_source = None
-    if args.fp_scores == "saved":
-        fp_scores, fp_source = saved_fp_scores(args.model, args.scale, datasets)
-    else:
-        fp_scores = evaluate(srq.create_model(args.model, args.scale, "official").to(args.device), datasets,
-                             args.scale, progress=False)
+    fp_scores, fp_source = fp_reference(args, datasets)
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)
         for v in variants:

@@ -137,8 +137,8 @@ def calib() -> torch.Tensor:
 
 
 def _quick(**kw) -> GBA:
-    return GBA(w_bits=3, a_bits=3, init_batch=4, alloc=FinetuneConfig(lr=0.1, epochs=1, optimizer="sgd"),
-               finetune_config=FinetuneConfig(epochs=2), **kw)
+    kw.setdefault("finetune_config", FinetuneConfig(epochs=2))
+    return GBA(w_bits=3, a_bits=3, init_batch=4, alloc=FinetuneConfig(lr=0.1, epochs=1, optimizer="sgd"), **kw)
 
 
 def test_gba_allocates_within_budget_and_beats_minmax(calib):
@@ -213,3 +213,29 @@ def test_dan_on_token_models_normalises_linear_inputs_over_tokens():
     assert axes["layers.0.residual_group.blocks.0.attn.qkv.input_quantizer"] == -1
     with torch.no_grad():
         assert (q(x) - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_gba_star_can_reinitialise_weight_bounds_at_the_allocated_bits(calib):
+    from srq.quant import calibrate_weights
+    from srq.quant.calibrate import split_quantizers
+
+    fp = srq.create_model("srq_tiny", 4, "official")
+    frozen = FinetuneConfig(steps=0)
+    kept = srq.quantize(fp, _quick(mp_weights=True, finetune_config=frozen), calib, progress=False)
+    moved = [row["name"] for row in kept.srq_report["w"]["layers"] if row["offset"]]
+    assert moved  # the allocation changed some weight bit widths
+    redone = srq.quantize(fp, _quick(mp_weights=True, finetune_config=frozen, reinit_weight_bounds=True), calib,
+                          progress=False)
+    assert redone.srq_report["w"]["layers"] == kept.srq_report["w"]["layers"]
+
+    def bounds(model):
+        return [[p.detach().clone() for p in q.parameters()] for q in split_quantizers(model)[0]]
+
+    before = bounds(redone)
+    calibrate_weights(redone)  # OMSE at the current (allocated) bits: nothing left to change
+    assert all(torch.equal(a, b) for x, y in zip(before, bounds(redone)) for a, b in zip(x, y))
+    layers = dict(kept.named_modules())
+    changed = [not all(torch.equal(a, b) for a, b in zip(layers[n].weight_quantizer.parameters(),
+                                                         dict(redone.named_modules())[n].weight_quantizer.parameters()))
+               for n in moved]
+    assert any(changed)  # base-width OMSE bounds differ from those at the allocated width

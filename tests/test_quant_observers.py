@@ -301,3 +301,27 @@ def test_dbdc_observer_averages_batches():
     obs.observe(torch.tensor([-2.0, 0.0, 4.0]))
     lo, hi = obs.bounds()
     assert lo.item() == pytest.approx(-1.0) and hi.item() == pytest.approx(3.0)
+
+
+def test_omse_recalibration_after_set_bits_searches_at_the_new_width():
+    from srq.quant import Quantizer
+
+    torch.manual_seed(0)
+    w = torch.randn(8, 16) * torch.linspace(0.1, 2, 8)[:, None]
+
+    def calibrated(q: Quantizer) -> Quantizer:
+        q.start_calibration()
+        q(w)
+        q.finish_calibration()
+        return q
+
+    def make(bits: int) -> Quantizer:
+        return Quantizer(bits, mode="affine", channel_axis=0, num_channels=8, observer="omse",
+                         observer_kwargs={"bits": bits, "keep_tensor": True})
+
+    moved = calibrated(make(4))
+    moved.set_bits(2)
+    calibrated(moved)
+    fresh = calibrated(make(2))
+    assert torch.equal(moved.bounds()[0], fresh.bounds()[0]) and torch.equal(moved.bounds()[1], fresh.bounds()[1])
+    assert not torch.equal(moved.bounds()[1], calibrated(make(4)).bounds()[1])

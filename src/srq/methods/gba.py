@@ -112,7 +112,11 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
 
 @dataclass
 class GBA(Recipe):
-    """Gradient-guided bit allocation + DAN + bit-aware fine-tuning (defaults: the paper's)."""
+    """Gradient-guided bit allocation + DAN + bit-aware fine-tuning (defaults: the paper's).
+
+    ``reinit_weight_bounds``: after the weight allocation (GBA*), initialise every weight quantizer's bounds
+    by OMSE again at its new bit width instead of keeping the base-width OMSE bounds (not in the paper).
+    """
 
     mp_weights: bool = False
     dan: str = "range"
@@ -121,6 +125,7 @@ class GBA(Recipe):
     init_epochs: int = 1
     alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="sgd"))
     finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
+    reinit_weight_bounds: bool = False
     seed: int = 0
 
     name: ClassVar[str] = "gba"
@@ -157,6 +162,8 @@ class GBA(Recipe):
             bits = [min(8, max(2, s.quantizer.bits + o)) for s, o in zip(slots, result.offsets)]  # rules may differ
             for s, b in zip(slots, bits):
                 s.quantizer.set_bits(b)
+            if kind == "w" and self.reinit_weight_bounds:
+                calibrate_weights(qmodel)  # OMSE again, now at each layer's allocated bit width
             report[kind] = {"base_bits": base, "average_bits": result.average_bits,
                             "average_weighted_by": "activation elements per LR pixel" if kind == "a" else "parameters",
                             "predicted_loss_change": result.predicted_change,

@@ -162,8 +162,14 @@ class Quantizer(nn.Module):
 
     # ---- calibration ----------------------------------------------------------------------------
     def start_calibration(self) -> None:
-        """Following forward passes observe their input and return it unchanged."""
-        self.observer = make_observer(self.observer_name, self.channel_axis, **self.observer_kwargs)
+        """Following forward passes observe their input and return it unchanged.
+
+        A bit-aware observer (OMSE) searches at the current ``bits``, which may differ from those the
+        quantizer was created with (``set_bits`` after a bit allocation)."""
+        kwargs = dict(self.observer_kwargs)
+        if "bits" in kwargs:
+            kwargs["bits"] = self.bits
+        self.observer = make_observer(self.observer_name, self.channel_axis, **kwargs)
 
     def finish_calibration(self) -> None:
         """Set the bounds from what the observer saw and leave calibration mode."""
