@@ -370,6 +370,14 @@ def test_fused_window_attention_groups_masks_exactly():
     mask = shifted_window_mask(12, 16, ws, ws // 2)  # 3 × 4 windows
     assert len(mask_patterns(mask)) == 4  # interior, right column, bottom row, corner
     assert sorted(int(i) for w, _ in mask_patterns(mask) for i in w) == list(range(12))
+    assert mask_patterns(mask) is mask_patterns(mask)  # the grouping of one mask is reused by every block
+    changed = mask.clone()
+    changed[0] = changed[-1]
+    assert len(mask_patterns(changed)) == 4 and mask_patterns(changed) is not mask_patterns(mask)
+    changed[0] = 0  # modified in place: grouped again (window 0 back in the interior group)
+    assert sum(len(w) for w, _ in mask_patterns(changed)) == 12 and len(mask_patterns(changed)) == 4
+    changed[0] = 1.0
+    assert len(mask_patterns(changed)) == 5
     q, k, v = (torch.randn(images * 12, heads, ws * ws, 3, generator=g) for _ in range(3))
     bias = torch.randn(heads, ws * ws, ws * ws, generator=g)
     explicit = torch.softmax(q @ k.transpose(-2, -1) + bias + mask.repeat(images, 1, 1)[:, None], -1) @ v
