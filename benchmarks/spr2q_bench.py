@@ -12,7 +12,8 @@ CPU budget (--iterations 500 --osrc-iterations 100 --batch 4 --patch 32, LR patc
 benchmarks/results/spr2q/<model>_x<scale>_spr2q[-variant]_<bits>.json (PSNR/SSIM, cost, routing table,
 stage wall times, provenance) and rebuilds benchmarks/results/spr2q/summary.md, which also lists the PTQ
 and GBA rows of the same model, scale and bits, ablation.md (the paper's Tables 2-3 layout) and
-<model>_x<scale>_<bits>-compare.svg (Δ PSNR vs FP of every row with the same data sets).
+<model>_x<scale>_<bits>-compare.svg (Δ PSNR vs FP of every row with the same data sets) and, for
+MambaIRv2-light, table1.md (our rows next to the paper's Table 1).
 """
 
 from __future__ import annotations
@@ -47,6 +48,41 @@ NOTE = ("Made by `python benchmarks/spr2q_bench.py` (exact command, git revision
         "otherwise (see `iterations`, `osrc_iterations`, `batch` and the calibration patch size). "
         "spr2q = N 4, r 8, RGT + OSRC; -bounds = no rectifiers; -pqfr = one rectifier; -rgt = no OSRC; "
         "-n<N> group size; -r<r> rank. Rows from results/ptq and results/gba are listed for comparison.")
+
+
+# The paper's Table 1 (MambaIRv2-light, its budget on a GPU): FP and SPR²Q rows, (PSNR, SSIM) per set.
+PAPER_TABLE1 = {
+    (2, "fp"): {"Set5": (38.26, 0.9615), "Set14": (34.09, 0.9221), "B100": (32.36, 0.9019), "Urban100": (33.26, 0.9378)},
+    (2, "w4a4"): {"Set5": (37.72, 0.9589), "Set14": (33.27, 0.9156), "B100": (31.94, 0.8964), "Urban100": (31.53, 0.9223)},
+    (2, "w2a2"): {"Set5": (35.97, 0.9495), "Set14": (31.98, 0.9020), "B100": (30.95, 0.8827), "Urban100": (28.55, 0.8819)},
+    (4, "fp"): {"Set5": (32.51, 0.8992), "Set14": (28.84, 0.7878), "B100": (27.75, 0.7426), "Urban100": (26.82, 0.8079)},
+    (4, "w4a4"): {"Set5": (31.60, 0.8844), "Set14": (28.27, 0.7725), "B100": (27.33, 0.7274), "Urban100": (25.64, 0.7713)},
+    (4, "w2a2"): {"Set5": (29.37, 0.8327), "Set14": (26.73, 0.7319), "B100": (26.42, 0.6949), "Urban100": (23.69, 0.6874)},
+}
+
+
+def paper_table(out_dir: Path = OUT) -> None:
+    """Write ``table1.md``: our MambaIRv2-light SPR²Q rows (and their FP rows) next to the paper's Table 1."""
+    lines = ["# MambaIRv2-light: srq's SPR²Q next to the paper's Table 1", "",
+             "Ours: `python benchmarks/spr2q_bench.py --model mambairv2_light ...` (budget, command, revision and "
+             "machine in each JSON file; CPU runs use a far smaller budget than the paper's 12,000 + 500 iterations "
+             "of batch 8). Cells: PSNR / SSIM; Δ = ours − paper (PSNR, dB).", ""]
+    for f in sorted(out_dir.glob("mambairv2_light_x*_spr2q_*.json")):
+        d = json.loads(f.read_text())
+        scale, bits = d["scale"], d["bits"].lower()
+        r = d["recipe"]
+        budget = f"{r['iterations']} + {r['osrc_iterations']} iterations × batch {r['batch']}, LR patch {d['calibration']['patch']}"
+        lines += [f"## x{scale} {bits.upper()} ({budget})", "", "| row | " + " | ".join(x["dataset"] for x in d["results"]) + " |",
+                  "|---|" + "---|" * len(d["results"])]
+        for label, ours, paper in (("FP", d["fp_results"], PAPER_TABLE1[(scale, "fp")]),
+                                   ("SPR²Q", d["results"], PAPER_TABLE1[(scale, bits)])):
+            ours = {x["dataset"]: x for x in ours}
+            sets = [x["dataset"] for x in d["results"]]
+            lines.append(f"| {label}, ours | " + " | ".join(f"{ours[s]['psnr']:.2f} / {ours[s]['ssim']:.4f}" for s in sets) + " |")
+            lines.append(f"| {label}, paper | " + " | ".join(f"{paper[s][0]:.2f} / {paper[s][1]:.4f}" for s in sets) + " |")
+            lines.append(f"| {label}, Δ | " + " | ".join(f"{ours[s]['psnr'] - paper[s][0]:+.2f}" for s in sets) + " |")
+        lines.append("")
+    atomic_write_text(out_dir / "table1.md", "\n".join(lines) + "\n")
 
 
 def comparison_files(out_dir: Path = OUT) -> list[Path]:
@@ -141,6 +177,7 @@ def main() -> None:
             summary(OUT, "SPR²Q", NOTE, also=comparison_files())
             ablation_tables()
             comparison_charts()
+            paper_table()
 
 
 if __name__ == "__main__":
