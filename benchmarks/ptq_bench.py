@@ -29,24 +29,49 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "ptq"
 
 
+QUANTIZE_SECONDS = "bench.json"  # beside a saved run: how long its quantization took
+
+
+def _recorded_quantize_seconds(folder: Path, q: torch.nn.Module) -> float:
+    """The quantization time saved beside a run folder, else the sum of its report's stage times."""
+    if (folder / QUANTIZE_SECONDS).is_file():
+        return json.loads((folder / QUANTIZE_SECONDS).read_text())["quantize_seconds"]
+    stages = (getattr(q, "srq_report", None) or {}).get("seconds")
+    if not isinstance(stages, dict):
+        raise SystemExit(f"error: {folder} has no recorded quantization time; run again without --resume")
+    return sum(stages.values())
+
+
 def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores,
         out_dir: Path = OUT, recipe=None, tag: str | None = None, device: str = "cpu",
-        fp_source: str | None = None, save_dir: Path | None = None) -> tuple[dict, torch.nn.Module]:
+        fp_source: str | None = None, save_dir: Path | None = None,
+        resume: bool = False) -> tuple[dict, torch.nn.Module]:
     """Quantize, evaluate and write ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model).
 
     ``fp_source``: the results file ``fp_scores`` were read from (None: measured in this process); the
     eval-time ratio is only reported for FP scores measured in the same process. ``save_dir``: write the
     quantized model there (``srq.save``, a run folder named like the result file) before evaluating it, so
-    that a long quantization is not lost if the evaluation fails (re-run it with ``srq eval FOLDER``).
+    that a long quantization is not lost if the evaluation fails. ``resume``: if that run folder exists
+    already, load it instead of quantizing again (its quantization time is the one it recorded).
     """
     w, a = parse_bits(bits)
-    fp = srq.create_model(model_name, scale, "official").to(device)
-    t0 = time.perf_counter()
-    q = srq.quantize(fp, recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a), calib, progress=False)
-    quant_seconds = time.perf_counter() - t0
     stem = f"{model_name}_x{scale}_{tag or method}_{bits.lower()}"
-    if save_dir is not None:
-        srq.save(q, Path(save_dir) / stem)
+    folder = Path(save_dir) / stem if save_dir is not None else None
+    resumed = resume and folder is not None and (folder / "srq.json").is_file()
+    if resumed:
+        q = srq.load(folder).to(device)
+        quant_seconds = _recorded_quantize_seconds(folder, q)
+        print(f"{stem}: evaluating the saved run {folder}", flush=True)
+    else:
+        fp = srq.create_model(model_name, scale, "official").to(device)
+        t0 = time.perf_counter()
+        q = srq.quantize(fp, recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a), calib,
+                         progress=False)
+        quant_seconds = time.perf_counter() - t0
+        if folder is not None:
+            srq.save(q, folder)
+            atomic_write_text(folder / QUANTIZE_SECONDS,
+                              json.dumps({"quantize_seconds": quant_seconds, "provenance": provenance()}) + "\n")
     scores = evaluate(q, datasets, scale, progress=False)
     cost = model_cost(q, scale=scale)
     doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),
@@ -59,6 +84,10 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
            "cost": cost.to_dict(), "recipe": q.srq_recipe,
            "placement": [e.to_dict() for e in placement(q)], "report": srq.api.current_report(q),
            "provenance": provenance()}
+    if resumed:  # quantized by an earlier process: where, and (if it was recorded) by which revision and command
+        saved = folder / QUANTIZE_SECONDS
+        doc["resumed_from"] = {"run": str(folder), "provenance": json.loads(saved.read_text()).get("provenance")
+                               if saved.is_file() else None}
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
     print(f"{model_name} x{scale} {tag or method} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
           for s in scores) + f"  ({quant_seconds:.0f} s)", flush=True)

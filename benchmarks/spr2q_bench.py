@@ -158,7 +158,11 @@ def main() -> None:
     add_fp_scores_option(p)
     p.add_argument("--save-dir", type=Path, default=None,
                    help="also write each quantized model there as a run folder (before it is evaluated)")
+    p.add_argument("--resume", action="store_true",
+                   help="evaluate the run folders already in --save-dir instead of quantizing again")
     args = p.parse_args()
+    if args.resume and args.save_dir is None:
+        p.error("--resume needs --save-dir (the folder with the saved runs)")
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
@@ -173,7 +177,7 @@ def main() -> None:
                            batch=args.batch, **VARIANTS[v])
             tag = "spr2q" if v == "spr2q" else f"spr2q-{v}"
             run(args.model, args.scale, tag, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe, tag=tag,
-                device=args.device, fp_source=fp_source, save_dir=args.save_dir)
+                device=args.device, fp_source=fp_source, save_dir=args.save_dir, resume=args.resume)
             summary(OUT, "SPR²Q", NOTE, also=comparison_files())
             ablation_tables()
             comparison_charts()
