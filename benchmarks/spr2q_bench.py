@@ -74,12 +74,12 @@ def paper_table(out_dir: Path = OUT) -> None:
         scale, bits = d["scale"], d["bits"].lower()
         r = d["recipe"]
         budget = f"{r['iterations']} + {r['osrc_iterations']} iterations × batch {r['batch']}, LR patch {d['calibration']['patch']}"
-        lines += [f"## x{scale} {bits.upper()} ({budget})", "", "| row | " + " | ".join(x["dataset"] for x in d["results"]) + " |",
-                  "|---|" + "---|" * len(d["results"])]
+        sets = [x["dataset"] for x in d["results"]]
+        lines += [f"## x{scale} {bits.upper()} ({budget})", "", "| row | " + " | ".join(sets) + " |",
+                  "|---|" + "---|" * len(sets)]
         for label, ours, paper in (("FP", d["fp_results"], PAPER_TABLE1[(scale, "fp")]),
                                    ("SPR²Q", d["results"], PAPER_TABLE1[(scale, bits)])):
             ours = {x["dataset"]: x for x in ours}
-            sets = [x["dataset"] for x in d["results"]]
             lines.append(f"| {label}, ours | " + " | ".join(f"{ours[s]['psnr']:.2f} / {ours[s]['ssim']:.4f}" for s in sets) + " |")
             lines.append(f"| {label}, paper | " + " | ".join(f"{paper[s][0]:.2f} / {paper[s][1]:.4f}" for s in sets) + " |")
             lines.append(f"| {label}, Δ | " + " | ".join(f"{ours[s]['psnr'] - paper[s][0]:+.2f}" for s in sets) + " |")
