@@ -6,11 +6,11 @@ Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS)
         --variants bounds,pqfr,rgt,n2,n8,r2,r4,r16          # Tables 2-3 of the paper
 Variants: spr2q (N 4, r 8, RGT + OSRC), bounds (no rectifiers: bounds only, same schedule), pqfr (one rectifier),
 rgt (N 4, mean gate output as the static routing, no OSRC), n2 / n8 (group size), r2 / r4 / r16 (rank).
-On a GPU, the paper's budget: --device cuda --iterations 12000 --osrc-iterations 500 --batch 8 --patch 64.
---save-dir DIR writes each quantized model to DIR as a run folder before evaluating it; with --resume, run
-folders already in DIR are evaluated instead of quantized again (e.g. after an interrupted evaluation).
-The paper's budget (12,000 RGT + 500 OSRC iterations of batch 8) needs a GPU; the default here is a documented
-CPU budget (--iterations 500 --osrc-iterations 100 --batch 4 --patch 32, LR patches). Each run writes
+The paper's budget (12,000 RGT + 500 OSRC iterations of batch 8) needs a GPU: --device cuda --iterations 12000
+--osrc-iterations 500 --batch 8 --patch 64; the default here is a documented CPU budget (--iterations 500
+--osrc-iterations 100 --batch 4 --patch 32, LR patches). --save-dir DIR writes each quantized model to DIR as a
+run folder before evaluating it; with --resume, run folders already in DIR are evaluated instead of quantized
+again (e.g. after an interrupted evaluation). Each run writes
 benchmarks/results/spr2q/<model>_x<scale>_spr2q[-variant]_<bits>.json (PSNR/SSIM, cost, routing table,
 stage wall times, provenance) and rebuilds benchmarks/results/spr2q/summary.md, which also lists the PTQ
 and GBA rows of the same model, scale and bits, ablation.md (the paper's Tables 2-3 layout) and

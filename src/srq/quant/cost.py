@@ -367,7 +367,7 @@ def model_cost(model: nn.Module, input_size: tuple[int, int] | int | None = None
     not counted.
     """
     size, scale = _resolve_size(model, input_size, scale)
-    layers = layer_costs(model, size)  # the shape-only pass (was a real forward with autograd: 22 GB on MambaIRv2)
+    layers = layer_costs(model, size)  # shape-only pass: meta device, no autograd
     storage = _storage(model)
     macs = sum(c.macs for c in layers)
     return ModelCost(input_size=size, scale=scale, layers=layers, macs=macs,
