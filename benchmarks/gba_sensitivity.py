@@ -24,7 +24,7 @@ import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, provenance
 from srq.methods import GBA
-from srq.methods.gba import bit_gradients, bit_slots
+from srq.methods.gba import bit_slots
 from srq.methods.ptq import shuffled_batches
 from srq.quant import calibrate_activations, calibrate_weights, quantizers
 from srq.report import chart_svg
@@ -67,7 +67,7 @@ def main() -> None:
     init = shuffled_batches(calib, recipe.init_batch, recipe.init_epochs, recipe.seed)
     calibrate_activations(q, init, total=len(init), progress=False)
     slots = bit_slots(q, "a")
-    grads = bit_gradients(q, copy.deepcopy(fp), calib, slots, recipe.alloc, progress=True)
+    grads = recipe.allocation_gradients(q, copy.deepcopy(fp), calib, slots, progress=True)
     errors = single_layer_errors(q, fp, slots, heldout)
     sens = [-g for g in grads]
     rho, rho_p = spearmanr(sens, errors)

@@ -14,7 +14,7 @@ import srq
 from srq.engine.distill import FinetuneConfig
 from srq.methods import GBA, MinMax
 from srq.methods.gba import activation_elements, bit_slots
-from srq.quant import Quantizer
+from srq.quant import Quantizer, calibrate_activations, calibrate_weights
 from srq.quant.bit_allocation import allocate_bits
 
 # ---- allocate_bits ------------------------------------------------------------------------------------------
@@ -98,6 +98,25 @@ def test_projection_keeps_a_bit_offset_in_1_to_8_bits_with_finite_gradients():
     assert torch.isfinite(s.grad)
 
 
+def test_a_bit_offset_range_keeps_s_within_the_candidate_span():
+    q = Quantizer(4, mode="affine")
+    q.set_bounds(torch.tensor(-1.0), torch.tensor(1.0))
+    s = q.enable_bit_offset(-1, 1)
+    for value, expected in ((150.0, 1.0), (-9.0, -1.0), (0.4, 0.4)):
+        with torch.no_grad():
+            s.fill_(value)
+        q.project_bounds_()
+        assert s.item() == pytest.approx(expected)
+    q.set_bits(7)
+    s = q.enable_bit_offset(-3, 3)  # clipped to widths 1 … 8
+    with torch.no_grad():
+        s.fill_(3.0)
+    q.project_bounds_()
+    assert s.item() == 1.0
+    with pytest.raises(ValueError, match="contain 0"):
+        q.enable_bit_offset(1, 2)
+
+
 def test_dan_range_equals_per_sample_per_channel_minmax_quantization():
     x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]], [[-10.0, 0.0], [10.0, 20.0]]]])  # (1, 2, 2, 2)
     q = Quantizer(2, mode="affine", dan="range")
@@ -138,7 +157,8 @@ def calib() -> torch.Tensor:
 
 def _quick(**kw) -> GBA:
     kw.setdefault("finetune_config", FinetuneConfig(epochs=2))
-    return GBA(w_bits=3, a_bits=3, init_batch=4, alloc=FinetuneConfig(lr=0.1, epochs=1, optimizer="sgd"), **kw)
+    kw.setdefault("alloc", FinetuneConfig(lr=0.1, epochs=1))
+    return GBA(w_bits=3, a_bits=3, init_batch=4, **kw)
 
 
 def test_gba_allocates_within_budget_and_beats_minmax(calib):
@@ -159,6 +179,28 @@ def test_gba_allocates_within_budget_and_beats_minmax(calib):
     with torch.no_grad():
         target = fp(calib)
         assert (q(calib) - target).abs().mean() < (plain(calib) - target).abs().mean()
+
+
+def test_gba_trains_bit_offsets_within_the_candidate_span(calib, monkeypatch):
+    """A huge SGD step would send s to the ends of 1 … 8 bits (RLFN's diverged allocation); the span stops it."""
+    fp = srq.create_model("srq_tiny", 4, "official")
+    recipe = _quick(candidates=(-2, -1, 0, 1, 2), alloc=FinetuneConfig(lr=1e6, epochs=1, optimizer="sgd"))
+    q = recipe.prepare(fp, calib[:1])
+    calibrate_weights(q)
+    calibrate_activations(q, [calib], progress=False)
+    slots = bit_slots(q, "a")
+    seen = []
+    original = Quantizer.project_bounds_
+
+    def spy(self):
+        original(self)
+        if self.bit_offset is not None:
+            seen.append(self.bit_offset.item())
+
+    monkeypatch.setattr(Quantizer, "project_bounds_", spy)
+    grads = recipe.allocation_gradients(q, fp, calib, slots, progress=False)
+    assert seen and min(seen) >= -2 and max(seen) <= 2 and {-2.0, 2.0} & set(seen)
+    assert all(math.isfinite(g) for g in grads) and all(s.quantizer.bit_offset is None for s in slots)
 
 
 def test_gba_bit_map_survives_save_and_load(tmp_path, calib):

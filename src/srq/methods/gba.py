@@ -6,8 +6,8 @@ Three stages on the calibration patches, the network's weights never change:
    one epoch of batches of 16 (observed on the float network); optional DAN on every layer input.
 2. **Gradient-guided bit allocation** — every body activation quantizer (then, for GBA*, every body weight
    quantizer) gets a continuous bit offset ``s_k = 0``; for two epochs of batches of 2 the offsets are
-   trained with SGD at lr 0.1 on the distillation loss and the gradients ``g_k = ∂L/∂s_k`` are averaged over
-   all steps. :func:`srq.quant.bit_allocation.allocate_bits` turns them into integer offsets from the
+   trained with Adam at lr 0.1 on the distillation loss, kept within the candidate span (−1 … +1 by
+   default), and the gradients ``g_k = ∂L/∂s_k`` are averaged over all steps. :func:`srq.quant.bit_allocation.allocate_bits` turns them into integer offsets from the
    candidate set (default {−1, 0, +1}) such that the average bit width stays at the base: weighted by
    parameters for weights and by activation elements (per LR pixel) for activations.
 3. **Bit-aware fine-tuning** — the bits fixed, all bounds are trained with Adam at lr 0.01 (2 epochs, batch 2).
@@ -16,10 +16,12 @@ Loss everywhere: L1 to the FP output + λ_feat (10) · per-block feature MSE. Fi
 8 bit and take no part in the allocation. ``mp_weights=False`` is the paper's "4/4MP" (mixed precision on
 activations only), ``True`` is "4MP/4MP" (GBA*).
 
-Choices the supplementary leaves open (its main text is not in our copy): the update rule of ``s``
-(plain SGD, so ``s`` stays small and the gradients describe the base precision), the averaging of
-``g_k`` over all steps of the sub-stage, and the allocation rule (a 4^(−Δb) noise model fitted to ``g_k``,
-solved exactly as a knapsack; see :mod:`srq.quant.bit_allocation`).
+Choices the supplementary leaves open (its main text is not in our copy): the update rule of ``s`` (Adam,
+as in stage 3, with ``s`` kept within the candidate span: plain SGD at lr 0.1 moves ``s`` by 0.1·g_k per
+step, and on RLFN, whose loss at the initial bounds has gradients of 10²–10³, that sent the widths to the
+ends of 1 … 8 bits and the averaged gradients to 10¹⁷), the averaging of ``g_k`` over all steps of the
+sub-stage, and the allocation rule (a 4^(−Δb) noise model fitted to ``g_k``, solved exactly as a knapsack;
+see :mod:`srq.quant.bit_allocation`).
 """
 
 from __future__ import annotations
@@ -90,9 +92,14 @@ def activation_elements(qmodel: nn.Module, slots: list[BitSlot], example: torch.
 
 
 def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, slots: list[BitSlot],
-                  config: FinetuneConfig, progress: bool = True) -> list[float]:
-    """Mean ``∂L/∂s_k`` over the steps of one allocation sub-stage, for every slot (the offsets are then removed)."""
-    offsets = [s.quantizer.enable_bit_offset() for s in slots]
+                  config: FinetuneConfig, progress: bool = True,
+                  span: tuple[float, float] | None = None) -> list[float]:
+    """Mean ``∂L/∂s_k`` over the steps of one allocation sub-stage, for every slot (the offsets are then removed).
+
+    ``span = (low, high)``: training keeps every ``s_k`` in ``low … high`` (default: widths 1 … 8).
+    """
+    low, high = span if span is not None else (None, None)
+    offsets = [s.quantizer.enable_bit_offset(low, high) for s in slots]
     sums = [0.0] * len(offsets)
     steps = 0
 
@@ -123,7 +130,7 @@ class GBA(Recipe):
     candidates: tuple[int, ...] = (-1, 0, 1)
     init_batch: int = 16
     init_epochs: int = 1
-    alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="sgd"))
+    alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="adam"))
     finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
     reinit_weight_bounds: bool = False
     seed: int = 0
@@ -153,7 +160,7 @@ class GBA(Recipe):
             if not slots:
                 continue
             base = self.a_bits if kind == "a" else self.w_bits
-            grads = bit_gradients(qmodel, fp_model, calib, slots, self.alloc, progress=progress)
+            grads = self.allocation_gradients(qmodel, fp_model, calib, slots, progress)
             if kind == "a":
                 sizes = activation_elements(qmodel, slots, calib[:1])
             else:
@@ -174,6 +181,12 @@ class GBA(Recipe):
         self._record_bit_map(qmodel, report)
         qmodel.srq_report = report
         return qmodel.eval()
+
+    def allocation_gradients(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor,
+                             slots: list[BitSlot], progress: bool = True) -> list[float]:
+        """Stage 2's sensitivities ``g_k`` for ``slots`` (offsets trained by ``alloc`` within the candidate span)."""
+        return bit_gradients(qmodel, fp_model, calib, slots, self.alloc, progress=progress,
+                             span=(min(self.candidates), max(self.candidates)))
 
     @staticmethod
     def _record_bit_map(qmodel: nn.Module, report: dict) -> None:

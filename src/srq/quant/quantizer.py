@@ -89,10 +89,18 @@ class Quantizer(nn.Module):
         self.extra_bits: torch.Tensor | None = None  # set by input-adaptive methods (AdaBM): () or (N,)
 
     # ---- bit width ------------------------------------------------------------------------------
-    def enable_bit_offset(self) -> nn.Parameter:
-        """Add a learnable continuous offset ``s`` (initialised to 0) to the bit width; returns it."""
+    def enable_bit_offset(self, low: float | None = None, high: float | None = None) -> nn.Parameter:
+        """Add a learnable continuous offset ``s`` (initialised to 0) to the bit width; returns it.
+
+        ``low … high`` (default: whatever keeps the width in 1 … 8) is where training keeps ``s``; the width
+        stays in 1 … 8 either way.
+        """
         if self.mode not in ("uniform", "affine"):
             raise ValueError(f"a continuous bit offset needs a uniform/affine grid, not {self.mode!r}")
+        lo, hi = 1 - self.bits, 8 - self.bits
+        self.bit_offset_range = (lo if low is None else max(lo, low), hi if high is None else min(hi, high))
+        if self.bit_offset_range[0] > 0 or self.bit_offset_range[1] < 0:
+            raise ValueError(f"the bit offset range {low} … {high} must contain 0")
         self.bit_offset = nn.Parameter(torch.zeros((), device=self.lower.device))
         return self.bit_offset
 
@@ -141,11 +149,11 @@ class Quantizer(nn.Module):
     def project_bounds_(self) -> None:
         """Put trained bounds back into their valid set after an optimiser step: ``lower ≤ 0 ≤ upper`` for
         affine grids (whose forward widens the range to contain 0 — a bound left on the wrong side of 0 would
-        get no gradient and never come back), ``upper > lower``, ``α > 0``; a bit offset keeps the width in
-        [1, 8] (one SGD step of GBA's allocation at lr 0.1 could send it past 100 bits, where ``2^bits``
-        overflows and every later gradient is non-finite)."""
+        get no gradient and never come back), ``upper > lower``, ``α > 0``; a bit offset stays in the range
+        given to :meth:`enable_bit_offset` (one SGD step of GBA's allocation at lr 0.1 could otherwise send it
+        past 100 bits, where ``2^bits`` overflows and every later gradient is non-finite)."""
         if self.bit_offset is not None:
-            self.bit_offset.clamp_(1 - self.bits, 8 - self.bits)
+            self.bit_offset.clamp_(*self.bit_offset_range)
         if self.mode in ("uniform", "affine"):
             if self.mode == "affine":
                 self.lower.clamp_(max=0.0)
