@@ -7,9 +7,10 @@ Three stages on the calibration patches, the network's weights never change:
 2. **Gradient-guided bit allocation** — every body activation quantizer (then, for GBA*, every body weight
    quantizer) gets a continuous bit offset ``s_k = 0``; for two epochs of batches of 2 the offsets are
    trained with Adam at lr 0.1 on the distillation loss, kept within the candidate span (−1 … +1 by
-   default), and the gradients ``g_k = ∂L/∂s_k`` are averaged over all steps. :func:`srq.quant.bit_allocation.allocate_bits` turns them into integer offsets from the
-   candidate set (default {−1, 0, +1}) such that the average bit width stays at the base: weighted by
-   parameters for weights and by activation elements (per LR pixel) for activations.
+   default), and the gradients ``g_k = ∂L/∂s_k`` are averaged over all steps.
+   :func:`srq.quant.bit_allocation.allocate_bits` turns them into integer offsets from the candidate set
+   (default {−1, 0, +1}) such that the average bit width stays at the base: weighted by parameters for
+   weights and by activation elements (per LR pixel) for activations.
 3. **Bit-aware fine-tuning** — the bits fixed, all bounds are trained with Adam at lr 0.01 (2 epochs, batch 2).
 
 Loss everywhere: L1 to the FP output + λ_feat (10) · per-block feature MSE. First and last layers stay at
