@@ -4,6 +4,7 @@ Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS)
     python benchmarks/fp_eval.py                      # every model/scale with official weights
     python benchmarks/fp_eval.py imdn:4 pan:2         # a subset
     python benchmarks/fp_eval.py mambairv2_light:2 --datasets Set14,B100   # some sets, merged into the file
+    python benchmarks/fp_eval.py mambairv2_light:2 --split 200   # MambaIRv2's official partitioned test
 Writes benchmarks/results/fp/<model>_x<scale>.json (per image, provenance) and rebuilds
 benchmarks/results/fp/summary.md with measured vs. published PSNR/SSIM. With --datasets, the sets run
 replace those in an existing file and the other sets are kept; every result row then names the run
@@ -28,14 +29,15 @@ RUNS = [("imdn", 2), ("imdn", 3), ("imdn", 4), ("rfdn", 4), ("rlfn", 2), ("rlfn"
         ("pan", 4), ("carn_m", 2), ("carn_m", 3), ("carn_m", 4), ("fsrcnn", 2), ("fsrcnn", 3), ("fsrcnn", 4)]
 
 
-def run(name: str, scale: int, sets: list[str] = SETS) -> Path:
+def run(name: str, scale: int, sets: list[str] = SETS, split: int | None = None) -> Path:
     info = get_model_info(name)
     path = resolve_weights(info, scale, "official")
     model = srq.create_model(name, scale, path)
-    scores = evaluate(model, sets, scale)
+    scores = evaluate(model, sets, scale, split=split)
     meta = {"model": name, "scale": scale, "weights": path.name, "weights_sha256": file_sha256(path),
             "protocol": "HR mod-crop, MATLAB bicubic LR, uint8 SR, Y (BT.601, unrounded), crop = scale, SSIM 11x11 "
-                        "Gaussian sigma 1.5 float64", "provenance": provenance()}
+                        "Gaussian sigma 1.5 float64", "inference": f"split {split}" if split else "whole image",
+            "provenance": provenance()}
     out = OUT / f"{name}_x{scale}.json"
     if sets == SETS or not out.is_file():
         write_results(out, scores, meta)
@@ -50,8 +52,10 @@ def merged(old: dict, scores: list[DatasetScore], meta: dict) -> dict:
     if old.get("weights_sha256") != meta["weights_sha256"]:
         raise SystemExit(f"error: results/fp/{meta['model']}_x{meta['scale']}.json was made with other weights; "
                          "re-run all sets (omit --datasets)")
-    rows = {r["dataset"]: {**r, "provenance": r.get("provenance", old["provenance"])} for r in old["results"]}
-    rows.update({s.dataset: {**s.to_dict(), "provenance": meta["provenance"]} for s in scores})
+    rows = {r["dataset"]: {**r, "provenance": r.get("provenance", old["provenance"]),
+                           "inference": r.get("inference", old.get("inference", "whole image"))} for r in old["results"]}
+    rows.update({s.dataset: {**s.to_dict(), "provenance": meta["provenance"], "inference": meta["inference"]}
+                 for s in scores})
     order = [d for d in SETS if d in rows] + [d for d in rows if d not in SETS]
     return {**meta, "results": [rows[d] for d in order]}
 
@@ -74,6 +78,9 @@ def summary() -> None:
                 cells.append("—")
                 continue
             cell = f"{r['psnr']:.3f} / {r['ssim']:.4f}"
+            inference = r.get("inference", doc.get("inference", "whole image"))
+            if inference != "whole image":
+                cell += f" [{inference}]"
             if name in pub:
                 p, s = pub[name]
                 cell += f" ({r['psnr'] - p:+.3f}, {r['ssim'] - s:+.4f})"
@@ -86,9 +93,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="model:scale pairs (default: every model/scale with weights)")
     parser.add_argument("--datasets", default=",".join(SETS), help="sets to run, merged into an existing file")
+    parser.add_argument("--split", type=int, default=None,
+                        help="partitioned inference as in the official MambaIR/MambaIRv2 tests (e.g. 200 LR px)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     wanted = [(a.split(":")[0], int(a.split(":")[1])) for a in args.runs] or RUNS
     for name, scale in wanted:
-        run(name, scale, args.datasets.split(","))
+        run(name, scale, args.datasets.split(","), args.split)
     summary()

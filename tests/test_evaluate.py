@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import srq
 from srq.data import SRBenchmark
@@ -42,3 +43,26 @@ def test_scores_round_trip_through_their_dict(data_root):
     (score,) = evaluate(srq.create_model("bicubic", 4), ["Set5"], 4, data_root=data_root, progress=False)
     again = DatasetScore.from_dict(score.to_dict())
     assert again == score and again.psnr == score.psnr and again.to_dict() == score.to_dict()
+
+
+class _Recorder(torch.nn.Module):
+    """Nearest-neighbour x2 upsampling that records the size of every input it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tuple(x.shape[-2:]))
+        return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+
+def test_split_inference_cuts_parts_like_the_official_mambair_test():
+    """421×233 LR, split 200: 3×2 parts after reflect padding to 423×234; cores 141×117, a tenth as context."""
+    lr = np.random.default_rng(0).integers(0, 256, (421, 233, 3), dtype=np.uint8)
+    model = _Recorder()
+    out = super_resolve(model, lr, 2, split=200)
+    assert model.sizes == [(155, 128), (155, 128), (169, 128), (169, 128), (155, 128), (155, 128)]
+    assert np.array_equal(out, lr.repeat(2, axis=0).repeat(2, axis=1))  # a local model: exact
+    with pytest.raises(ValueError, match="either tile or split"):
+        super_resolve(model, lr, 2, tile=64, split=200)

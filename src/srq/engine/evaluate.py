@@ -74,7 +74,7 @@ def _prefetch(dataset: Sequence, pool: ThreadPoolExecutor) -> Iterator:
 @torch.no_grad()
 def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = None, overlap: int = 32,
                      y_channel: bool = True, save_dir: str | os.PathLike | None = None,
-                     progress: bool = True) -> DatasetScore:
+                     progress: bool = True, split: int | None = None) -> DatasetScore:
     """Super-resolve every image of ``dataset`` and score it with the benchmark protocol.
 
     ``dataset`` is an indexable set of ``(name, lr, hr)`` with ``.name`` and ``.scale`` (e.g.
@@ -91,7 +91,7 @@ def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = 
         for name, lr, hr in progress_bar(_prefetch(dataset, pool), total=len(dataset),
                                          description=f"{dataset.name} x{scale}", enabled=progress):
             t0 = time.perf_counter()
-            sr = super_resolve(model, lr, scale, tile=tile, overlap=overlap)
+            sr = super_resolve(model, lr, scale, tile=tile, overlap=overlap, split=split)
             seconds = time.perf_counter() - t0
             release_memory(collect=False)  # image sizes vary: do not let freed buffers pile up
             pending.append((name, seconds, pool.submit(psnr_ssim, sr, hr, scale, y_channel)))
@@ -108,12 +108,13 @@ def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = 
 def evaluate(model: nn.Module, datasets: Sequence[str | os.PathLike] | str, scale: int, *,
              data_root: str | os.PathLike | None = None, tile: int | None = None, overlap: int = 32,
              y_channel: bool = True, save_dir: str | os.PathLike | None = None,
-             progress: bool = True, channels_last: bool = True) -> list[DatasetScore]:
+             progress: bool = True, channels_last: bool = True, split: int | None = None) -> list[DatasetScore]:
     """Evaluate ``model`` on benchmark sets given by name (``"Set5"``) or folder.
 
     All sets are resolved before any work starts, so a missing set fails at once. ``channels_last``
     converts the model's weights to the NHWC memory format in place (same values, ≈10 % faster
-    convolutions on CPU).
+    convolutions on CPU). ``tile`` / ``split``: tiled or partitioned inference (see
+    :func:`~srq.engine.inference.super_resolve`; ``split=200`` is MambaIRv2's official test).
     Returns one :class:`DatasetScore` per set, in the given order.
     """
     names: Iterable[str | os.PathLike] = [datasets] if isinstance(datasets, (str, os.PathLike)) else datasets
@@ -124,6 +125,6 @@ def evaluate(model: nn.Module, datasets: Sequence[str | os.PathLike] | str, scal
         model.to(memory_format=torch.channels_last)
     try:
         return [evaluate_dataset(model, s, tile=tile, overlap=overlap, y_channel=y_channel,
-                                 save_dir=save_dir, progress=progress) for s in sets]
+                                 save_dir=save_dir, progress=progress, split=split) for s in sets]
     finally:
         model.train(was_training)
