@@ -32,8 +32,8 @@ srq's protocol, Set5 gives 38.258 / 0.9615 (x2) and 32.499 / 0.8992 (x4) against
 38.26 / 0.9615 and 32.51 / 0.8992; other routing seeds move x4 by about ±0.008 dB. Every set is within
 0.02 dB of the published row on whole images except Urban100 x2 (33.198 vs 33.26), whose ~512 × 384 LR
 images the official test cuts into overlapping parts of about 200 px. ``evaluate(..., split=200)`` does the
-same: Urban100 x4 then gives 26.820 / 0.8079, the published row exactly (whole images: 26.802 / 0.8074);
-on eight Urban100 x2 images it adds +0.08 dB on average (benchmarks/results/fp/summary.md).
+same: Urban100 x4 then gives 26.820 / 0.8079, the published row exactly (whole images: 26.802 / 0.8074;
+benchmarks/results/fp/summary.md).
 
 Quantization points (identities in FP, see :class:`~srq.models.markers.QuantPoint`): window attention
 ``attn_q``/``attn_k``/``attn_v``/``attn_prob`` and the scan operands ``scan_x`` (u), ``scan_dt``
