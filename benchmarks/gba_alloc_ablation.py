@@ -16,6 +16,7 @@ import argparse
 import copy
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,41 +24,32 @@ from torch import nn
 
 import srq
 from srq.data import calibration_set
-from srq.engine.distill import FinetuneConfig, finetune
+from srq.engine.distill import FinetuneConfig
 from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text, provenance
 from srq.methods import GBA
-from srq.methods.gba import activation_elements, bit_gradients, bit_slots
-from srq.methods.ptq import shuffled_batches
-from srq.quant import calibrate_activations, calibrate_weights, parse_bits, quantizers
-from srq.quant.bit_allocation import allocate_bits
+from srq.quant import parse_bits
 from srq.models.registry import get_model_info, resolve_weights
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 VARIANTS = ["uniform", "sgd-lr0.1-full", "sgd-lr0.1-cand", "adam-lr0.1-cand", "sgd-lr0-full"]
 
 
-def run_variant(recipe: GBA, init: nn.Module, fp: nn.Module, calib: torch.Tensor,
+def run_variant(base: GBA, init: nn.Module, fp: nn.Module, calib: torch.Tensor,
                 variant: str) -> tuple[nn.Module, dict]:
     """A copy of the stage-1 model through stage 2 (``variant``) and stage 3; returns it and what was chosen."""
     q = copy.deepcopy(init)
     info: dict = {"variant": variant}
     if variant != "uniform":
         optimizer, lr, span = variant.split("-")
-        slots = bit_slots(q, "a")
-        config = FinetuneConfig(lr=float(lr[2:]), optimizer=optimizer)
-        low, high = min(recipe.candidates), max(recipe.candidates)
-        grads = bit_gradients(q, fp, calib, slots, config, progress=False,
-                              span=(low, high) if span == "cand" else None)
-        sizes = activation_elements(q, slots, calib[:1])
-        result = allocate_bits(grads, sizes, recipe.a_bits, tuple(recipe.candidates))
-        for s, o in zip(slots, result.offsets):
-            s.quantizer.set_bits(min(8, max(2, s.quantizer.bits + o)))
-        info.update(offsets=result.offsets, average_bits=result.average_bits,
-                    gradient_range=[min(grads), max(grads)],
-                    layers_per_offset={str(o): result.offsets.count(o) for o in recipe.candidates})
-    params = [p for _, x in quantizers(q) for p in x.parameters()]
-    finetune(q, fp, calib, params, recipe.finetune_config, progress=False)
+        recipe = replace(base, alloc=FinetuneConfig(lr=float(lr[2:]), optimizer=optimizer),
+                         offset_span="candidates" if span == "cand" else "full")
+        row = recipe.allocate(q, fp, calib, "a", progress=False)
+        offsets = [layer["offset"] for layer in row["layers"]]
+        grads = [layer["gradient"] for layer in row["layers"]]
+        info.update(offsets=offsets, average_bits=row["average_bits"], gradient_range=[min(grads), max(grads)],
+                    layers_per_offset={str(o): offsets.count(o) for o in base.candidates})
+    base.tune_bounds(q, fp, calib, progress=False)
     return q.eval(), info
 
 
@@ -74,10 +66,7 @@ def main() -> None:
     fp = copy.deepcopy(model).eval()
     calib = calibration_set("DIV2K_test_LRx4", patch=384 // args.scale, n=100)
     recipe = GBA(w_bits=w, a_bits=a)
-    init = recipe.prepare(model, calib[:1])
-    calibrate_weights(init)
-    batches = shuffled_batches(calib, recipe.init_batch, recipe.init_epochs, recipe.seed)
-    calibrate_activations(init, batches, total=len(batches), progress=False)
+    init = recipe.initial_bounds(model, calib, progress=False)
     rows = []
     out = OUT / f"alloc-ablation-{args.model}-x{args.scale}-{args.bits.lower()}.json"
     for variant in args.variants.split(","):

@@ -134,6 +134,7 @@ class GBA(Recipe):
     alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="adam"))
     finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
     reinit_weight_bounds: bool = False
+    offset_span: str = "candidates"  # or "full": s may take the width anywhere in 1 … 8 bits (before 56f44b9)
     seed: int = 0
 
     name: ClassVar[str] = "gba"
@@ -149,45 +150,59 @@ class GBA(Recipe):
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         self.require_patches(calib, "GBA")
         fp_model = copy.deepcopy(model).eval()
-        qmodel = self.prepare(model, calib[:1])
-        calibrate_weights(qmodel)
-        init = shuffled_batches(calib, self.init_batch, self.init_epochs, self.seed)
-        calibrate_activations(qmodel, init, total=len(init), progress=progress)
-
+        qmodel = self.initial_bounds(model, calib, progress)
         report: dict = {"candidates": list(self.candidates)}
-        kinds = ["a", "w"] if self.mp_weights else ["a"]
-        for kind in kinds:
-            slots = bit_slots(qmodel, kind)
-            if not slots:
-                continue
-            base = self.a_bits if kind == "a" else self.w_bits
-            grads = self.allocation_gradients(qmodel, fp_model, calib, slots, progress)
-            if kind == "a":
-                sizes = activation_elements(qmodel, slots, calib[:1])
-            else:
-                sizes = [float(qmodel.get_submodule(s.owner).weight.numel()) for s in slots]
-            result = allocate_bits(grads, sizes, base, tuple(self.candidates))
-            bits = [min(8, max(2, s.quantizer.bits + o)) for s, o in zip(slots, result.offsets)]  # rules may differ
-            for s, b in zip(slots, bits):
-                s.quantizer.set_bits(b)
-            if kind == "w" and self.reinit_weight_bounds:
-                calibrate_weights(qmodel)  # OMSE again, now at each layer's allocated bit width
-            report[kind] = {"base_bits": base, "average_bits": result.average_bits,
-                            "average_weighted_by": "activation elements per LR pixel" if kind == "a" else "parameters",
-                            "predicted_loss_change": result.predicted_change,
-                            "layers": [{"name": s.owner, "gradient": g, "size": n, "offset": o, "bits": b}
-                                       for s, g, n, o, b in zip(slots, grads, sizes, result.offsets, bits)]}
-        params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
-        finetune(qmodel, fp_model, calib, params, self.finetune_config, progress=progress)
+        for kind in ["a", "w"] if self.mp_weights else ["a"]:
+            row = self.allocate(qmodel, fp_model, calib, kind, progress)
+            if row is not None:
+                report[kind] = row
+        self.tune_bounds(qmodel, fp_model, calib, progress)
         self._record_bit_map(qmodel, report)
         qmodel.srq_report = report
         return qmodel.eval()
 
+    def initial_bounds(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
+        """Stage 1: a quantizer-equipped copy of ``model`` with OMSE weight and EMA MinMax activation bounds."""
+        qmodel = self.prepare(model, calib[:1])
+        calibrate_weights(qmodel)
+        init = shuffled_batches(calib, self.init_batch, self.init_epochs, self.seed)
+        calibrate_activations(qmodel, init, total=len(init), progress=progress)
+        return qmodel
+
+    def allocate(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor, kind: str,
+                 progress: bool = True) -> dict | None:
+        """Stage 2 for ``kind`` ("a" or "w"): set each body quantizer's bits; returns the report (None: no slots)."""
+        slots = bit_slots(qmodel, kind)
+        if not slots:
+            return None
+        base = self.a_bits if kind == "a" else self.w_bits
+        grads = self.allocation_gradients(qmodel, fp_model, calib, slots, progress)
+        if kind == "a":
+            sizes = activation_elements(qmodel, slots, calib[:1])
+        else:
+            sizes = [float(qmodel.get_submodule(s.owner).weight.numel()) for s in slots]
+        result = allocate_bits(grads, sizes, base, tuple(self.candidates))
+        bits = [min(8, max(2, s.quantizer.bits + o)) for s, o in zip(slots, result.offsets)]  # rules may differ
+        for s, b in zip(slots, bits):
+            s.quantizer.set_bits(b)
+        if kind == "w" and self.reinit_weight_bounds:
+            calibrate_weights(qmodel)  # OMSE again, now at each layer's allocated bit width
+        return {"base_bits": base, "average_bits": result.average_bits,
+                "average_weighted_by": "activation elements per LR pixel" if kind == "a" else "parameters",
+                "predicted_loss_change": result.predicted_change,
+                "layers": [{"name": s.owner, "gradient": g, "size": n, "offset": o, "bits": b}
+                           for s, g, n, o, b in zip(slots, grads, sizes, result.offsets, bits)]}
+
+    def tune_bounds(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor, progress: bool = True) -> None:
+        """Stage 3: bit-aware fine-tuning of every quantizer's bounds, the bits fixed."""
+        params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
+        finetune(qmodel, fp_model, calib, params, self.finetune_config, progress=progress)
+
     def allocation_gradients(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor,
                              slots: list[BitSlot], progress: bool = True) -> list[float]:
-        """Stage 2's sensitivities ``g_k`` for ``slots`` (offsets trained by ``alloc`` within the candidate span)."""
-        return bit_gradients(qmodel, fp_model, calib, slots, self.alloc, progress=progress,
-                             span=(min(self.candidates), max(self.candidates)))
+        """Stage 2's sensitivities ``g_k`` for ``slots`` (offsets trained by ``alloc`` within ``offset_span``)."""
+        span = (min(self.candidates), max(self.candidates)) if self.offset_span == "candidates" else None
+        return bit_gradients(qmodel, fp_model, calib, slots, self.alloc, progress=progress, span=span)
 
     @staticmethod
     def _record_bit_map(qmodel: nn.Module, report: dict) -> None:
