@@ -24,7 +24,7 @@ from srq.methods import GBA, METHODS, AdaBM
 from srq.quant import parse_bits
 from srq.report import bit_offsets_svg, format_bit_map
 
-from ptq_bench import add_fp_scores_option, fp_reference, result_key, run, summary
+from ptq_bench import add_fp_scores_option, add_split_option, fp_reference, result_key, run, summary
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision and machine in each JSON file). "
@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)
+    add_split_option(p)
     args = p.parse_args()
     candidates = tuple(int(c) for c in args.candidates.split(","))
     tag_parts = ([f"dan-{args.dan}"] if args.dan != "range" else []) + \
@@ -74,7 +75,7 @@ def main() -> None:
             else:
                 tag = method
             doc, q = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=OUT,
-                         recipe=recipe, tag=tag, fp_source=fp_source)
+                         recipe=recipe, tag=tag, fp_source=fp_source, split=args.split)
             if doc.get("report"):
                 print(format_bit_map(doc["report"]))
                 stem = f"{args.model}_x{args.scale}_{tag}_{bits.lower()}"

@@ -45,14 +45,15 @@ def _recorded_quantize_seconds(folder: Path, q: torch.nn.Module) -> float:
 def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores,
         out_dir: Path = OUT, recipe=None, tag: str | None = None, device: str = "cpu",
         fp_source: str | None = None, save_dir: Path | None = None,
-        resume: bool = False) -> tuple[dict, torch.nn.Module]:
+        resume: bool = False, split: int | None = None) -> tuple[dict, torch.nn.Module]:
     """Quantize, evaluate and write ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model).
 
     ``fp_source``: the results file ``fp_scores`` were read from (None: measured in this process); the
     eval-time ratio is only reported for FP scores measured in the same process. ``save_dir``: write the
     quantized model there (``srq.save``, a run folder named like the result file) before evaluating it, so
     that a long quantization is not lost if the evaluation fails. ``resume``: if that run folder exists
-    already, load it instead of quantizing again (its quantization time is the one it recorded).
+    already, load it instead of quantizing again (its quantization time is the one it recorded). ``split``:
+    partitioned inference (MambaIRv2's official test, e.g. 200 LR px), recorded in the file as ``inference``.
     """
     w, a = parse_bits(bits)
     stem = f"{model_name}_x{scale}_{tag or method}_{bits.lower()}"
@@ -72,13 +73,14 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
             srq.save(q, folder)
             atomic_write_text(folder / QUANTIZE_SECONDS,
                               json.dumps({"quantize_seconds": quant_seconds, "provenance": provenance()}) + "\n")
-    scores = evaluate(q, datasets, scale, progress=False)
+    scores = evaluate(q, datasets, scale, progress=False, split=split)
     cost = model_cost(q, scale=scale)
     doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),
            "calibration": {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])},
            "quantize_seconds": quant_seconds,
            "eval_seconds": {s.dataset: s.seconds for s in scores},
            "fp_eval_seconds": {s.dataset: s.seconds for s in fp_scores}, "fp_source": fp_source,
+           "inference": inference_label(split),
            "results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in scores],
            "fp_results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in fp_scores],
            "cost": cost.to_dict(), "recipe": q.srq_recipe,
@@ -101,15 +103,28 @@ PTQ_NOTE = ("Made by `python benchmarks/ptq_bench.py` (see each JSON file for th
             "running (see benchmarks/fakequant_speed.py for the quiet-machine ratio).")
 
 
-def saved_fp_scores(model: str, scale: int, datasets: list[str]) -> tuple[list[DatasetScore], str]:
-    """FP scores of ``datasets`` from ``results/fp/<model>_x<scale>.json`` (made by fp_eval.py / srq eval)."""
+def inference_label(split: int | None) -> str:
+    """How images were inferred, as recorded in result files: ``whole image`` or ``split <N>``."""
+    return f"split {split}" if split else "whole image"
+
+
+def saved_fp_scores(model: str, scale: int, datasets: list[str],
+                    split: int | None = None) -> tuple[list[DatasetScore], str]:
+    """FP scores of ``datasets`` from ``results/fp/<model>_x<scale>.json`` (made by fp_eval.py / srq eval),
+    which must have been inferred the same way (``split``) as the quantized model will be."""
     path = HERE / "results" / "fp" / f"{model}_x{scale}.json"
+    rerun = f"run benchmarks/fp_eval.py {model}:{scale}{f' --split {split}' if split else ''} --datasets"
     if not path.is_file():
-        raise SystemExit(f"error: {path} not found; run benchmarks/fp_eval.py {model}:{scale} or use --fp-scores run")
-    saved = {r["dataset"]: r for r in json.loads(path.read_text())["results"]}
+        raise SystemExit(f"error: {path} not found; {rerun} {','.join(datasets)} or use --fp-scores run")
+    doc = json.loads(path.read_text())
+    saved = {r["dataset"]: r for r in doc["results"]}
     missing = [d for d in datasets if d not in saved]
     if missing:
         raise SystemExit(f"error: {path.name} has no FP scores for {', '.join(missing)}; use --fp-scores run")
+    other = [d for d in datasets if saved[d].get("inference", doc.get("inference", "whole image")) != inference_label(split)]
+    if other:
+        raise SystemExit(f"error: the FP scores of {', '.join(other)} in {path.name} were not inferred by "
+                         f"{inference_label(split)}; {rerun} {','.join(other)} or use --fp-scores run")
     return [DatasetScore.from_dict(saved[d]) for d in datasets], str(path.relative_to(HERE.parent))
 
 
@@ -120,12 +135,20 @@ def add_fp_scores_option(p: argparse.ArgumentParser) -> None:
                         "saves one FP evaluation, e.g. 25 min for MambaIRv2-light x4 on CPU; no eval-time ratio)")
 
 
+def add_split_option(p: argparse.ArgumentParser) -> None:
+    """``--split N``: partitioned inference of the FP and quantized models (see :func:`run`)."""
+    p.add_argument("--split", type=int, default=None, metavar="N",
+                   help="partitioned inference as in the official MambaIR/MambaIRv2 tests (e.g. 200 LR px); "
+                        "with --fp-scores saved the FP rows must have been made with the same --split")
+
+
 def fp_reference(args: argparse.Namespace, datasets: list[str]) -> tuple[list[DatasetScore], str | None]:
     """FP scores of ``datasets`` for ``args.model`` / ``args.scale`` and their source file (None: measured here)."""
+    split = getattr(args, "split", None)
     if args.fp_scores == "saved":
-        return saved_fp_scores(args.model, args.scale, datasets)
+        return saved_fp_scores(args.model, args.scale, datasets, split)
     model = srq.create_model(args.model, args.scale, "official").to(getattr(args, "device", "cpu"))
-    return evaluate(model, datasets, args.scale, progress=False), None
+    return evaluate(model, datasets, args.scale, progress=False, split=split), None
 
 
 def result_key(path: Path) -> str:
@@ -155,7 +178,8 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
                           for r in d["results"])
         ratio = "—" if d.get("fp_source") else \
             f'{sum(d["eval_seconds"].values()) / max(sum(d["fp_eval_seconds"].values()), 1e-9):.2f}'
-        rows.append(f"| {d['model']} x{d['scale']} | {d['method']} | {d['bits']} | {average_bits(d)} | {cells} | "
+        method = d["method"] + ("" if d.get("inference", "whole image") == "whole image" else f" [{d['inference']}]")
+        rows.append(f"| {d['model']} x{d['scale']} | {method} | {d['bits']} | {average_bits(d)} | {cells} | "
                     f"{d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | {d['quantize_seconds']:.0f} | "
                     f"{ratio} | {d['provenance']['git_revision'][:7]} |")
     atomic_write_text(out_dir / "summary.md", "\n".join(rows) + "\n")
@@ -171,13 +195,14 @@ def main() -> None:
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--patch", type=int, default=96)
     add_fp_scores_option(p)
+    add_split_option(p)
     args = p.parse_args()
     datasets = args.datasets.split(",")
     calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
     fp_scores, fp_source = fp_reference(args, datasets)
     for bits in args.bits.split(","):
         for method in args.methods.split(","):
-            run(args.model, args.scale, method, bits, datasets, calib, fp_scores, fp_source=fp_source)
+            run(args.model, args.scale, method, bits, datasets, calib, fp_scores, fp_source=fp_source, split=args.split)
     summary()
 
 

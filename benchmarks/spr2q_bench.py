@@ -30,7 +30,7 @@ from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
 
-from ptq_bench import add_fp_scores_option, fp_reference, result_key, run, summary
+from ptq_bench import add_fp_scores_option, add_split_option, fp_reference, result_key, run, summary
 
 OUT = Path(__file__).resolve().parent / "results" / "spr2q"
 VARIANTS = {
@@ -73,7 +73,8 @@ def paper_table(out_dir: Path = OUT) -> None:
         d = json.loads(f.read_text())
         scale, bits = d["scale"], d["bits"].lower()
         r = d["recipe"]
-        budget = f"{r['iterations']} + {r['osrc_iterations']} iterations × batch {r['batch']}, LR patch {d['calibration']['patch']}"
+        budget = (f"{r['iterations']} + {r['osrc_iterations']} iterations × batch {r['batch']}, LR patch "
+                  f"{d['calibration']['patch']}; inference: {d.get('inference', 'whole image')}")
         sets = [x["dataset"] for x in d["results"]]
         lines += [f"## x{scale} {bits.upper()} ({budget})", "", "| row | " + " | ".join(sets) + " |",
                   "|---|" + "---|" * len(sets)]
@@ -158,6 +159,7 @@ def main() -> None:
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--device", default="cpu", help="e.g. cuda for the paper's budget")
     add_fp_scores_option(p)
+    add_split_option(p)
     p.add_argument("--save-dir", type=Path, default=None,
                    help="also write each quantized model there as a run folder (before it is evaluated)")
     p.add_argument("--resume", action="store_true",
@@ -179,7 +181,8 @@ def main() -> None:
                            batch=args.batch, **VARIANTS[v])
             tag = "spr2q" if v == "spr2q" else f"spr2q-{v}"
             run(args.model, args.scale, tag, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe, tag=tag,
-                device=args.device, fp_source=fp_source, save_dir=args.save_dir, resume=args.resume)
+                device=args.device, fp_source=fp_source, save_dir=args.save_dir, resume=args.resume,
+                split=args.split)
             summary(OUT, "SPR²Q", NOTE, also=comparison_files())
             ablation_tables()
             comparison_charts()

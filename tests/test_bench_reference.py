@@ -1,0 +1,43 @@
+"""The benchmarks' saved-FP-reference check: FP rows are only reused when inferred like the quantized model."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import ptq_bench  # noqa: E402
+
+
+def _row(dataset: str, inference: str | None) -> dict:
+    row = {"dataset": dataset, "scale": 4, "seconds": 1.0,
+           "images": [{"name": "a", "psnr": 30.0, "ssim": 0.9, "seconds": 1.0}]}
+    return row if inference is None else {**row, "inference": inference}
+
+
+@pytest.fixture
+def saved(tmp_path, monkeypatch):
+    (tmp_path / "results" / "fp").mkdir(parents=True)
+    doc = {"results": [_row("Set5", None), _row("Urban100", "split 200")]}  # no key: whole image
+    (tmp_path / "results" / "fp" / "m_x4.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(ptq_bench, "HERE", tmp_path)
+    return tmp_path
+
+
+def test_saved_fp_scores_match_the_inference(saved):
+    scores, source = ptq_bench.saved_fp_scores("m", 4, ["Set5"])
+    assert [s.dataset for s in scores] == ["Set5"] and scores[0].psnr == pytest.approx(30.0)
+    assert source.endswith("results/fp/m_x4.json")
+    assert ptq_bench.saved_fp_scores("m", 4, ["Urban100"], split=200)[0][0].dataset == "Urban100"
+
+
+@pytest.mark.parametrize("datasets, split, bad", [(["Set5", "Urban100"], 200, "Set5"), (["Urban100"], None, "Urban100")])
+def test_saved_fp_scores_refuse_another_inference(saved, datasets, split, bad):
+    with pytest.raises(SystemExit, match=f"FP scores of {bad} in m_x4.json were not inferred by"):
+        ptq_bench.saved_fp_scores("m", 4, datasets, split)
+
+
+def test_saved_fp_scores_missing_file(saved):
+    with pytest.raises(SystemExit, match=r"fp_eval.py n:4 --split 200 --datasets Set5"):
+        ptq_bench.saved_fp_scores("n", 4, ["Set5"], split=200)
