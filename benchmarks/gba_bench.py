@@ -4,7 +4,8 @@ Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS)
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
 Ablations: --dan none|range|std, --candidates -2,-1,0,1,2, --calib-n 20 (each adds a tag to the file name);
---adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --reinit-weights
+--adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --ptq4sr-weight-lr 0.01
+(PTQ4SR whose PaC trains the weight bounds at lr 0.01 instead of the released 5e-6); --reinit-weights
 (GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
 Each run writes benchmarks/results/gba/<model>_x<scale>_<method>[_tag]_<bits>.json (PSNR/SSIM, cost, average
 bits, per-layer bit map with gradients, wall time, provenance), a per-layer bit-offset plot
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text
-from srq.methods import GBA, METHODS, AdaBM
+from srq.methods import GBA, METHODS, PTQ4SR, AdaBM
 from srq.quant import parse_bits
 from srq.report import bit_offsets_svg, format_bit_map
 
@@ -47,6 +48,9 @@ def main() -> None:
     p.add_argument("--candidates", default="-1,0,1")
     p.add_argument("--adabm-init", default="ema_minmax", choices=AdaBM.A_INITS,
                    help="AdaBM's activation initialisation (its own: ema_minmax; others for an ablation)")
+    p.add_argument("--ptq4sr-weight-lr", type=float, default=None, metavar="LR",
+                   help="PTQ4SR: PaC weight-phase learning rate (cosine to 0.4·LR) instead of the released 5e-6 "
+                        "(tag wlr-LR; a diagnostic: RLFN's W4 min/max weights need trained bounds)")
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)
@@ -69,6 +73,11 @@ def main() -> None:
                 recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan, candidates=candidates,
                              reinit_weight_bounds=reinit)
                 tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []))
+            elif method == "ptq4sr" and args.ptq4sr_weight_lr is not None:
+                base = PTQ4SR(w_bits=w, a_bits=a)
+                lr = args.ptq4sr_weight_lr
+                recipe = replace(base, weight_phase=replace(base.weight_phase, lr=lr, lr_min=0.4 * lr))
+                tag = f"ptq4sr_wlr-{lr:g}"
             elif method in ("adabm", "adabm_star") and args.adabm_init != "ema_minmax":
                 recipe = replace(METHODS[method](w_bits=w, a_bits=a), a_init=args.adabm_init)
                 tag = f"{method}_init-{args.adabm_init}"
