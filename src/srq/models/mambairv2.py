@@ -26,14 +26,13 @@ Two details of the official forward that matter numerically:
   token-sorted sequence (the official code does not sort the prompt); this is kept as is.
 
 Pixels with the same token keep their raster order in the sorted sequence (stable sort). The official
-test script (``MambaIRv2LightModel.test``) also cuts LR images with a side ≥ 200 px into overlapping
-parts; srq runs whole images (on Set5 x2 this moves ``baby`` by 0.001 dB). With the SPR²Q weights and
-srq's protocol, Set5 gives 38.258 / 0.9615 (x2) and 32.499 / 0.8992 (x4) against the published
-38.26 / 0.9615 and 32.51 / 0.8992; other routing seeds move x4 by about ±0.008 dB. Every set is within
-0.02 dB of the published row on whole images except Urban100 x2 (33.198 vs 33.26), whose ~512 × 384 LR
-images the official test cuts into overlapping parts of about 200 px. ``evaluate(..., split=200)`` does the
-same: Urban100 x4 then gives 26.820 / 0.8079, the published row exactly (whole images: 26.802 / 0.8074;
-benchmarks/results/fp/summary.md).
+test script (``MambaIRv2LightModel.test``) cuts LR images with a side ≥ 200 px into overlapping parts of
+about 200 px; ``evaluate(..., split=200)`` does the same. With the SPR²Q weights and that protocol every set
+at x2 and x4 is within 0.011 dB and 0.0003 SSIM of the published row (benchmarks/results/fp/summary.md),
+e.g. Urban100 x2 33.267 / 0.9379 vs 33.26 / 0.9378 and x4 26.820 / 0.8079, the published row exactly.
+On whole images Urban100 is lower (x2 33.198, x4 26.802); the other sets move by at most 0.01 dB (at x4 only
+Urban100 has LR sides ≥ 200 px, so the other x4 rows are the same either way).
+Other routing seeds move x4 Set5 by about ±0.008 dB.
 
 Quantization points (identities in FP, see :class:`~srq.models.markers.QuantPoint`): window attention
 ``attn_q``/``attn_k``/``attn_v``/``attn_prob`` and the scan operands ``scan_x`` (u), ``scan_dt``
