@@ -22,6 +22,8 @@ from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, file_sha256, provenance, write_results
 from srq.models.registry import get_model_info, resolve_weights
 
+from ptq_bench import inference_label
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "fp"
 SETS = ["Set5", "Set14", "B100", "Urban100"]
@@ -36,7 +38,7 @@ def run(name: str, scale: int, sets: list[str] = SETS, split: int | None = None)
     scores = evaluate(model, sets, scale, split=split)
     meta = {"model": name, "scale": scale, "weights": path.name, "weights_sha256": file_sha256(path),
             "protocol": "HR mod-crop, MATLAB bicubic LR, uint8 SR, Y (BT.601, unrounded), crop = scale, SSIM 11x11 "
-                        "Gaussian sigma 1.5 float64", "inference": f"split {split}" if split else "whole image",
+                        "Gaussian sigma 1.5 float64", "inference": inference_label(split),
             "provenance": provenance()}
     out = OUT / f"{name}_x{scale}.json"
     if sets == SETS or not out.is_file():
