@@ -22,7 +22,7 @@ from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, file_sha256, provenance, write_results
 from srq.models.registry import get_model_info, resolve_weights
 
-from ptq_bench import inference_label
+from ptq_bench import inference_label, recorded_inference
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "fp"
@@ -55,7 +55,7 @@ def merged(old: dict, scores: list[DatasetScore], meta: dict) -> dict:
         raise SystemExit(f"error: results/fp/{meta['model']}_x{meta['scale']}.json was made with other weights; "
                          "re-run all sets (omit --datasets)")
     rows = {r["dataset"]: {**r, "provenance": r.get("provenance", old["provenance"]),
-                           "inference": r.get("inference", old.get("inference", "whole image"))} for r in old["results"]}
+                           "inference": recorded_inference(r, old)} for r in old["results"]}
     rows.update({s.dataset: {**s.to_dict(), "provenance": meta["provenance"], "inference": meta["inference"]}
                  for s in scores})
     order = [d for d in SETS if d in rows] + [d for d in rows if d not in SETS]
@@ -80,8 +80,8 @@ def summary() -> None:
                 cells.append("—")
                 continue
             cell = f"{r['psnr']:.3f} / {r['ssim']:.4f}"
-            inference = r.get("inference", doc.get("inference", "whole image"))
-            if inference != "whole image":
+            inference = recorded_inference(r, doc)
+            if inference != inference_label(None):
                 cell += f" [{inference}]"
             if name in pub:
                 p, s = pub[name]

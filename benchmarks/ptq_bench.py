@@ -108,6 +108,12 @@ def inference_label(split: int | None) -> str:
     return f"split {split}" if split else "whole image"
 
 
+def recorded_inference(row: dict, doc: dict | None = None) -> str:
+    """The inference label of a result row, else of its file ``doc``; files from before it was recorded:
+    ``whole image``."""
+    return row.get("inference", (doc or {}).get("inference", inference_label(None)))
+
+
 def saved_fp_scores(model: str, scale: int, datasets: list[str],
                     split: int | None = None) -> tuple[list[DatasetScore], str]:
     """FP scores of ``datasets`` from ``results/fp/<model>_x<scale>.json`` (made by fp_eval.py / srq eval),
@@ -121,7 +127,7 @@ def saved_fp_scores(model: str, scale: int, datasets: list[str],
     missing = [d for d in datasets if d not in saved]
     if missing:
         raise SystemExit(f"error: {path.name} has no FP scores for {', '.join(missing)}; use --fp-scores run")
-    other = [d for d in datasets if saved[d].get("inference", doc.get("inference", "whole image")) != inference_label(split)]
+    other = [d for d in datasets if recorded_inference(saved[d], doc) != inference_label(split)]
     if other:
         raise SystemExit(f"error: the FP scores of {', '.join(other)} in {path.name} were not inferred by "
                          f"{inference_label(split)}; {rerun} {','.join(other)} or use --fp-scores run")
@@ -178,7 +184,8 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
                           for r in d["results"])
         ratio = "—" if d.get("fp_source") else \
             f'{sum(d["eval_seconds"].values()) / max(sum(d["fp_eval_seconds"].values()), 1e-9):.2f}'
-        method = d["method"] + ("" if d.get("inference", "whole image") == "whole image" else f" [{d['inference']}]")
+        inference = recorded_inference(d)
+        method = d["method"] + ("" if inference == inference_label(None) else f" [{inference}]")
         rows.append(f"| {d['model']} x{d['scale']} | {method} | {d['bits']} | {average_bits(d)} | {cells} | "
                     f"{d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | {d['quantize_seconds']:.0f} | "
                     f"{ratio} | {d['provenance']['git_revision'][:7]} |")

@@ -30,7 +30,7 @@ from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
 
-from ptq_bench import add_fp_scores_option, add_split_option, fp_reference, result_key, run, summary
+from ptq_bench import add_fp_scores_option, add_split_option, fp_reference, recorded_inference, result_key, run, summary
 
 OUT = Path(__file__).resolve().parent / "results" / "spr2q"
 VARIANTS = {
@@ -74,7 +74,7 @@ def paper_table(out_dir: Path = OUT) -> None:
         scale, bits = d["scale"], d["bits"].lower()
         r = d["recipe"]
         budget = (f"{r['iterations']} + {r['osrc_iterations']} iterations × batch {r['batch']}, LR patch "
-                  f"{d['calibration']['patch']}; inference: {d.get('inference', 'whole image')}")
+                  f"{d['calibration']['patch']}; inference: {recorded_inference(d)}")
         sets = [x["dataset"] for x in d["results"]]
         lines += [f"## x{scale} {bits.upper()} ({budget})", "", "| row | " + " | ".join(sets) + " |",
                   "|---|" + "---|" * len(sets)]
