@@ -52,7 +52,8 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     eval-time ratio is only reported for FP scores measured in the same process. ``save_dir``: write the
     quantized model there (``srq.save``, a run folder named like the result file) before evaluating it, so
     that a long quantization is not lost if the evaluation fails. ``resume``: if that run folder exists
-    already, load it instead of quantizing again (its quantization time is the one it recorded). ``split``:
+    already, load it instead of quantizing again (its quantization time is the one it recorded) and keep the
+    rows of other data sets from the result file of that run (:func:`keep_earlier_rows`). ``split``:
     partitioned inference (MambaIRv2's official test, e.g. 200 LR px), recorded in the file as ``inference``.
     """
     w, a = parse_bits(bits)
@@ -90,10 +91,34 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
         saved = folder / QUANTIZE_SECONDS
         doc["resumed_from"] = {"run": str(folder), "provenance": json.loads(saved.read_text()).get("provenance")
                                if saved.is_file() else None}
+        keep_earlier_rows(doc, out_dir / f"{stem}.json")
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
     print(f"{model_name} x{scale} {tag or method} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
           for s in scores) + f"  ({quant_seconds:.0f} s)", flush=True)
     return doc, q
+
+
+def keep_earlier_rows(doc: dict, path: Path) -> None:
+    """Add to a resumed run's ``doc`` the rows of the data sets it did not evaluate from the result file at
+    ``path``, when that file was made from the same run folder with the same inference (so evaluating one more
+    set of a saved run does not need the others again); their provenance is kept under ``earlier_rows``."""
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    if (old.get("resumed_from") or {}).get("run") != doc["resumed_from"]["run"] \
+            or recorded_inference(old) != doc["inference"]:
+        return
+    done = {r["dataset"] for r in doc["results"]}
+    rows = [r for r in old["results"] if r["dataset"] not in done]
+    if not rows:
+        return
+    kept = {r["dataset"] for r in rows}
+    doc["results"] = rows + doc["results"]
+    doc["fp_results"] = [r for r in old["fp_results"] if r["dataset"] in kept] + doc["fp_results"]
+    for key in ("eval_seconds", "fp_eval_seconds"):
+        doc[key] = {**{k: v for k, v in old[key].items() if k in kept}, **doc[key]}
+    doc["earlier_rows"] = {"datasets": sorted(kept), "provenance": old["provenance"],
+                           "fp_source": old.get("fp_source")}
 
 
 PTQ_NOTE = ("Made by `python benchmarks/ptq_bench.py` (see each JSON file for the exact command, git revision "

@@ -41,3 +41,28 @@ def test_saved_fp_scores_refuse_another_inference(saved, datasets, split, bad):
 def test_saved_fp_scores_missing_file(saved):
     with pytest.raises(SystemExit, match=r"fp_eval.py n:4 --split 200 --datasets Set5"):
         ptq_bench.saved_fp_scores("n", 4, ["Set5"], split=200)
+
+
+def _result(run: str, datasets: list[str], inference: str = "split 200") -> dict:
+    rows = [{"dataset": d, "psnr": 30.0, "ssim": 0.9} for d in datasets]
+    return {"results": rows, "fp_results": rows, "eval_seconds": {d: 1.0 for d in datasets},
+            "fp_eval_seconds": {d: 2.0 for d in datasets}, "inference": inference,
+            "provenance": {"git_revision": "old"}, "resumed_from": {"run": run}}
+
+
+@pytest.mark.parametrize("earlier_run, inference, kept", [
+    ("/runs/a", "split 200", ["Set5", "Set14"]),  # same saved run, same inference: keep the sets not re-evaluated
+    ("/runs/b", "split 200", []),  # another quantization: keep nothing
+    ("/runs/a", "whole image", []),  # inferred another way: keep nothing
+])
+def test_resumed_run_keeps_earlier_rows(tmp_path, earlier_run, inference, kept):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_result(earlier_run, ["Set5", "Set14", "Urban100"], inference)))
+    doc = _result("/runs/a", ["Urban100"])
+    doc["results"][0]["psnr"] = 25.0
+    ptq_bench.keep_earlier_rows(doc, path)
+    assert [r["dataset"] for r in doc["results"]] == [*kept, "Urban100"]
+    assert [r["dataset"] for r in doc["fp_results"]] == [*kept, "Urban100"]
+    assert doc["results"][-1]["psnr"] == 25.0  # the new row wins
+    assert sorted(doc["eval_seconds"]) == sorted([*kept, "Urban100"])
+    assert ("earlier_rows" in doc) == bool(kept)
