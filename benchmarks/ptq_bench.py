@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ OUT = HERE / "results" / "ptq"
 
 
 QUANTIZE_SECONDS = "bench.json"  # beside a saved run: how long its quantization took
+SCORE_LOGS = "scores"  # in a saved run: per-image scores kept as they are made (an interrupted eval goes on)
 
 
 def _recorded_quantize_seconds(folder: Path, q: torch.nn.Module) -> float:
@@ -51,7 +53,8 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     ``fp_source``: the results file ``fp_scores`` were read from (None: measured in this process); the
     eval-time ratio is only reported for FP scores measured in the same process. ``save_dir``: write the
     quantized model there (``srq.save``, a run folder named like the result file) before evaluating it, so
-    that a long quantization is not lost if the evaluation fails. ``resume``: if that run folder exists
+    that a long quantization is not lost if the evaluation fails; each image's scores are kept in its
+    ``scores/`` folder as they are made, so an interrupted evaluation resumed later goes on where it stopped. ``resume``: if that run folder exists
     already, load it instead of quantizing again (its quantization time is the one it recorded) and keep the
     rows of other data sets from the result file of that run (:func:`keep_earlier_rows`). ``split``:
     partitioned inference (MambaIRv2's official test, e.g. 200 LR px), recorded in the file as ``inference``.
@@ -71,10 +74,12 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
                          progress=False)
         quant_seconds = time.perf_counter() - t0
         if folder is not None:
+            shutil.rmtree(folder / SCORE_LOGS, ignore_errors=True)  # scores of an earlier model
             srq.save(q, folder)
             atomic_write_text(folder / QUANTIZE_SECONDS,
                               json.dumps({"quantize_seconds": quant_seconds, "provenance": provenance()}) + "\n")
-    scores = evaluate(q, datasets, scale, progress=False, split=split)
+    scores = evaluate(q, datasets, scale, progress=False, split=split,
+                      score_logs=None if folder is None else folder / SCORE_LOGS)
     cost = model_cost(q, scale=scale)
     doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),
            "calibration": {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])},

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import ptq_bench  # noqa: E402
@@ -66,3 +67,22 @@ def test_resumed_run_keeps_earlier_rows(tmp_path, earlier_run, inference, kept):
     assert doc["results"][-1]["psnr"] == 25.0  # the new row wins
     assert sorted(doc["eval_seconds"]) == sorted([*kept, "Urban100"])
     assert ("earlier_rows" in doc) == bool(kept)
+
+
+def test_saved_run_keeps_scores_and_resumes(data_root, tmp_path, monkeypatch):
+    """A benchmark run saved with --save-dir keeps per-image scores; resuming reuses the run and its scores."""
+    import srq
+
+    tiny = srq.create_model("srq_tiny", 4)
+    monkeypatch.setattr(ptq_bench.srq, "create_model", lambda *a: tiny)
+    calib = torch.rand(2, 3, 24, 24)
+    fp = [ptq_bench.DatasetScore("Set5", 4)]
+    doc, _ = ptq_bench.run("tiny", 4, "minmax", "w8a8", ["Set5"], calib, fp, out_dir=tmp_path, save_dir=tmp_path)
+    log = tmp_path / "tiny_x4_minmax_w8a8" / "scores" / "Set5_x4.jsonl"
+    assert len(log.read_text().splitlines()) == 6
+    again, _ = ptq_bench.run("tiny", 4, "minmax", "w8a8", ["Set5"], calib, fp, out_dir=tmp_path, save_dir=tmp_path,
+                             resume=True)
+    scores = [(r["psnr"], r["ssim"], r["num_images"]) for r in doc["results"]]
+    assert [(r["psnr"], r["ssim"], r["num_images"]) for r in again["results"]] == scores
+    assert again["resumed_from"]["run"].endswith("tiny_x4_minmax_w8a8")
+    assert len(log.read_text().splitlines()) == 6  # nothing was run again

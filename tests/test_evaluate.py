@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +68,35 @@ def test_split_inference_cuts_parts_like_the_official_mambair_test():
     assert np.array_equal(out, lr.repeat(2, axis=0).repeat(2, axis=1))  # a local model: exact
     with pytest.raises(ValueError, match="either tile or split"):
         super_resolve(model, lr, 2, tile=64, split=200)
+
+
+def test_score_log_resumes_an_interrupted_evaluation(data_root, tmp_path):
+    """Images already in the score log are not run again; the set's scores equal an uninterrupted run's."""
+    from srq.engine.evaluate import score_log_path
+
+    (whole,) = evaluate(_Recorder(), ["Set5"], 2, data_root=data_root, progress=False)
+    log = score_log_path(tmp_path, "Set5", 2)
+    model = _Recorder()
+    evaluate(model, ["Set5"], 2, data_root=data_root, progress=False, score_logs=tmp_path)
+    assert len(model.sizes) == 5 and len(log.read_text().splitlines()) == 6  # header + one line per image
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:3]) + '\n{"index": 2, "na')  # killed after two images, mid-write
+    model = _Recorder()
+    (resumed,) = evaluate(model, ["Set5"], 2, data_root=data_root, progress=False, score_logs=tmp_path)
+    assert len(model.sizes) == 3  # images 2, 3, 4
+    assert [i.name for i in resumed.images] == [i.name for i in whole.images]
+    assert [(i.psnr, i.ssim) for i in resumed.images] == [(i.psnr, i.ssim) for i in whole.images]
+    assert log.read_text().splitlines()[1:] == lines[1:3] + log.read_text().splitlines()[3:]  # torn line dropped
+
+
+def test_score_log_of_another_inference_is_not_reused(data_root, tmp_path):
+    from srq.engine.evaluate import ScoreLog, score_log_path
+
+    evaluate(_Recorder(), ["Set5"], 2, data_root=data_root, progress=False, score_logs=tmp_path)
+    log = score_log_path(tmp_path, "Set5", 2)
+    header = json.loads(log.read_text().splitlines()[0])
+    assert header == {"dataset": "Set5", "scale": 2, "images": 5, "tile": None, "overlap": None, "split": None,
+                      "y_channel": True}
+    assert len(ScoreLog(log, {**header, "split": 200}).done) == 0  # other settings: started afresh
+    assert log.read_text().splitlines() == [json.dumps({**header, "split": 200})]
+    assert score_log_path(tmp_path, "Set5", 2, split=200).name == "Set5_x2_split200.jsonl"

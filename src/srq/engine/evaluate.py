@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from .inference import super_resolve
 from .memory import release_memory
 from .progress import progress_bar
 
-__all__ = ["ImageScore", "DatasetScore", "evaluate", "evaluate_dataset"]
+__all__ = ["ImageScore", "DatasetScore", "ScoreLog", "evaluate", "evaluate_dataset", "score_log_path"]
 
 
 @dataclass
@@ -71,10 +72,63 @@ def _prefetch(dataset: Sequence, pool: ThreadPoolExecutor) -> Iterator:
         yield item
 
 
+class _Subset:
+    """The items ``indices`` of ``dataset`` (same ``name`` / ``scale``), for a resumed evaluation."""
+
+    def __init__(self, dataset: Sequence, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+
+class ScoreLog:
+    """Per-image scores of one set appended to a JSON-lines file as they are made, so that an interrupted
+    evaluation goes on where it stopped.
+
+    Line 1 describes the evaluation (set, scale, number of images, inference settings); a file that describes
+    another evaluation is started afresh. Each further line is ``{"index", "name", "psnr", "ssim",
+    "seconds"}``; a torn last line (the process was killed while writing) is ignored.
+    """
+
+    def __init__(self, path: str | os.PathLike, header: dict) -> None:
+        self.path, self.header = Path(path), header
+        self.done: dict[int, ImageScore] = {}
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        if lines and _json_or_none(lines[0]) == header:
+            for line in lines[1:]:
+                row = _json_or_none(line)
+                if isinstance(row, dict) and row.keys() == {"index", "name", "psnr", "ssim", "seconds"}:
+                    index = row.pop("index")
+                    self.done[index] = ImageScore(**row)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w") as f:  # rewrite: drops a torn line and any other evaluation's rows
+            f.write(json.dumps(header) + "\n")
+            f.writelines(json.dumps({"index": i, **asdict(s)}) + "\n" for i, s in sorted(self.done.items()))
+
+    def append(self, index: int, score: ImageScore) -> None:
+        self.done[index] = score
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"index": index, **asdict(score)}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _json_or_none(line: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
 @torch.no_grad()
 def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = None, overlap: int = 32,
                      y_channel: bool = True, save_dir: str | os.PathLike | None = None,
-                     progress: bool = True, split: int | None = None) -> DatasetScore:
+                     progress: bool = True, split: int | None = None,
+                     score_log: str | os.PathLike | None = None) -> DatasetScore:
     """Super-resolve every image of ``dataset`` and score it with the benchmark protocol.
 
     ``dataset`` is an indexable set of ``(name, lr, hr)`` with ``.name`` and ``.scale`` (e.g.
@@ -82,39 +136,60 @@ def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = 
     SR clamped and rounded to uint8, PSNR/SSIM on Y (BT.601) with ``crop_border = scale``;
     ``y_channel=False`` scores RGB instead. Reading the next image and scoring the last one run in a
     helper thread while the model works; ``ImageScore.seconds`` is the model's time on that image.
+    ``score_log``: a JSON-lines file (:class:`ScoreLog`) that keeps each image's scores as soon as they are
+    made; images already in it are not run again (the caller must delete it when the model changes). The
+    set's ``seconds`` then add the earlier images' model time to this call's wall time.
     """
     scale = dataset.scale
     result = DatasetScore(dataset.name, scale)
     start = time.perf_counter()
+    log = None if score_log is None else ScoreLog(score_log, {
+        "dataset": dataset.name, "scale": scale, "images": len(dataset), "tile": tile,
+        "overlap": overlap if tile else None, "split": split, "y_channel": y_channel})
+    done = {} if log is None else dict(log.done)
+    todo = [i for i in range(len(dataset)) if i not in done]
     pending, writes = [], []
+
+    def collect(wait: bool) -> None:  # record finished scores in image order
+        while pending and (wait or pending[0][3].done()):
+            index, name, seconds, scores = pending.pop(0)
+            done[index] = ImageScore(name, *scores.result(), seconds)
+            if log is not None:
+                log.append(index, done[index])
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        for name, lr, hr in progress_bar(_prefetch(dataset, pool), total=len(dataset),
-                                         description=f"{dataset.name} x{scale}", enabled=progress):
+        items = zip(todo, _prefetch(_Subset(dataset, todo), pool))
+        for index, (name, lr, hr) in progress_bar(items, total=len(todo), description=f"{dataset.name} x{scale}",
+                                                  enabled=progress):
             t0 = time.perf_counter()
             sr = super_resolve(model, lr, scale, tile=tile, overlap=overlap, split=split)
             seconds = time.perf_counter() - t0
             release_memory(collect=False)  # image sizes vary: do not let freed buffers pile up
-            pending.append((name, seconds, pool.submit(psnr_ssim, sr, hr, scale, y_channel)))
+            collect(wait=False)
+            pending.append((index, name, seconds, pool.submit(psnr_ssim, sr, hr, scale, y_channel)))
             if save_dir is not None:
                 writes.append(pool.submit(write_image, Path(save_dir) / dataset.name / f"{Path(name).stem}_x{scale}.png", sr))
-        for name, seconds, scores in pending:
-            result.images.append(ImageScore(name, *scores.result(), seconds))
+        collect(wait=True)
         for w in writes:
             w.result()
-    result.seconds = time.perf_counter() - start
+    result.images = [done[i] for i in sorted(done)]
+    result.seconds = time.perf_counter() - start + sum(s.seconds for i, s in done.items() if i not in todo)
     return result
 
 
 def evaluate(model: nn.Module, datasets: Sequence[str | os.PathLike] | str, scale: int, *,
              data_root: str | os.PathLike | None = None, tile: int | None = None, overlap: int = 32,
              y_channel: bool = True, save_dir: str | os.PathLike | None = None,
-             progress: bool = True, channels_last: bool = True, split: int | None = None) -> list[DatasetScore]:
+             progress: bool = True, channels_last: bool = True, split: int | None = None,
+             score_logs: str | os.PathLike | None = None) -> list[DatasetScore]:
     """Evaluate ``model`` on benchmark sets given by name (``"Set5"``) or folder.
 
     All sets are resolved before any work starts, so a missing set fails at once. ``channels_last``
     converts the model's weights to the NHWC memory format in place (same values, ≈10 % faster
     convolutions on CPU). ``tile`` / ``split``: tiled or partitioned inference (see
     :func:`~srq.engine.inference.super_resolve`; ``split=200`` is MambaIRv2's official test).
+    ``score_logs``: a folder where each set's per-image scores are kept as they are made
+    (:func:`score_log_path`), so that an interrupted evaluation of the same model goes on where it stopped.
     Returns one :class:`DatasetScore` per set, in the given order.
     """
     names: Iterable[str | os.PathLike] = [datasets] if isinstance(datasets, (str, os.PathLike)) else datasets
@@ -124,7 +199,18 @@ def evaluate(model: nn.Module, datasets: Sequence[str | os.PathLike] | str, scal
     if channels_last:
         model.to(memory_format=torch.channels_last)
     try:
-        return [evaluate_dataset(model, s, tile=tile, overlap=overlap, y_channel=y_channel,
-                                 save_dir=save_dir, progress=progress, split=split) for s in sets]
+        return [evaluate_dataset(model, s, tile=tile, overlap=overlap, y_channel=y_channel, save_dir=save_dir,
+                                 progress=progress, split=split,
+                                 score_log=None if score_logs is None else
+                                 score_log_path(score_logs, s.name, scale, tile=tile, split=split, y_channel=y_channel))
+                for s in sets]
     finally:
         model.train(was_training)
+
+
+def score_log_path(folder: str | os.PathLike, dataset: str, scale: int, *, tile: int | None = None,
+                   split: int | None = None, y_channel: bool = True) -> Path:
+    """``<folder>/<set>_x<scale>[_split<N>][_tile<T>][_rgb].jsonl``: one score log per set and inference."""
+    parts = [f"{dataset}_x{scale}"] + ([f"split{split}"] if split else []) + ([f"tile{tile}"] if tile else []) \
+        + ([] if y_channel else ["rgb"])
+    return Path(folder) / ("_".join(parts) + ".jsonl")

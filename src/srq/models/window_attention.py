@@ -101,10 +101,10 @@ def windowed_attention(qkv: torch.Tensor, num_heads: int, scale: float, bias: to
     q, k, v = q_point(qkv[0] * scale), k_point(qkv[1]), v_point(qkv[2])
     if is_plain_marker(prob_point):
         return _fused_attention(q, k, v, bias, mask).transpose(1, 2).reshape(b_, n, c)
-    attn = q @ k.transpose(-2, -1) + bias.unsqueeze(0)
+    attn = (q @ k.transpose(-2, -1)).add_(bias.unsqueeze(0))  # in place: (B_, heads, n, n) is the largest tensor
     if mask is not None:
         nw = mask.shape[0]
-        attn = (attn.view(b_ // nw, nw, num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(b_, num_heads, n, n)
+        attn.view(b_ // nw, nw, num_heads, n, n).add_(mask.unsqueeze(1).unsqueeze(0))
     attn = prob_point(F.softmax(attn, dim=-1))
     return (attn @ v).transpose(1, 2).reshape(b_, n, c)
 
