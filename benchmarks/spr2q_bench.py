@@ -10,8 +10,9 @@ The paper's budget (12,000 RGT + 500 OSRC iterations of batch 8) needs a GPU: --
 --osrc-iterations 500 --batch 8 --patch 64; the default here is a documented CPU budget (--iterations 500
 --osrc-iterations 100 --batch 4 --patch 32, LR patches). --save-dir DIR writes each quantized model to DIR as a
 run folder before evaluating it; with --resume, run folders already in DIR are evaluated instead of quantized
-again (e.g. after an interrupted evaluation), and rows of other data sets already in the run's result file
-are kept (evaluate one more set with --resume --datasets Urban100). Each run writes
+again (an interrupted evaluation goes on from the next image: scores are kept in the run folder's scores/),
+and rows of other data sets already in the run's result file are kept (evaluate one more set with --resume
+--datasets Urban100). Each run writes
 benchmarks/results/spr2q/<model>_x<scale>_spr2q[-variant]_<bits>.json (PSNR/SSIM, cost, routing table,
 stage wall times, provenance) and rebuilds benchmarks/results/spr2q/summary.md, which also lists the PTQ
 and GBA rows of the same model, scale and bits, ablation.md (the paper's Tables 2-3 layout) and
