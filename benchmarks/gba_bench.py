@@ -3,7 +3,7 @@
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
-Ablations: --dan none|range|std, --candidates -2,-1,0,1,2, --calib-n 20 (each adds a tag to the file name);
+Ablations: --dan none|range|std, --dan-window N (not in the paper), --candidates -2,-1,0,1,2, --calib-n 20 (each adds a tag to the file name);
 --adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --ptq4sr-weight-lr 0.01
 (PTQ4SR whose PaC trains the weight bounds at lr 0.01 instead of the released 5e-6); --reinit-weights
 (GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
@@ -45,6 +45,9 @@ def main() -> None:
     p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--dan", default="range", choices=["none", "range", "std"])
+    p.add_argument("--dan-window", type=int, default=0, metavar="N",
+                   help="DAN range statistics over N×N LR-pixel windows instead of the whole image (tag danwN; "
+                        "not in the paper)")
     p.add_argument("--candidates", default="-1,0,1")
     p.add_argument("--adabm-init", default="ema_minmax", choices=AdaBM.A_INITS,
                    help="AdaBM's activation initialisation (its own: ema_minmax; others for an ablation)")
@@ -58,6 +61,7 @@ def main() -> None:
     args = p.parse_args()
     candidates = tuple(int(c) for c in args.candidates.split(","))
     tag_parts = ([f"dan-{args.dan}"] if args.dan != "range" else []) + \
+        ([f"danw{args.dan_window}"] if args.dan_window else []) + \
         ([f"cand{max(candidates)}"] if candidates != (-1, 0, 1) else []) + \
         ([f"calib{args.calib_n}"] if args.calib_n != 100 else [])
     datasets = args.datasets.split(",")
@@ -70,8 +74,8 @@ def main() -> None:
             recipe = None
             if method in ("gba", "gba_star"):
                 reinit = args.reinit_weights and method == "gba_star"
-                recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan, candidates=candidates,
-                             reinit_weight_bounds=reinit)
+                recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan,
+                             dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit)
                 tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []))
             elif method == "ptq4sr" and args.ptq4sr_weight_lr is not None:
                 base = PTQ4SR(w_bits=w, a_bits=a)

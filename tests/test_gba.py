@@ -128,6 +128,27 @@ def test_dan_range_equals_per_sample_per_channel_minmax_quantization():
     assert torch.allclose(q(x2), torch.tensor([[[[0.0, 0.0], [2.0, 3.0]]]]))
 
 
+def test_windowed_dan_equals_whole_sample_dan_on_each_window():
+    """dan_window k: every k × k window (the last ones partial) is normalised by its own min and max."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 5) * torch.tensor([1.0, 10.0, 100.0]).view(1, 3, 1, 1)
+    windowed = Quantizer(3, mode="affine", dan="range", dan_window=3)
+    whole = Quantizer(3, mode="affine", dan="range")
+    for q in (windowed, whole):
+        q.set_bounds(torch.tensor(0.1), torch.tensor(0.9))
+    y = windowed(x)
+    for i in range(0, 7, 3):
+        for j in range(0, 5, 3):
+            assert torch.allclose(y[..., i:i + 3, j:j + 3], whole(x[..., i:i + 3, j:j + 3]), atol=1e-5)
+    big = Quantizer(3, mode="affine", dan="range", dan_window=8)  # window larger than the input: whole sample
+    big.set_bounds(torch.tensor(0.1), torch.tensor(0.9))
+    assert torch.allclose(big(x), whole(x), atol=1e-5)
+    with pytest.raises(ValueError, match="dan_window"):
+        Quantizer(3, dan="std", dan_window=4)
+    with pytest.raises(srq.SrqError, match="a_dan_window"):
+        srq.quant.QuantConfig(a_dan="none", a_dan_window=4)
+
+
 def test_dan_std_and_pooled_inputs_and_observation():
     q = Quantizer(8, mode="affine", dan="std", observer="minmax")
     q.start_calibration()

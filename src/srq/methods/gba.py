@@ -128,6 +128,7 @@ class GBA(Recipe):
 
     mp_weights: bool = False
     dan: str = "range"
+    dan_window: int = 0  # not in the paper: DAN statistics over windows of this many LR pixels (0: whole image)
     candidates: tuple[int, ...] = (-1, 0, 1)
     init_batch: int = 16
     init_epochs: int = 1
@@ -144,6 +145,7 @@ class GBA(Recipe):
     def config(self) -> QuantConfig:
         cfg = super().config()
         cfg.a_dan = self.dan
+        cfg.a_dan_window = self.dan_window
         cfg.__post_init__()  # validate
         return cfg
 

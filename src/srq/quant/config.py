@@ -79,6 +79,9 @@ class QuantConfig:
             sample's channels mapped to [0, 1] before quantization) or ``"std"`` (zero mean, unit std); see
             :class:`srq.quant.Quantizer`. Not applied at ``QuantPoint`` operands, whose channel layout the
             core does not know.
+        a_dan_window: ``"range"`` DAN over square windows of this many pixels instead of the whole sample
+            (0, the default and the paper's form). Not in the paper: whole-image ranges grow with the image
+            and coarsen the grid (see docs/methods.md, GBA).
         one_bit: how 1-bit quantizers work: ``"binary"`` (sign·α, the default) or ``"levels"`` (two learnable
             levels ``lower``/``upper``: Eq. 1 with n = 1, which also suits non-negative activations).
         rules: ordered overrides, later ones win.
@@ -94,6 +97,7 @@ class QuantConfig:
     first_last: str = "8bit"
     quant_points: bool = True
     a_dan: str = "none"
+    a_dan_window: int = 0
     one_bit: str = "binary"
     rules: list[LayerRule] = field(default_factory=list)
 
@@ -111,6 +115,10 @@ class QuantConfig:
         choices = {"w_granularity": _GRANULARITIES, "w_mode": _MODES, "a_mode": _MODES, "w_observer": _WEIGHT_OBSERVERS,
                    "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES, "a_dan": DAN_CHOICES,
                    "one_bit": ONE_BIT_CHOICES}
+        if isinstance(self.a_dan_window, bool) or not isinstance(self.a_dan_window, int) or self.a_dan_window < 0 \
+                or (self.a_dan_window and self.a_dan != "range"):
+            raise SrqError(f"a_dan_window must be 0, or a positive window size with a_dan='range'; got "
+                           f"{self.a_dan_window!r} with a_dan={self.a_dan!r}")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SrqError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

@@ -29,6 +29,7 @@ Two optional extras used by GBA (and usable by any method):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .functional import (binarize, binarize_fwd, fake_quant, fake_quant_affine, fake_quant_affine_fwd,
@@ -54,12 +55,14 @@ class Quantizer(nn.Module):
         observer_kwargs: extra arguments for the observer.
         dan: ``None`` (off), ``"range"`` or ``"std"`` dynamic activation normalization.
         dan_axis: channel axis of the input for DAN (1 for NCHW conv inputs, -1 for token inputs).
+        dan_window: ``"range"`` DAN statistics over square windows of this many pixels of NCHW inputs
+            (0: over the whole sample, the paper's form); other inputs are always normalised whole.
         one_bit: at 1 bit, ``"binary"`` (sign·α) or ``"levels"`` (two learnable levels, Eq. 1 with n = 1).
     """
 
     def __init__(self, bits: int, *, mode: str = "uniform", channel_axis: int | None = None,
                  num_channels: int = 1, observer: str = "minmax", observer_kwargs: dict | None = None,
-                 dan: str | None = None, dan_axis: int = 1, one_bit: str = "binary") -> None:
+                 dan: str | None = None, dan_axis: int = 1, dan_window: int = 0, one_bit: str = "binary") -> None:
         super().__init__()
         if not 1 <= int(bits) <= 8:
             raise ValueError(f"bits must be between 1 and 8, got {bits}")
@@ -83,8 +86,12 @@ class Quantizer(nn.Module):
         self.enabled = True
         if dan not in DAN_MODES:
             raise ValueError(f"dan must be one of {DAN_MODES}, got {dan!r}")
+        if dan_window < 0 or (dan_window and dan != "range"):
+            raise ValueError(f"dan_window must be 0, or a positive window size with dan='range'; got {dan_window} "
+                             f"with dan={dan!r}")
         self.dan = dan
         self.dan_axis = dan_axis
+        self.dan_window = int(dan_window)
         self.bit_offset: nn.Parameter | None = None
         self.extra_bits: torch.Tensor | None = None  # set by input-adaptive methods (AdaBM): () or (N,)
 
@@ -197,10 +204,23 @@ class Quantizer(nn.Module):
         dims = [d for d in range(1, x.dim()) if d != axis]
         if all(x.shape[d] == 1 for d in dims):  # one value per channel (e.g. pooled): normalise over channels
             dims = list(range(1, x.dim()))
+        if self.dan == "range" and self.dan_window and x.dim() == 4 and axis == 1:
+            return self._window_range(x)
         if self.dan == "range":
             low = x.amin(dims, keepdim=True)
             return low, (x.amax(dims, keepdim=True) - low).clamp_min(1e-8)
         return x.mean(dims, keepdim=True), x.std(dims, keepdim=True, unbiased=False) + 1e-5
+
+    def _window_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Min and max − min of every (sample, channel, k × k window) of an NCHW ``x``, spread over its pixels."""
+        k, (h, w) = self.dan_window, x.shape[-2:]
+        high = F.max_pool2d(x, k, k, ceil_mode=True)
+        low = -F.max_pool2d(-x, k, k, ceil_mode=True)
+
+        def spread(t: torch.Tensor) -> torch.Tensor:
+            return t.repeat_interleave(k, -2).repeat_interleave(k, -1)[..., :h, :w]
+
+        return spread(low), spread((high - low).clamp_min(1e-8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled and self.observer is None:
@@ -251,5 +271,6 @@ class Quantizer(nn.Module):
 
     def extra_repr(self) -> str:
         axis = "per-tensor" if self.channel_axis is None else f"per-channel(axis={self.channel_axis})"
-        dan = "" if self.dan is None else f", dan={self.dan}(axis={self.dan_axis})"
+        window = f", window={self.dan_window}" if self.dan_window else ""
+        dan = "" if self.dan is None else f", dan={self.dan}(axis={self.dan_axis}{window})"
         return f"bits={self.bits}, mode={self.mode}, {axis}, observer={self.observer_name}{dan}"
