@@ -54,9 +54,9 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     eval-time ratio is only reported for FP scores measured in the same process. ``save_dir``: write the
     quantized model there (``srq.save``, a run folder named like the result file) before evaluating it, so
     that a long quantization is not lost if the evaluation fails; each image's scores are kept in its
-    ``scores/`` folder as they are made, so an interrupted evaluation resumed later goes on where it stopped. ``resume``: if that run folder exists
-    already, load it instead of quantizing again (its quantization time is the one it recorded) and keep the
-    rows of other data sets from the result file of that run (:func:`keep_earlier_rows`). ``split``:
+    ``scores/`` folder as they are made. ``resume``: if that run folder exists already, load it instead of
+    quantizing again (its quantization time is the one it recorded), go on from the images already scored, and
+    keep the rows of other data sets from the result file of that run (:func:`keep_earlier_rows`). ``split``:
     partitioned inference (MambaIRv2's official test, e.g. 200 LR px), recorded in the file as ``inference``.
     """
     w, a = parse_bits(bits)

@@ -96,7 +96,7 @@ class ScoreLog:
 
     def __init__(self, path: str | os.PathLike, header: dict) -> None:
         self.path, self.header = Path(path), header
-        self.done: dict[int, ImageScore] = {}
+        self.done: dict[int, ImageScore] = {}  # the rows found when the log was opened
         lines = self.path.read_text().splitlines() if self.path.is_file() else []
         if lines and _json_or_none(lines[0]) == header:
             for line in lines[1:]:
@@ -110,7 +110,6 @@ class ScoreLog:
             f.writelines(json.dumps({"index": i, **asdict(s)}) + "\n" for i, s in sorted(self.done.items()))
 
     def append(self, index: int, score: ImageScore) -> None:
-        self.done[index] = score
         with open(self.path, "a") as f:
             f.write(json.dumps({"index": index, **asdict(score)}) + "\n")
             f.flush()
@@ -146,8 +145,9 @@ def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = 
     log = None if score_log is None else ScoreLog(score_log, {
         "dataset": dataset.name, "scale": scale, "images": len(dataset), "tile": tile,
         "overlap": overlap if tile else None, "split": split, "y_channel": y_channel})
-    done = {} if log is None else dict(log.done)
-    todo = [i for i in range(len(dataset)) if i not in done]
+    earlier = {} if log is None else log.done  # scores from an interrupted run of this evaluation
+    todo = [i for i in range(len(dataset)) if i not in earlier]
+    done = dict(earlier)
     pending, writes = [], []
 
     def collect(wait: bool) -> None:  # record finished scores in image order
@@ -173,7 +173,7 @@ def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = 
         for w in writes:
             w.result()
     result.images = [done[i] for i in sorted(done)]
-    result.seconds = time.perf_counter() - start + sum(s.seconds for i, s in done.items() if i not in todo)
+    result.seconds = time.perf_counter() - start + sum(s.seconds for s in earlier.values())
     return result
 
 
