@@ -143,6 +143,10 @@ def test_windowed_dan_equals_whole_sample_dan_on_each_window():
     big = Quantizer(3, mode="affine", dan="range", dan_window=8)  # window larger than the input: whole sample
     big.set_bounds(torch.tensor(0.1), torch.tensor(0.9))
     assert torch.allclose(big(x), whole(x), atol=1e-5)
+    pooled = Quantizer(2, mode="affine", dan="range", dan_window=3)  # one value per channel: over the channels
+    pooled.set_bounds(torch.tensor(0.0), torch.tensor(1.0))
+    v = torch.tensor([0.0, 0.4, 2.0, 3.0]).view(1, 4, 1, 1)
+    assert torch.allclose(pooled(v), torch.tensor([0.0, 0.0, 2.0, 3.0]).view(1, 4, 1, 1))
     with pytest.raises(ValueError, match="dan_window"):
         Quantizer(3, dan="std", dan_window=4)
     with pytest.raises(srq.SrqError, match="a_dan_window"):

@@ -204,7 +204,7 @@ class Quantizer(nn.Module):
         dims = [d for d in range(1, x.dim()) if d != axis]
         if all(x.shape[d] == 1 for d in dims):  # one value per channel (e.g. pooled): normalise over channels
             dims = list(range(1, x.dim()))
-        if self.dan == "range" and self.dan_window and x.dim() == 4 and axis == 1:
+        elif self.dan == "range" and self.dan_window and x.dim() == 4 and axis == 1:
             return self._window_range(x)
         if self.dan == "range":
             low = x.amin(dims, keepdim=True)
