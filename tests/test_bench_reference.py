@@ -73,6 +73,7 @@ def test_saved_run_keeps_scores_and_resumes(data_root, tmp_path, monkeypatch):
     """A benchmark run saved with --save-dir keeps per-image scores; resuming reuses the run and its scores."""
     import srq
 
+    monkeypatch.setenv("SRQ_DATA", str(data_root))  # CI may find the data next to the repository, not in $SRQ_DATA
     tiny = srq.create_model("srq_tiny", 4)
     monkeypatch.setattr(ptq_bench.srq, "create_model", lambda *a: tiny)
     calib = torch.rand(2, 3, 24, 24)
