@@ -87,3 +87,30 @@ def test_saved_run_keeps_scores_and_resumes(data_root, tmp_path, monkeypatch):
     assert [(r["psnr"], r["ssim"], r["num_images"]) for r in again["results"]] == scores
     assert again["resumed_from"]["run"].endswith("tiny_x4_minmax_w8a8")
     assert len(log.read_text().splitlines()) == 6  # nothing was run again
+
+
+def _gba_doc(method: str, bits: str, psnr: float) -> dict:
+    sets = ["Set5", "Urban100"]
+    return {"model": "m", "scale": 4, "method": method, "bits": bits, "quantize_seconds": 12.0,
+            "results": [{"dataset": s, "psnr": psnr, "ssim": 0.8} for s in sets],
+            "fp_results": [{"dataset": s, "psnr": 32.0, "ssim": 0.9} for s in sets],
+            "cost": {"size_kb": 10.0, "bitops": 2e9, "fp32_size_kb": 80.0, "fp32_bitops": 64e9}}
+
+
+def test_gba_paper_table_orders_rows_like_the_paper(tmp_path):
+    """table.md: FP first, then the paper's method order (FT baselines from ../ptq), best PSNR in bold."""
+    import gba_bench
+
+    (tmp_path / "gba").mkdir()
+    (tmp_path / "ptq").mkdir()
+    for method, psnr in (("gba_star", 29.0), ("gba", 30.0), ("adabm", 28.0)):
+        (tmp_path / "gba" / f"m_x4_{method}_w4a4.json").write_text(json.dumps(_gba_doc(method, "w4a4", psnr)))
+    (tmp_path / "ptq" / "m_x4_minmax_ft_w4a4.json").write_text(json.dumps(_gba_doc("minmax_ft", "w4a4", 27.0)))
+    (tmp_path / "ptq" / "m_x4_minmax_ft_w3a3.json").write_text(json.dumps(_gba_doc("minmax_ft", "w3a3", 20.0)))
+    gba_bench.paper_table(tmp_path / "gba")
+    lines = (tmp_path / "gba" / "table.md").read_text().splitlines()
+    rows = [line.split(" | ")[0].lstrip("| ") for line in lines if line.startswith("| ") and "---" not in line]
+    assert rows == ["method", "FP", "MinMax+FT", "AdaBM", "GBA", "GBA*"]  # no W3A3 block: GBA was not run there
+    gba = next(line for line in lines if line.startswith("| GBA |"))
+    assert "| 4 / 4MP | 12 | **30.00 / 0.8000** | **30.00 / 0.8000** |" in gba
+    assert "| 4MP / 4MP |" in next(line for line in lines if line.startswith("| GBA* |"))
