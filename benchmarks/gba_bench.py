@@ -3,7 +3,7 @@
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
-Ablations: --dan none|range|std, --dan-window N (not in the paper), --candidates -2,-1,0,1,2, --calib-n 20 (each adds a tag to the file name);
+Ablations: --dan none|range|std, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20 (each adds a tag to the file name);
 --adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --ptq4sr-weight-lr 0.01
 (PTQ4SR whose PaC trains the weight bounds at lr 0.01 instead of the released 5e-6); --reinit-weights
 (GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
@@ -50,7 +50,9 @@ def main() -> None:
     p.add_argument("--dan-window", type=int, default=0, metavar="N",
                    help="DAN range statistics over N×N LR-pixel windows instead of the whole image (tag danwN; "
                         "not in the paper)")
-    p.add_argument("--candidates", default="-1,0,1")
+    p.add_argument("--candidates", default="-1,0,1",
+                   help="bit offsets to choose from, comma-separated; write --candidates=-2,-1,0,1,2 (with '=', as "
+                        "the value starts with '-'); tag cand<max>")
     p.add_argument("--adabm-init", default="ema_minmax", choices=AdaBM.A_INITS,
                    help="AdaBM's activation initialisation (its own: ema_minmax; others for an ablation)")
     p.add_argument("--ptq4sr-weight-lr", type=float, default=None, metavar="LR",
