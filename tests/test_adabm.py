@@ -62,3 +62,24 @@ def test_activation_init_is_selectable_and_recorded():
     assert recipe.config().a_observer == "percentile" and recipe.to_dict()["a_observer"] == "percentile"
     with pytest.raises(SrqError, match="a_init must be one of"):
         apply_params(AdaBM(), ["a_init=median"])
+
+
+def test_weight_bit_average_is_over_parameters_and_penalised():
+    """AdaBM*: the weight-bit average is weighted by parameters and the mapping loss holds it at the base."""
+    from srq.methods.gba import BitSlot
+    from srq.quant.quantizer import Quantizer
+
+    weight = [BitSlot("small", "w", Quantizer(4, mode="affine")), BitSlot("big", "w", Quantizer(4, mode="affine"))]
+    mapper = BitMapper([], weight, weight_sizes=[10, 30])
+    with torch.no_grad():
+        mapper.weight_m.copy_(torch.tensor([1.0, 0.0]))  # +1 bit on the small layer only
+    mapper.apply(torch.rand(1, 3, 8, 8))
+    assert mapper.last_average_weight_bits.item() == pytest.approx(4 + 10 / 40)
+    assert mapper.budget_excess(a_base=4, w_base=5).item() == 0.0  # under budget: no penalty
+    excess = mapper.budget_excess(a_base=4, w_base=4)
+    assert excess.item() == pytest.approx(0.25)
+    excess.backward()
+    # d/dm_k of (4 + Σ n_k·tanh(m_k)/Σn − 4) through the straight-through offsets: n_k/Σn·(1 − tanh²m_k)
+    expected = torch.tensor([10 / 40, 30 / 40]) * (1 - torch.tanh(torch.tensor([1.0, 0.0])) ** 2)
+    assert torch.allclose(mapper.weight_m.grad, expected)
+    mapper.clear()

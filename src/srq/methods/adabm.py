@@ -14,7 +14,9 @@ Every body activation quantizer runs at ``base + o_layer + o_image`` bits (kept 
 * **fine-tuning**: 10 epochs of batches of 2 rotating weight bounds → activation bounds → bit mapping
   (Adam; lr 0.01, 0.01, 0.01 for layer offsets and 0.1 for thresholds; ×0.9 each time a stage comes
   round); loss L1 + 10·feature MSE (srq's common distillation loss) + 50·max(average bits − base, 0)
-  in the mapping stage. ``a_init`` swaps the activation initialisation (AdaBM's: EMA min/max) for an ablation.
+  in the mapping stage (AdaBM*: + 50·max(average weight bits − base, 0), averaged over parameters, so that
+  both modes stay at the base budget like GBA). ``a_init`` swaps the activation initialisation (AdaBM's:
+  EMA min/max) for an ablation.
 
 Choices we made (say so when comparing): weights are per output channel with OMSE bounds and zero-point
 grids like every other srq method (AdaBM's code uses one symmetric bound per tensor), so that differences
@@ -66,7 +68,8 @@ class BitMapper(nn.Module):
     module names (and block features for distillation) stay as they were.
     """
 
-    def __init__(self, act: list[BitSlot], weight: list[BitSlot]) -> None:
+    def __init__(self, act: list[BitSlot], weight: list[BitSlot], weight_sizes: list[int] | None = None) -> None:
+        """``weight_sizes``: parameters of each weight slot's layer (weights the weight-bit average; default 1)."""
         super().__init__()
         self._act, self._weight = act, weight  # plain lists: the quantizers belong to the model
         self.img_lower = nn.Parameter(torch.tensor(0.0))
@@ -76,7 +79,9 @@ class BitMapper(nn.Module):
         self.layer_offsets_fixed = False
         self.recording = False  # when True, every image's offset is kept for the average-bit report
         self.image_offsets_seen: list[float] = []
-        self.last_average_bits: torch.Tensor | None = None
+        self.last_average_bits: torch.Tensor | None = None  # activations, over layers (as AdaBM's loss)
+        self.last_average_weight_bits: torch.Tensor | None = None  # weights, over parameters (AdaBM* only)
+        self._weight_sizes = torch.tensor([float(n) for n in weight_sizes] if weight_sizes else [1.0] * len(weight))
 
     def image_offsets(self, x: torch.Tensor) -> torch.Tensor:
         g = image_complexity(x)
@@ -101,11 +106,23 @@ class BitMapper(nn.Module):
             extra = torch.clamp(layer[k] + img, 2 - q.bits, 8 - q.bits)
             q.extra_bits = extra
             total.append(q.bits + extra)
+        self.last_average_weight_bits = None
         if self._weight and not self.layer_offsets_fixed:
             w = self.layer_offsets(self.weight_m)
+            w_total = []
             for k, slot in enumerate(self._weight):
                 slot.quantizer.extra_bits = torch.clamp(w[k], 2 - slot.quantizer.bits, 8 - slot.quantizer.bits)
+                w_total.append(slot.quantizer.bits + slot.quantizer.extra_bits)
+            self.last_average_weight_bits = (torch.stack(w_total) * self._weight_sizes).sum() / self._weight_sizes.sum()
         self.last_average_bits = torch.stack(total).mean() if total else None
+
+    def budget_excess(self, a_base: int, w_base: int) -> torch.Tensor:
+        """max(avg activation bits − a_base, 0) + max(avg weight bits − w_base, 0) of the last batch (bits)."""
+        loss = torch.zeros(())
+        for avg, base in ((self.last_average_bits, a_base), (self.last_average_weight_bits, w_base)):
+            if avg is not None:
+                loss = loss + torch.relu(avg - base)
+        return loss
 
     def report(self, w_base: int, a_base: int) -> dict:
         """Per-layer bits and the average bits over layers and every image seen since :attr:`recording`."""
@@ -119,7 +136,8 @@ class BitMapper(nn.Module):
                                 for s in self._act]}}
         if self._weight:
             bits = [s.quantizer.bits for s in self._weight]
-            out["w"] = {"base_bits": w_base, "average_bits": float(np.mean(bits)), "average_weighted_by": "layers (unweighted)",
+            out["w"] = {"base_bits": w_base, "average_bits": float(np.average(bits, weights=self._weight_sizes.numpy())),
+                        "average_weighted_by": "parameters",
                         "layers": [{"name": s.owner, "bits": b, "offset": b - w_base} for s, b in zip(self._weight, bits)]}
         return out
 
@@ -186,7 +204,7 @@ class AdaBM(Recipe):
         act, weight = bit_slots(qmodel, "a"), (bit_slots(qmodel, "w") if self.mp_weights else [])
         batches = shuffled_batches(calib, self.calib_batch, 1, self.seed)
         sensitivity = self._calibrate(qmodel, act, batches, progress)
-        mapper = BitMapper(act, weight)
+        mapper = BitMapper(act, weight, [qmodel.get_submodule(s.owner).weight.numel() for s in weight])
         with torch.no_grad():
             lo, hi = self._image_thresholds(batches)
             mapper.img_lower.fill_(lo)
@@ -262,11 +280,9 @@ class AdaBM(Recipe):
             "m": [{"params": [mapper.layer_m] + ([mapper.weight_m] if mapper._weight else []), "lr": self.lr_layer},
                   {"params": [mapper.img_lower, mapper.img_upper], "lr": self.lr_image}],
         }
-        base = float(self.a_bits)
 
         def bit_loss() -> torch.Tensor:
-            avg = mapper.last_average_bits
-            return self.w_bitloss * torch.relu(avg - base) if avg is not None else torch.zeros(())
+            return self.w_bitloss * mapper.budget_excess(self.a_bits, self.w_bits)
 
         rounds = {"w": 0, "a": 0, "m": 0}
         for epoch in range(self.epochs):
