@@ -128,6 +128,18 @@ def test_dan_range_equals_per_sample_per_channel_minmax_quantization():
     assert torch.allclose(q(x2), torch.tensor([[[[0.0, 0.0], [2.0, 3.0]]]]))
 
 
+def test_dan_keeps_zero_exact_on_an_affine_grid():
+    """The offset (the channel minimum −0.4) is rounded to a grid step (1), so the zeros stay zeros."""
+    x = torch.tensor([-0.4, 0.0, 0.0, 2.6]).view(1, 1, 2, 2)
+    q = Quantizer(2, mode="affine", dan="range")
+    q.set_bounds(torch.tensor(0.0), torch.tensor(1.0))
+    # without the rounding the levels are −0.4, 0.6, 1.6, 2.6 and both zeros would become −0.4
+    assert torch.equal(q(x), torch.tensor([0.0, 0.0, 0.0, 3.0]).view(1, 1, 2, 2))
+    x.requires_grad_(True)
+    q(x).sum().backward()  # the rounding passes no gradient; the offset's path to the minimum is kept
+    assert torch.isfinite(x.grad).all() and q.lower.grad is not None
+
+
 def test_windowed_dan_equals_whole_sample_dan_on_each_window():
     """dan_window k: every k × k window (the last ones partial) is normalised by its own min and max."""
     torch.manual_seed(0)

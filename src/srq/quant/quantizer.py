@@ -23,7 +23,8 @@ Two optional extras used by GBA (and usable by any method):
   ``m, s`` per (sample, channel) computed on the fly: ``"range"`` maps each channel to [0, 1]
   (m = min, s = max − min), ``"std"`` to zero mean and unit standard deviation (inputs with one value
   per channel, such as pooled vectors, are normalised over their channels). The bounds then live in the
-  normalised space.
+  normalised space. On an affine grid ``m`` is rounded to a multiple of the grid step ``s·(b − a)/(2ⁿ − 1)``,
+  so that an input 0 stays exactly 0, as without DAN.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import (binarize, binarize_fwd, fake_quant, fake_quant_affine, fake_quant_affine_fwd,
-                         fake_quant_fwd, fake_quant_symmetric, fake_quant_symmetric_fwd)
+from .functional import (_EPS, binarize, binarize_fwd, fake_quant, fake_quant_affine, fake_quant_affine_fwd,
+                         fake_quant_fwd, fake_quant_symmetric, fake_quant_symmetric_fwd, num_levels)
 from .observers import Observer, make_observer
 
 __all__ = ["Quantizer", "MODES"]
@@ -228,10 +229,27 @@ class Quantizer(nn.Module):
         if self.dan is None:
             return self._quantize(x)
         offset, scale = self._dan_stats(x)
+        if self.observer is None and self.mode == "affine":
+            offset = self._zero_on_grid(offset, scale, x)
         y = self._quantize((x - offset) / scale)
         if self.observer is not None:
             return x
         return y.mul_(scale).add_(offset) if self.forward_only(x) else y * scale + offset
+
+    def _zero_on_grid(self, offset: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """DAN's offset rounded to a multiple of the grid step in input units, so that an input 0 lands on a
+        grid level and stays exactly 0 (the affine grid's promise). Without it a sparse channel's zeros are
+        shifted by up to half a step, the same way at every pixel, and convolutions add those shifts up.
+        The rounding passes no gradient (the offset's gradient to ``x`` is kept)."""
+        if not bool(self.initialized):
+            return offset
+        bits = self.effective_bits()
+        if isinstance(bits, torch.Tensor) and bits.dim() == 1:  # one width per sample
+            bits = bits.view(-1, *([1] * (x.dim() - 1)))
+        lower = self._broadcast(self.lower, x).clamp(max=0.0)
+        upper = self._broadcast(self.upper, x).clamp(min=0.0)
+        step = (scale * (upper - lower).clamp_min(_EPS) / num_levels(bits)).detach()
+        return offset + (torch.round(offset.detach() / step) * step - offset.detach())
 
     def forward_only(self, x: torch.Tensor) -> bool:
         """Whether ``Q(x)`` may skip autograd: no gradient is wanted for ``x`` or the bounds, the bit width is a
