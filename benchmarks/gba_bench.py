@@ -125,8 +125,9 @@ def paper_table(out_dir: Path = OUT) -> None:
              "Made by `python benchmarks/gba_bench.py` and `python benchmarks/ptq_bench.py` (the FT rows); command, "
              "git revision and machine in each JSON file. Time: quantization wall time on one CPU thread of a "
              "2-core machine that ran two such jobs at once (the paper's are GPU times). Cells: PSNR / SSIM; "
-             "bold: best PSNR of the quantized rows. Other ablation rows (DAN, candidates, calibration size) are in "
-             "summary.md.", ""]
+             "bold: best PSNR of the quantized rows; rev: the git revision that made the row. GBA rows made before "
+             "ee6b3fe (DAN's zeros not yet exact) are being re-run. Other ablation rows (DAN, candidates, calibration "
+             "size) are in summary.md.", ""]
     for key in groups:
         prefix, bits = key.split("|")
         b = bits.lower().lstrip("w").split("a")[0]
@@ -141,12 +142,12 @@ def paper_table(out_dir: Path = OUT) -> None:
         best = {s: max(next((r["psnr"] for r in d["results"] if r["dataset"] == s), float("-inf"))
                        for _, _, d in docs) for s in sets}
         lines += [f"## {prefix.replace('_', ' ')} {bits.upper()}", "",
-                  "| method | W / A | time s | " + " | ".join(sets) + " | avg W/A bits | size KB | BitOPs G |",
-                  "|---|---|---|" + "---|" * len(sets) + "---|---|---|"]
+                  "| method | W / A | time s | " + " | ".join(sets) + " | avg W/A bits | size KB | BitOPs G | rev |",
+                  "|---|---|---|" + "---|" * len(sets) + "---|---|---|---|"]
         fp = {r["dataset"]: r for r in docs[0][2]["fp_results"]}
         fp_cost = docs[0][2]["cost"]
         lines.append("| FP | 32 / 32 | — | " + " | ".join(f"{fp[s]['psnr']:.2f} / {fp[s]['ssim']:.4f}" for s in sets)
-                     + f" | 32/32 | {fp_cost['fp32_size_kb']:.1f} | {fp_cost['fp32_bitops'] / 1e9:.0f} |")
+                     + f" | 32/32 | {fp_cost['fp32_size_kb']:.1f} | {fp_cost['fp32_bitops'] / 1e9:.0f} | |")
         for label, wa, d in docs:
             scores = {r["dataset"]: r for r in d["results"]}
             cells = []
@@ -157,7 +158,8 @@ def paper_table(out_dir: Path = OUT) -> None:
                 cell = f"{scores[s]['psnr']:.2f} / {scores[s]['ssim']:.4f}"
                 cells.append(f"**{cell}**" if scores[s]["psnr"] == best[s] else cell)
             lines.append(f"| {label} | {wa} | {d['quantize_seconds']:.0f} | " + " | ".join(cells) +
-                         f" | {average_bits(d)} | {d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} |")
+                         f" | {average_bits(d)} | {d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | "
+                         f"{d['provenance']['git_revision'][:7]} |")
         lines.append("")
     atomic_write_text(out_dir / "table.md", "\n".join(lines) + "\n")
 

@@ -94,7 +94,8 @@ def _gba_doc(method: str, bits: str, psnr: float) -> dict:
     return {"model": "m", "scale": 4, "method": method, "bits": bits, "quantize_seconds": 12.0,
             "results": [{"dataset": s, "psnr": psnr, "ssim": 0.8} for s in sets],
             "fp_results": [{"dataset": s, "psnr": 32.0, "ssim": 0.9} for s in sets],
-            "cost": {"size_kb": 10.0, "bitops": 2e9, "fp32_size_kb": 80.0, "fp32_bitops": 64e9}}
+            "cost": {"size_kb": 10.0, "bitops": 2e9, "fp32_size_kb": 80.0, "fp32_bitops": 64e9},
+            "provenance": {"git_revision": f"{method}-0123456789"}}
 
 
 def test_gba_paper_table_orders_rows_like_the_paper(tmp_path):
@@ -113,4 +114,5 @@ def test_gba_paper_table_orders_rows_like_the_paper(tmp_path):
     assert rows == ["method", "FP", "MinMax+FT", "AdaBM", "GBA", "GBA*"]  # no W3A3 block: GBA was not run there
     gba = next(line for line in lines if line.startswith("| GBA |"))
     assert "| 4 / 4MP | 12 | **30.00 / 0.8000** | **30.00 / 0.8000** |" in gba
+    assert gba.endswith("| 10.0 | 2.0 | gba-012 |")  # size KB, BitOPs G, the revision that made the row
     assert "| 4MP / 4MP |" in next(line for line in lines if line.startswith("| GBA* |"))
