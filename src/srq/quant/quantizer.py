@@ -236,6 +236,13 @@ class Quantizer(nn.Module):
             return x
         return y.mul_(scale).add_(offset) if self.forward_only(x) else y * scale + offset
 
+    def _bits_like(self, x: torch.Tensor) -> int | torch.Tensor:
+        """:meth:`effective_bits`, with one width per sample shaped to broadcast against ``x``."""
+        bits = self.effective_bits()
+        if isinstance(bits, torch.Tensor) and bits.dim() == 1:  # one width per sample
+            bits = bits.view(-1, *([1] * (x.dim() - 1)))
+        return bits
+
     def _zero_on_grid(self, offset: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """DAN's offset rounded to a multiple of the grid step in input units, so that an input 0 lands on a
         grid level and stays exactly 0 (the affine grid's promise). Without it a sparse channel's zeros are
@@ -243,9 +250,7 @@ class Quantizer(nn.Module):
         The rounding passes no gradient (the offset's gradient to ``x`` is kept)."""
         if not bool(self.initialized):
             return offset
-        bits = self.effective_bits()
-        if isinstance(bits, torch.Tensor) and bits.dim() == 1:  # one width per sample
-            bits = bits.view(-1, *([1] * (x.dim() - 1)))
+        bits = self._bits_like(x)
         lower = self._broadcast(self.lower, x).clamp(max=0.0)
         upper = self._broadcast(self.upper, x).clamp(min=0.0)
         step = (scale * (upper - lower).clamp_min(_EPS) / num_levels(bits)).detach()
@@ -268,10 +273,7 @@ class Quantizer(nn.Module):
             return self._quantize_fwd(x)
         if self.mode in ("uniform", "affine"):
             fq = fake_quant if self.mode == "uniform" else fake_quant_affine
-            bits = self.effective_bits()
-            if isinstance(bits, torch.Tensor) and bits.dim() == 1:  # one width per sample
-                bits = bits.view(-1, *([1] * (x.dim() - 1)))
-            return fq(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), bits)
+            return fq(x, self._broadcast(self.lower, x), self._broadcast(self.upper, x), self._bits_like(x))
         alpha = self._broadcast(self.alpha, x)
         if self.mode == "symmetric":
             return fake_quant_symmetric(x, alpha, self.bits)
