@@ -81,7 +81,8 @@ class BitMapper(nn.Module):
         self.image_offsets_seen: list[float] = []
         self.last_average_bits: torch.Tensor | None = None  # activations, over layers (as AdaBM's loss)
         self.last_average_weight_bits: torch.Tensor | None = None  # weights, over parameters (AdaBM* only)
-        self._weight_sizes = torch.tensor([float(n) for n in weight_sizes] if weight_sizes else [1.0] * len(weight))
+        sizes = [float(n) for n in weight_sizes] if weight_sizes else [1.0] * len(weight)
+        self.register_buffer("_weight_sizes", torch.tensor(sizes), persistent=False)  # moves with weight_m
 
     def image_offsets(self, x: torch.Tensor) -> torch.Tensor:
         g = image_complexity(x)
@@ -136,7 +137,7 @@ class BitMapper(nn.Module):
                                 for s in self._act]}}
         if self._weight:
             bits = [s.quantizer.bits for s in self._weight]
-            out["w"] = {"base_bits": w_base, "average_bits": float(np.average(bits, weights=self._weight_sizes.numpy())),
+            out["w"] = {"base_bits": w_base, "average_bits": float(np.average(bits, weights=self._weight_sizes.cpu().numpy())),
                         "average_weighted_by": "parameters",
                         "layers": [{"name": s.owner, "bits": b, "offset": b - w_base} for s, b in zip(self._weight, bits)]}
         return out

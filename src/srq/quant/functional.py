@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 
 __all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_symmetric", "fake_quant_affine", "binarize",
-           "num_levels", "fake_quant_fwd", "fake_quant_affine_fwd", "fake_quant_symmetric_fwd", "binarize_fwd"]
+           "num_levels", "affine_step", "fake_quant_fwd", "fake_quant_affine_fwd", "fake_quant_symmetric_fwd",
+           "binarize_fwd"]
 
 _EPS = 1e-8
 
@@ -64,6 +65,13 @@ def _clamp_levels(v: torch.Tensor, n: int | float | torch.Tensor) -> torch.Tenso
     return torch.clamp(v, min=0, max=n)
 
 
+def affine_step(lower: torch.Tensor, upper: torch.Tensor, bits: int | float | torch.Tensor,
+                scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Step ``s = scale·(max(b, 0) − min(a, 0))/(2ⁿ − 1)`` of the affine grid over bounds ``a … b`` widened to
+    contain 0; ``scale`` maps a normalised grid back to input units (DAN)."""
+    return scale * (torch.clamp(upper, min=0.0) - torch.clamp(lower, max=0.0)).clamp_min(_EPS) / num_levels(bits)
+
+
 def fake_quant_affine(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
                       bits: int | float | torch.Tensor) -> torch.Tensor:
     """Uniform asymmetric fake quantization with an integer zero point, so 0 is exactly on the grid.
@@ -74,9 +82,8 @@ def fake_quant_affine(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
     exactly zero, which avoids a systematic offset on near-zero values.
     """
     n = num_levels(bits)
-    lower, upper = torch.clamp(lower, max=0.0), torch.clamp(upper, min=0.0)  # the range must contain 0
-    s = (upper - lower).clamp_min(_EPS) / n
-    z = round_ste(_clamp_levels(-lower / s, n))
+    s = affine_step(lower, upper, bits)  # the range is widened to contain 0
+    z = round_ste(_clamp_levels(-torch.clamp(lower, max=0.0) / s, n))
     q = _clamp_levels(round_ste(x / s) + z, n)  # clipped values pass no gradient to x
     return (q - z) * s
 
@@ -123,9 +130,8 @@ def fake_quant_affine_fwd(x: torch.Tensor, lower: torch.Tensor, upper: torch.Ten
     ``z`` is an integer.
     """
     n = num_levels(bits)
-    lower, upper = torch.clamp(lower, max=0.0), torch.clamp(upper, min=0.0)
-    s = (upper - lower).clamp_min(_EPS) / n
-    z = torch.round(torch.clamp(-lower / s, 0, n))
+    s = affine_step(lower, upper, bits)
+    z = torch.round(torch.clamp(-torch.clamp(lower, max=0.0) / s, 0, n))
     return torch.div(x, s).round_().clamp_(_clamp_bound(-z), _clamp_bound(n - z)).mul_(s)
 
 

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import (_EPS, binarize, binarize_fwd, fake_quant, fake_quant_affine, fake_quant_affine_fwd,
-                         fake_quant_fwd, fake_quant_symmetric, fake_quant_symmetric_fwd, num_levels)
+from .functional import (affine_step, binarize, binarize_fwd, fake_quant, fake_quant_affine, fake_quant_affine_fwd,
+                         fake_quant_fwd, fake_quant_symmetric, fake_quant_symmetric_fwd)
 from .observers import Observer, make_observer
 
 __all__ = ["Quantizer", "MODES"]
@@ -248,12 +248,8 @@ class Quantizer(nn.Module):
         grid level and stays exactly 0 (the affine grid's promise). Without it a sparse channel's zeros are
         shifted by up to half a step, the same way at every pixel, and convolutions add those shifts up.
         The rounding passes no gradient (the offset's gradient to ``x`` is kept)."""
-        if not bool(self.initialized):
-            return offset
-        bits = self._bits_like(x)
-        lower = self._broadcast(self.lower, x).clamp(max=0.0)
-        upper = self._broadcast(self.upper, x).clamp(min=0.0)
-        step = (scale * (upper - lower).clamp_min(_EPS) / num_levels(bits)).detach()
+        step = affine_step(self._broadcast(self.lower, x), self._broadcast(self.upper, x), self._bits_like(x),
+                           scale).detach()
         return offset + (torch.round(offset.detach() / step) * step - offset.detach())
 
     def forward_only(self, x: torch.Tensor) -> bool:
