@@ -294,3 +294,19 @@ def test_model_cost_uses_the_shape_only_pass_without_autograd():
     cost = model_cost(Probe(), input_size=8, scale=2)
     assert seen == [("meta", False)]
     assert cost.macs == 8 * 8 * 12 * 3 * 9
+
+
+def test_idle_layers_are_left_out_of_the_size():
+    class TwoTails(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Conv2d(3, 4, 1)                    # 12 + 4 params
+            self.used, self.idle = nn.Conv2d(4, 3, 1), nn.Conv2d(4, 3, 3)  # 12 + 3, 108 + 3
+
+        def forward(self, x):
+            return self.used(self.head(x))
+
+    cost = model_cost(TwoTails(), input_size=(4, 4), scale=1)
+    assert cost.idle_params == 111
+    assert cost.size_bits == cost.fp32_size_bits == (16 + 15) * 32
+    assert [c.name for c in cost.layers] == ["head", "used"]

@@ -455,3 +455,27 @@ def test_one_bit_quantizers_are_binary_or_two_learnable_levels():
     assert torch.equal(q(x).detach(), torch.tensor([0.2, 0.2, 1.0, 1.0]))  # Eq. 1 with n = 1: levels a and b
     with pytest.raises(SrqError, match="one_bit"):
         QuantConfig(one_bit="ternary")
+
+
+class _TwoBranches(nn.Module):
+    """head → one of two tails picked by ``self.scale`` (like CARN's multi-scale upsampling)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 4, 3, padding=1)
+        self.mid = nn.Conv2d(4, 4, 3, padding=1)
+        self.up2 = nn.Conv2d(4, 3, 3, padding=1)
+        self.up4 = nn.Conv2d(4, 3, 3, padding=1)
+        self.scale = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.mid(self.head(x))
+        return (self.up4 if self.scale == 4 else self.up2)(x)
+
+
+def test_layers_that_do_not_run_stay_float_and_calibration_works():
+    model = prepare(_TwoBranches(), QuantConfig(w_bits=4, a_bits=4))
+    assert _bits(model) == {"head": ("first", 8, 8), "mid": ("body", 4, 4), "up4": ("last", 8, 8)}
+    assert type(model.up2) is nn.Conv2d
+    calibrate(model, [torch.rand(2, 3, 8, 8)])  # the idle branch needs no data
+    assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 8, 8)

@@ -29,7 +29,9 @@ What is counted, and in which units:
   every counted MAC at 32 × 32 bit. ``compression`` = FP32 size / size, ``bitops_reduction`` = FP32
   BitOPs / BitOPs.
 
-Layers that do not run on the example input still count toward the size, not toward MACs.
+Layers that do not run on the example input (e.g. CARN's x2 and x3 upsampling branches in an x4 model) are
+*idle*: a model deployed at that scale does not need them, so their parameters count toward neither size
+nor MACs and are reported as ``idle_params``.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class ModelCost:
         float_params: parameter (and persistent buffer) elements stored at 32 bit, quantizer bounds included.
         quantizer_params: of those, the quantizers' own parameters.
         excluded_params: training-only parameters left out of the size (``weight_delta`` modules).
+        idle_params: parameters of Conv2d/Linear/ConvTranspose2d layers that did not run, left out of the size.
     """
 
     input_size: tuple[int, int]
@@ -125,6 +128,7 @@ class ModelCost:
     float_params: int
     quantizer_params: int
     excluded_params: int
+    idle_params: int = 0
 
     @property
     def size_bytes(self) -> float:
@@ -313,11 +317,14 @@ def _layer_costs(model: nn.Module, size: tuple[int, int]) -> list[LayerCost]:
     return list(costs.values())
 
 
-def _storage(model: nn.Module) -> dict[str, int]:
-    """Stored bits of every parameter and persistent float buffer (see the module docstring)."""
+def _storage(model: nn.Module, ran: set[str]) -> dict[str, int]:
+    """Stored bits of every parameter and persistent float buffer (see the module docstring); ``ran``: names
+    of the counted layers that ran (the others are idle)."""
     low_bit: dict[int, int] = {}     # id(weight) -> bits, for quantized weights
     quantizer: set[int] = set()
     excluded: set[int] = set()
+    idle = {id(p) for name, m in model.named_modules() if isinstance(m, _COUNTED) and name not in ran
+            for p in m.parameters()}
     for m in model.modules():
         if isinstance(m, QUANT_LAYER_TYPES):
             if m.weight_quantizer is not None and m.weight_quantizer.enabled:
@@ -327,10 +334,13 @@ def _storage(model: nn.Module) -> dict[str, int]:
         if isinstance(m, Quantizer):
             quantizer.update(id(p) for p in m.parameters(recurse=False))
     out = {"size_bits": 0, "fp32_size_bits": 0, "quantized_weight_params": 0, "float_params": 0,
-           "quantizer_params": 0, "excluded_params": 0}
+           "quantizer_params": 0, "excluded_params": 0, "idle_params": 0}
     seen: set[int] = set()
     for p in model.parameters():  # shared parameters are yielded once
         n = p.numel()
+        if id(p) in idle:
+            out["idle_params"] += n
+            continue
         if id(p) in excluded:
             out["excluded_params"] += n
             continue
@@ -368,7 +378,7 @@ def model_cost(model: nn.Module, input_size: tuple[int, int] | int | None = None
     """
     size, scale = _resolve_size(model, input_size, scale)
     layers = layer_costs(model, size)  # shape-only pass: meta device, no autograd
-    storage = _storage(model)
+    storage = _storage(model, {c.name for c in layers})
     macs = sum(c.macs for c in layers)
     return ModelCost(input_size=size, scale=scale, layers=layers, macs=macs,
                      bitops=sum(c.bitops for c in layers), fp32_bitops=macs * FLOAT_BITS * FLOAT_BITS, **storage)

@@ -5,7 +5,9 @@ Placement is explicit and recorded: :func:`placement` lists, for every quantizab
 (first / last / body layer, or a marked operand), its weight and activation bits, or that it stays in
 float. First and last layers are found by execution order on an example input. Layers whose parameters
 are all frozen (``requires_grad=False``, e.g. CARN's constant mean shift) are fixed preprocessing and stay
-in float.
+in float. Layers that do not run on the example input are idle (e.g. the x2/x3 upsampling branches of a
+multi-scale CARN built for x4): they stay in float, as they could never be calibrated, and cost accounting
+leaves them out of the model size.
 """
 
 from __future__ import annotations
@@ -114,7 +116,9 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
         example_input = torch.rand(1, 3, 32, 32)
     example_input = example_input.to(_model_device(model))
     order = execution_order(model, example_input, [n for n, _ in layers])
-    first, last = (order[0], order[-1]) if order else (None, None)
+    if not order:
+        raise SrqError("no Conv2d/Linear layer ran on the example input; pass an example_input the model accepts")
+    first, last = order[0], order[-1]
     points = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantPoint)] if config.quant_points else []
 
     used = [False] * len(config.rules)
@@ -132,12 +136,15 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
 
     # decide everything first, so that a bad rule leaves the model untouched
     layer_plan = []
+    ran = set(order)
     for name, layer in layers:
         role = "first" if name == first else "last" if name == last else "body"
         w, a = config.w_bits, config.a_bits
         if role != "body" and config.first_last != "same":
             w, a = (8, 8) if config.first_last == "8bit" else (None, None)
-        layer_plan.append((name, layer, role, *bits_for(name, w, a)))
+        w, a = bits_for(name, w, a)
+        if name in ran:
+            layer_plan.append((name, layer, role, w, a))
     point_plan = [(name, point, bits_for(name, None, config.a_bits)[1]) for name, point in points]
     unused = [config.rules[i].pattern for i, u in enumerate(used) if not u]
     if unused:
