@@ -88,3 +88,23 @@ def test_imdn_contrast_has_finite_gradients_on_constant_channels():
     x = torch.zeros(1, 2, 4, 4, requires_grad=True)
     _contrast(x).sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_steps_with_outlier_losses_are_skipped_and_not_recorded():
+    from srq.engine.distill import FinetuneConfig, finetune
+
+    model, fp = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 3, 1)
+    before = model.weight.detach().clone()
+    inputs = torch.rand(8, 3, 4, 4)
+    inputs[5] *= 1e4  # one sample whose loss is ~10⁴ times the others'
+    recorded = []
+    cfg = FinetuneConfig(batch=1, epochs=1, lr=1e-3, lambda_feat=0.0, outlier_factor=10)
+    with pytest.warns(UserWarning, match=r"1 of 8 steps skipped \(loss above 10× the median"):
+        losses = finetune(model, fp, inputs, list(model.parameters()), cfg, progress=False,
+                          after_backward=lambda: recorded.append(float(model.weight.grad.abs().max())))
+    assert len(losses) == 8 and len(recorded) == 7
+    assert max(losses) > 1e3 * sorted(losses)[len(losses) // 2]
+    assert max(recorded) < 1e3 * min(recorded)  # the outlier's gradient is not among them
+    assert not torch.equal(model.weight, before)
+    with pytest.raises(ValueError, match="outlier_factor"):
+        FinetuneConfig(outlier_factor=0.5)

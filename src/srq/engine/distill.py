@@ -10,6 +10,7 @@ is averaged over elements (MSE), as in common implementations, so λ does not de
 from __future__ import annotations
 
 import contextlib
+import statistics
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -103,12 +104,18 @@ class FinetuneConfig:
     steps: int | None = None  # if set, this many steps (epochs repeat as needed) instead of ``epochs``
     lr_min: float | None = None  # if set, cosine annealing from ``lr`` to ``lr_min`` over the run
     feature_loss: str = "mse"  # or "energy" (see distill_loss)
+    # if set, a step whose loss exceeds this many times the median loss of the steps taken so far (after 3) is
+    # skipped: on a batch where the quantized network runs away (no static clipping under DAN) one step's
+    # gradients are many orders of magnitude above the rest and would dominate Adam's moments or a gradient mean
+    outlier_factor: float | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.feature_loss not in ("mse", "energy"):
             raise ValueError(f"feature_loss must be 'mse' or 'energy', got {self.feature_loss!r}")
+        if self.outlier_factor is not None and not self.outlier_factor > 1:
+            raise ValueError(f"outlier_factor must be above 1 (or None), got {self.outlier_factor}")
 
 
 def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, params: list,
@@ -118,9 +125,10 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
 
     ``params``: parameters, or optimiser parameter groups (dicts with ``params`` and optionally ``lr``).
     Everything else stays frozen; quantizer bounds are projected back to their valid set after each step; a
-    step whose gradients are not finite is skipped (with a warning at the end). ``extra_loss()`` (if given) is added to each step's loss after the
-    forward pass; ``after_backward`` is called after each backward pass, before the optimiser step (e.g. to
-    record gradients). Returns the loss per step.
+    step whose gradients are not finite, or whose loss is an outlier (``config.outlier_factor``), is skipped
+    (with a warning at the end). ``extra_loss()`` (if given) is added to each step's loss after the forward
+    pass; ``after_backward`` is called after each backward pass of a step that is taken, before the optimiser
+    step (e.g. to record gradients). Returns the loss per step, skipped ones included.
     """
     blocks = find_blocks(fp_model)
     groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
@@ -144,7 +152,8 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     device = params[0].device if params else inputs.device
     bounded = [m for m in qmodel.modules() if hasattr(m, "project_bounds_")]  # quantizers
     losses: list[float] = []
-    skipped = 0
+    taken: list[float] = []  # losses of the steps taken (the outlier test's reference)
+    skipped = outliers = 0
     fp_model.eval()
     qmodel.eval()  # no dropout/BN updates; gradients still flow
     try:
@@ -159,23 +168,31 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
                     loss = loss + extra_loss()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if _finite_gradients(params):
+                value = loss.item()
+                if config.outlier_factor is not None and len(taken) >= 3 \
+                        and not value <= config.outlier_factor * statistics.median(taken):
+                    outliers += 1
+                elif _finite_gradients(params):
                     if after_backward is not None:
                         after_backward()
                     opt.step()
                     for m in bounded:
                         m.project_bounds_()
+                    taken.append(value)
                 else:  # skip the update (as AMP's grad scaler does) and count it
                     skipped += 1
                 if scheduler is not None:
                     scheduler.step()
-                losses.append(loss.item())
+                losses.append(value)
     finally:
         for p in frozen:
             p.requires_grad_(True)
         release_memory()
     if skipped:
         warnings.warn(f"{description}: {skipped} of {len(schedule)} steps skipped (non-finite gradients)")
+    if outliers:
+        warnings.warn(f"{description}: {outliers} of {len(schedule)} steps skipped (loss above "
+                      f"{config.outlier_factor:g}× the median of the steps before)")
     return losses
 
 

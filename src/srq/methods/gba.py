@@ -22,7 +22,10 @@ as in stage 3, with ``s`` kept within the candidate span: plain SGD at lr 0.1 mo
 step, and on RLFN, whose loss at the initial bounds has gradients of 10²–10³, that sent the widths to the
 ends of 1 … 8 bits and the averaged gradients to 10¹⁷), the averaging of ``g_k`` over all steps of the
 sub-stage, and the allocation rule (a 4^(−Δb) noise model fitted to ``g_k``, solved exactly as a knapsack;
-see :mod:`srq.quant.bit_allocation`).
+see :mod:`srq.quant.bit_allocation`). A step whose loss is above 10× the median of the sub-stage's steps so far
+is skipped and left out of the mean: under DAN no activation is clipped to a static range, so on PAN x4 a few
+calibration batches make the quantized trunk run away (×10 per block, loss 10²⁸) and their gradients, 10⁸ …
+10³² times the others, would otherwise be the whole mean.
 """
 
 from __future__ import annotations
@@ -94,10 +97,12 @@ def activation_elements(qmodel: nn.Module, slots: list[BitSlot], example: torch.
 
 def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, slots: list[BitSlot],
                   config: FinetuneConfig, progress: bool = True,
-                  span: tuple[float, float] | None = None) -> list[float]:
-    """Mean ``∂L/∂s_k`` over the steps of one allocation sub-stage, for every slot (the offsets are then removed).
+                  span: tuple[float, float] | None = None, stats: dict | None = None) -> list[float]:
+    """Mean ``∂L/∂s_k`` over the steps taken in one allocation sub-stage, for every slot (the offsets are then
+    removed). Steps that ``finetune`` skips (non-finite gradients, outlier losses) are not in the mean.
 
     ``span = (low, high)``: training keeps every ``s_k`` in ``low … high`` (default: widths 1 … 8).
+    ``stats``: if given, receives ``steps`` (all) and ``steps_taken``.
     """
     low, high = span if span is not None else (None, None)
     offsets = [s.quantizer.enable_bit_offset(low, high) for s in slots]
@@ -111,8 +116,10 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
             if p.grad is not None:
                 sums[i] += float(p.grad)
 
-    finetune(qmodel, fp_model, inputs, offsets, config, progress=progress, after_backward=record,
-             description=f"bit allocation ({slots[0].kind if slots else '-'})")
+    losses = finetune(qmodel, fp_model, inputs, offsets, config, progress=progress, after_backward=record,
+                      description=f"bit allocation ({slots[0].kind if slots else '-'})")
+    if stats is not None:
+        stats.update(steps=len(losses), steps_taken=steps)
     for s in slots:
         s.quantizer.set_bits(s.quantizer.bits)  # drop the continuous offset
     return [v / max(steps, 1) for v in sums]
@@ -132,7 +139,7 @@ class GBA(Recipe):
     candidates: tuple[int, ...] = (-1, 0, 1)
     init_batch: int = 16
     init_epochs: int = 1
-    alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="adam"))
+    alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="adam", outlier_factor=10))
     finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
     reinit_weight_bounds: bool = False
     offset_span: str = "candidates"  # or "full": s may take the width anywhere in 1 … 8 bits (before 56f44b9)
@@ -178,7 +185,8 @@ class GBA(Recipe):
         if not slots:
             return None
         base = self.a_bits if kind == "a" else self.w_bits
-        grads = self.allocation_gradients(qmodel, fp_model, calib, slots, progress)
+        stats: dict = {}
+        grads = self.allocation_gradients(qmodel, fp_model, calib, slots, progress, stats)
         if kind == "a":
             sizes = activation_elements(qmodel, slots, calib[:1])
         else:
@@ -191,7 +199,7 @@ class GBA(Recipe):
             calibrate_weights(qmodel)  # OMSE again, now at each layer's allocated bit width
         return {"base_bits": base, "average_bits": result.average_bits,
                 "average_weighted_by": "activation elements per LR pixel" if kind == "a" else "parameters",
-                "predicted_loss_change": result.predicted_change,
+                "predicted_loss_change": result.predicted_change, **stats,
                 "layers": [{"name": s.owner, "gradient": g, "size": n, "offset": o, "bits": b}
                            for s, g, n, o, b in zip(slots, grads, sizes, result.offsets, bits)]}
 
@@ -201,10 +209,10 @@ class GBA(Recipe):
         finetune(qmodel, fp_model, calib, params, self.finetune_config, progress=progress)
 
     def allocation_gradients(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor,
-                             slots: list[BitSlot], progress: bool = True) -> list[float]:
+                             slots: list[BitSlot], progress: bool = True, stats: dict | None = None) -> list[float]:
         """Stage 2's sensitivities ``g_k`` for ``slots`` (offsets trained by ``alloc`` within ``offset_span``)."""
         span = (min(self.candidates), max(self.candidates)) if self.offset_span == "candidates" else None
-        return bit_gradients(qmodel, fp_model, calib, slots, self.alloc, progress=progress, span=span)
+        return bit_gradients(qmodel, fp_model, calib, slots, self.alloc, progress=progress, span=span, stats=stats)
 
     @staticmethod
     def _record_bit_map(qmodel: nn.Module, report: dict) -> None:
