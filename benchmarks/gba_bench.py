@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from srq.data import calibration_set
+from srq.engine.distill import FinetuneConfig
 from srq.engine.results import atomic_write_text
 from srq.methods import GBA, METHODS, PTQ4SR, AdaBM
 from srq.quant import parse_bits
@@ -58,6 +59,9 @@ def main() -> None:
     p.add_argument("--ptq4sr-weight-lr", type=float, default=None, metavar="LR",
                    help="PTQ4SR: PaC weight-phase learning rate (cosine to 0.4·LR) instead of the released 5e-6 "
                         "(tag wlr-LR; a diagnostic: RLFN's W4 min/max weights need trained bounds)")
+    p.add_argument("--ft-epochs", type=int, default=2, metavar="N",
+                   help="GBA: epochs of stage-3 bound fine-tuning (paper: 2, i.e. 100 steps of batch 2 on 100 images; "
+                        "tag ftN; PTQ4SR takes 500 steps)")
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)
@@ -79,8 +83,10 @@ def main() -> None:
             if method in ("gba", "gba_star"):
                 reinit = args.reinit_weights and method == "gba_star"
                 recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan,
-                             dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit)
-                tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []))
+                             dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit,
+                             finetune_config=FinetuneConfig(epochs=args.ft_epochs))
+                tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []) +
+                               ([f"ft{args.ft_epochs}"] if args.ft_epochs != 2 else []))
             elif method == "ptq4sr" and args.ptq4sr_weight_lr is not None:
                 base = PTQ4SR(w_bits=w, a_bits=a)
                 lr = args.ptq4sr_weight_lr
