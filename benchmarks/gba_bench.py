@@ -147,7 +147,8 @@ def paper_table(out_dir: Path = OUT) -> None:
         sets = [r["dataset"] for r in docs[0][2]["fp_results"]]
         best = {s: max(next((r["psnr"] for r in d["results"] if r["dataset"] == s), float("-inf"))
                        for _, _, d in docs) for s in sets}
-        lines += [f"## {prefix.replace('_', ' ')} {bits.upper()}", "",
+        model, scale = prefix.rsplit("_x", 1)
+        lines += [f"## {model} x{scale} {bits.upper()}", "",
                   "| method | W / A | time s | " + " | ".join(sets) + " | avg W/A bits | size KB | BitOPs G | rev |",
                   "|---|---|---|" + "---|" * len(sets) + "---|---|---|---|"]
         fp = {r["dataset"]: r for r in docs[0][2]["fp_results"]}

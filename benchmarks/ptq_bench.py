@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -188,9 +189,10 @@ def fp_reference(args: argparse.Namespace, datasets: list[str]) -> tuple[list[Da
 
 
 def result_key(path: Path) -> str:
-    """``<model>_x<scale>|<bits>`` of a result file named ``<model>_x<scale>_<method>_<bits>.json``."""
-    parts = path.stem.split("_")
-    return "_".join(parts[:2]) + "|" + parts[-1]
+    """``<model>_x<scale>|<bits>`` of a result file named ``<model>_x<scale>_<method>_<bits>.json`` (model names
+    may contain ``_``, e.g. ``carn_m``)."""
+    m = re.match(r"(.+?_x\d+)_.+_([^_]+)$", path.stem)
+    return f"{m[1]}|{m[2]}" if m else path.stem
 
 
 def average_bits(doc: dict) -> str:

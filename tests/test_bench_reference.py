@@ -116,3 +116,10 @@ def test_gba_paper_table_orders_rows_like_the_paper(tmp_path):
     assert "| 4 / 4MP | 12 | **30.00 / 0.8000** | **30.00 / 0.8000** |" in gba
     assert gba.endswith("| 10.0 | 2.0 | gba-012 |")  # size KB, BitOPs G, the revision that made the row
     assert "| 4MP / 4MP |" in next(line for line in lines if line.startswith("| GBA* |"))
+
+
+@pytest.mark.parametrize("stem, key", [("imdn_x4_gba_w4a4", "imdn_x4|w4a4"),
+                                       ("carn_m_x4_ptq4sr_wlr-0.01_w3a3", "carn_m_x4|w3a3"),
+                                       ("mambairv2_light_x2_spr2q_w2a2", "mambairv2_light_x2|w2a2")])
+def test_result_key_allows_underscores_in_model_names(stem, key):
+    assert ptq_bench.result_key(Path(f"{stem}.json")) == key
