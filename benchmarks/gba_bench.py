@@ -62,6 +62,9 @@ def main() -> None:
     p.add_argument("--ft-epochs", type=int, default=2, metavar="N",
                    help="GBA: epochs of stage-3 bound fine-tuning (paper: 2, i.e. 100 steps of batch 2 on 100 images; "
                         "tag ftN; PTQ4SR takes 500 steps)")
+    p.add_argument("--outlier-factor", type=float, default=None, metavar="F",
+                   help="GBA: skip allocation steps whose loss is above F× the median so far (default: GBA's, 10; "
+                        "tag outlierF)")
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)
@@ -85,8 +88,11 @@ def main() -> None:
                 recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan,
                              dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit,
                              finetune_config=FinetuneConfig(epochs=args.ft_epochs))
+                if args.outlier_factor is not None:
+                    recipe = replace(recipe, alloc=replace(recipe.alloc, outlier_factor=args.outlier_factor))
                 tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []) +
-                               ([f"ft{args.ft_epochs}"] if args.ft_epochs != 2 else []))
+                               ([f"ft{args.ft_epochs}"] if args.ft_epochs != 2 else []) +
+                               ([f"outlier{args.outlier_factor:g}"] if args.outlier_factor is not None else []))
             elif method == "ptq4sr" and args.ptq4sr_weight_lr is not None:
                 base = PTQ4SR(w_bits=w, a_bits=a)
                 lr = args.ptq4sr_weight_lr

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import re
+import statistics
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -102,7 +103,8 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
     removed). Steps that ``finetune`` skips (non-finite gradients, outlier losses) are not in the mean.
 
     ``span = (low, high)``: training keeps every ``s_k`` in ``low … high`` (default: widths 1 … 8).
-    ``stats``: if given, receives ``steps`` (all) and ``steps_taken``.
+    ``stats``: if given, receives ``steps`` (all), ``steps_taken``, ``loss_median`` and the 25 largest step
+    losses over that median (``largest_loss_ratios``), which show where an outlier factor would cut.
     """
     low, high = span if span is not None else (None, None)
     offsets = [s.quantizer.enable_bit_offset(low, high) for s in slots]
@@ -119,7 +121,10 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
     losses = finetune(qmodel, fp_model, inputs, offsets, config, progress=progress, after_backward=record,
                       description=f"bit allocation ({slots[0].kind if slots else '-'})")
     if stats is not None:
-        stats.update(steps=len(losses), steps_taken=steps)
+        median = statistics.median(losses) if losses else 0.0
+        ratios = sorted((v / median if median > 0 else float("inf")) for v in losses)[-25:]
+        stats.update(steps=len(losses), steps_taken=steps, loss_median=median,
+                     largest_loss_ratios=[float(f"{r:.3g}") for r in reversed(ratios)])
     for s in slots:
         s.quantizer.set_bits(s.quantizer.bits)  # drop the continuous offset
     return [v / max(steps, 1) for v in sums]
