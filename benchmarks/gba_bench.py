@@ -63,7 +63,7 @@ def main() -> None:
                    help="GBA: epochs of stage-3 bound fine-tuning (paper: 2, i.e. 100 steps of batch 2 on 100 images; "
                         "tag ftN; PTQ4SR takes 500 steps)")
     p.add_argument("--outlier-factor", type=float, default=None, metavar="F",
-                   help="GBA: skip allocation steps whose loss is above F× the median so far (default: GBA's, 10; "
+                   help="GBA: skip allocation steps whose loss is above F× the median so far (default: GBA's, 1000; "
                         "tag outlierF)")
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")

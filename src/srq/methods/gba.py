@@ -22,10 +22,11 @@ as in stage 3, with ``s`` kept within the candidate span: plain SGD at lr 0.1 mo
 step, and on RLFN, whose loss at the initial bounds has gradients of 10²–10³, that sent the widths to the
 ends of 1 … 8 bits and the averaged gradients to 10¹⁷), the averaging of ``g_k`` over all steps of the
 sub-stage, and the allocation rule (a 4^(−Δb) noise model fitted to ``g_k``, solved exactly as a knapsack;
-see :mod:`srq.quant.bit_allocation`). A step whose loss is above 10× the median of the sub-stage's steps so far
+see :mod:`srq.quant.bit_allocation`). A step whose loss is above 1000× the median of the sub-stage's steps so far
 is skipped and left out of the mean: under DAN no activation is clipped to a static range, so on PAN x4 a few
 calibration batches make the quantized trunk run away (×10 per block, loss 10²⁸) and their gradients, 10⁸ …
-10³² times the others, would otherwise be the whole mean.
+10³² times the others, would otherwise be the whole mean. On PAN the runaway losses are ≥ 10¹⁰× the median
+and the hardest ordinary batches ≤ 30×, so 1000 separates them.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class GBA(Recipe):
     candidates: tuple[int, ...] = (-1, 0, 1)
     init_batch: int = 16
     init_epochs: int = 1
-    alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="adam", outlier_factor=10))
+    alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="adam", outlier_factor=1000))
     finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
     reinit_weight_bounds: bool = False
     offset_span: str = "candidates"  # or "full": s may take the width anywhere in 1 … 8 bits (before 56f44b9)
