@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from srq.data import calibration_set
-from srq.engine.distill import FinetuneConfig
 from srq.engine.results import atomic_write_text
 from srq.methods import GBA, METHODS, PTQ4SR, AdaBM
 from srq.quant import parse_bits
@@ -86,8 +85,8 @@ def main() -> None:
             if method in ("gba", "gba_star"):
                 reinit = args.reinit_weights and method == "gba_star"
                 recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan,
-                             dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit,
-                             finetune_config=FinetuneConfig(epochs=args.ft_epochs))
+                             dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit)
+                recipe = replace(recipe, finetune_config=replace(recipe.finetune_config, epochs=args.ft_epochs))
                 if args.outlier_factor is not None:
                     recipe = replace(recipe, alloc=replace(recipe.alloc, outlier_factor=args.outlier_factor))
                 tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []) +

@@ -32,6 +32,7 @@ and the hardest ordinary batches ≤ 30×, so 1000 separates them.
 from __future__ import annotations
 
 import copy
+import math
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -124,8 +125,8 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
     if stats is not None:
         median = statistics.median(losses) if losses else 0.0
         ratios = sorted((v / median if median > 0 else float("inf")) for v in losses)[-25:]
-        stats.update(steps=len(losses), steps_taken=steps, loss_median=median,
-                     largest_loss_ratios=[float(f"{r:.3g}") for r in reversed(ratios)])
+        stats.update(steps=len(losses), steps_taken=steps, loss_median=median,  # None: a non-finite loss (JSON)
+                     largest_loss_ratios=[float(f"{r:.3g}") if math.isfinite(r) else None for r in reversed(ratios)])
     for s in slots:
         s.quantizer.set_bits(s.quantizer.bits)  # drop the continuous offset
     return [v / max(steps, 1) for v in sums]
