@@ -62,8 +62,8 @@ def main() -> None:
                    help="GBA: epochs of stage-3 bound fine-tuning (paper: 2, i.e. 100 steps of batch 2 on 100 images; "
                         "tag ftN; PTQ4SR takes 500 steps)")
     p.add_argument("--outlier-factor", type=float, default=None, metavar="F",
-                   help="GBA: skip allocation steps whose loss is above F× the median so far (default: GBA's, 1000; "
-                        "tag outlierF)")
+                   help="GBA: skip allocation and fine-tuning steps whose loss is above F× the median so far "
+                        "(default: GBA's, 1000; 0: no guard; tag outlierF)")
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)
@@ -88,7 +88,9 @@ def main() -> None:
                              dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit)
                 recipe = replace(recipe, finetune_config=replace(recipe.finetune_config, epochs=args.ft_epochs))
                 if args.outlier_factor is not None:
-                    recipe = replace(recipe, alloc=replace(recipe.alloc, outlier_factor=args.outlier_factor))
+                    factor = args.outlier_factor or None
+                    recipe = replace(recipe, alloc=replace(recipe.alloc, outlier_factor=factor),
+                                     finetune_config=replace(recipe.finetune_config, outlier_factor=factor))
                 tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []) +
                                ([f"ft{args.ft_epochs}"] if args.ft_epochs != 2 else []) +
                                ([f"outlier{args.outlier_factor:g}"] if args.outlier_factor is not None else []))

@@ -97,14 +97,31 @@ def test_steps_with_outlier_losses_are_skipped_and_not_recorded():
     before = model.weight.detach().clone()
     inputs = torch.rand(8, 3, 4, 4)
     inputs[5] *= 1e4  # one sample whose loss is ~10⁴ times the others'
-    recorded = []
+    recorded, stats = [], {}
     cfg = FinetuneConfig(batch=1, epochs=1, lr=1e-3, lambda_feat=0.0, outlier_factor=10)
     with pytest.warns(UserWarning, match=r"1 of 8 steps skipped \(loss above 10× the median"):
-        losses = finetune(model, fp, inputs, list(model.parameters()), cfg, progress=False,
+        losses = finetune(model, fp, inputs, list(model.parameters()), cfg, progress=False, stats=stats,
                           after_backward=lambda: recorded.append(float(model.weight.grad.abs().max())))
     assert len(losses) == 8 and len(recorded) == 7
+    assert stats["steps"] == 8 and stats["steps_taken"] == 7 and len(stats["largest_loss_ratios"]) == 8
+    assert stats["largest_loss_ratios"][0] == pytest.approx(max(losses) / stats["loss_median"], rel=1e-2)
+    assert stats["largest_loss_ratios"][0] > 1e3
     assert max(losses) > 1e3 * sorted(losses)[len(losses) // 2]
     assert max(recorded) < 1e3 * min(recorded)  # the outlier's gradient is not among them
     assert not torch.equal(model.weight, before)
     with pytest.raises(ValueError, match="outlier_factor"):
         FinetuneConfig(outlier_factor=0.5)
+
+
+def test_step_stats_stay_strict_json_with_non_finite_losses():
+    import json
+    import math
+
+    from srq.engine.distill import step_stats
+
+    stats = step_stats([1.0, 2.0, 3.0, math.inf], taken=3)
+    assert stats["loss_median"] == 2.5 and stats["steps"] == 4 and stats["steps_taken"] == 3
+    assert stats["largest_loss_ratios"] == [None, 1.2, 0.8, 0.4]  # largest first; inf → None
+    assert step_stats([math.inf] * 3, taken=0)["loss_median"] is None
+    json.dumps(step_stats([math.inf, 1.0], taken=1), allow_nan=False)
+    assert len(step_stats([1.0] * 40, taken=40)["largest_loss_ratios"]) == 25

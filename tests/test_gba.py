@@ -206,6 +206,8 @@ def test_gba_allocates_within_budget_and_beats_minmax(calib):
         assert base - 1 <= report[kind]["average_bits"] <= base + 1e-9
         bits = {row["bits"] for row in report[kind]["layers"]}
         assert bits <= {2, 3, 4}
+        assert report[kind]["steps"] == report[kind]["steps_taken"] == 2  # 4 patches, batch 2, 1 epoch
+    assert report["finetune"]["steps"] == 4 and report["finetune"]["loss_median"] > 0
     placed = {e.name: e for e in srq.quant.placement(q)}
     for row in report["a"]["layers"]:
         assert placed[row["name"]].a_bits == row["bits"]

@@ -10,6 +10,7 @@ is averaged over elements (MSE), as in common implementations, so λ does not de
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import warnings
 from collections import defaultdict
@@ -120,7 +121,8 @@ class FinetuneConfig:
 
 def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, params: list,
              config: FinetuneConfig, progress: bool = True, after_backward: Callable[[], None] | None = None,
-             description: str = "fine-tuning", extra_loss: Callable[[], torch.Tensor] | None = None) -> list[float]:
+             description: str = "fine-tuning", extra_loss: Callable[[], torch.Tensor] | None = None,
+             stats: dict | None = None) -> list[float]:
     """Train ``params`` of ``qmodel`` to match ``fp_model`` on ``inputs`` ((N, 3, h, w) LR in [0, 1]).
 
     ``params``: parameters, or optimiser parameter groups (dicts with ``params`` and optionally ``lr``).
@@ -128,7 +130,8 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     step whose gradients are not finite, or whose loss is an outlier (``config.outlier_factor``), is skipped
     (with a warning at the end). ``extra_loss()`` (if given) is added to each step's loss after the forward
     pass; ``after_backward`` is called after each backward pass of a step that is taken, before the optimiser
-    step (e.g. to record gradients). Returns the loss per step, skipped ones included.
+    step (e.g. to record gradients). Returns the loss per step, skipped ones included. ``stats`` (if given)
+    receives :func:`step_stats`.
     """
     blocks = find_blocks(fp_model)
     groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
@@ -188,12 +191,24 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
         for p in frozen:
             p.requires_grad_(True)
         release_memory()
+    if stats is not None:
+        stats.update(step_stats(losses, len(taken)))
     if skipped:
         warnings.warn(f"{description}: {skipped} of {len(schedule)} steps skipped (non-finite gradients)")
     if outliers:
         warnings.warn(f"{description}: {outliers} of {len(schedule)} steps skipped (loss above "
                       f"{config.outlier_factor:g}× the median of the steps before)")
     return losses
+
+
+def step_stats(losses: list[float], taken: int) -> dict:
+    """What a fine-tuning run met: ``steps`` (all), ``steps_taken``, ``loss_median`` (of all steps) and the 25
+    largest step losses over that median (``largest_loss_ratios``, largest first; None: not finite, so the
+    dict stays strict JSON), which show where an outlier factor would cut."""
+    median = statistics.median(losses) if losses else 0.0
+    ratios = sorted((v / median if 0 < median < math.inf else math.inf) for v in losses)[-25:]
+    return {"steps": len(losses), "steps_taken": taken, "loss_median": median if math.isfinite(median) else None,
+            "largest_loss_ratios": [float(f"{r:.3g}") if math.isfinite(r) else None for r in reversed(ratios)]}
 
 
 def _finite_gradients(params: list[torch.Tensor]) -> bool:

@@ -22,19 +22,19 @@ as in stage 3, with ``s`` kept within the candidate span: plain SGD at lr 0.1 mo
 step, and on RLFN, whose loss at the initial bounds has gradients of 10²–10³, that sent the widths to the
 ends of 1 … 8 bits and the averaged gradients to 10¹⁷), the averaging of ``g_k`` over all steps of the
 sub-stage, and the allocation rule (a 4^(−Δb) noise model fitted to ``g_k``, solved exactly as a knapsack;
-see :mod:`srq.quant.bit_allocation`). A step whose loss is above 1000× the median of the sub-stage's steps so far
-is skipped and left out of the mean: under DAN no activation is clipped to a static range, so on PAN x4 a few
-calibration batches make the quantized trunk run away (×10 per block, loss 10²⁸) and their gradients, 10⁸ …
-10³² times the others, would otherwise be the whole mean. On PAN the runaway losses are ≥ 10¹⁰× the median
-and the hardest ordinary batches ≤ 30×, so 1000 separates them.
+see :mod:`srq.quant.bit_allocation`). In stages 2 and 3 a step whose loss is above 1000× the median of the
+stage's steps so far is skipped (and left out of the gradient mean): under DAN no activation is clipped to a
+static range, so on PAN x4 some calibration patches (24 of 100 at the stage-1 bounds) make the quantized trunk
+run away (×10 per block, loss 10²⁸ or infinite) and their gradients, 10⁸ … 10³² times the others, would
+otherwise be the whole gradient mean of stage 2 and fill Adam's second moment in stage 3, which then stops
+moving the bounds. On PAN the runaway losses are ≥ 10¹⁰× the median and the hardest ordinary batches ≤ 30×,
+so 1000 separates them. The report records each stage's step statistics (``a``, ``w``, ``finetune``).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import re
-import statistics
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -105,8 +105,7 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
     removed). Steps that ``finetune`` skips (non-finite gradients, outlier losses) are not in the mean.
 
     ``span = (low, high)``: training keeps every ``s_k`` in ``low … high`` (default: widths 1 … 8).
-    ``stats``: if given, receives ``steps`` (all), ``steps_taken``, ``loss_median`` and the 25 largest step
-    losses over that median (``largest_loss_ratios``), which show where an outlier factor would cut.
+    ``stats``: if given, receives :func:`~srq.engine.distill.step_stats` of the sub-stage.
     """
     low, high = span if span is not None else (None, None)
     offsets = [s.quantizer.enable_bit_offset(low, high) for s in slots]
@@ -120,13 +119,8 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
             if p.grad is not None:
                 sums[i] += float(p.grad)
 
-    losses = finetune(qmodel, fp_model, inputs, offsets, config, progress=progress, after_backward=record,
-                      description=f"bit allocation ({slots[0].kind if slots else '-'})")
-    if stats is not None:
-        median = statistics.median(losses) if losses else 0.0
-        ratios = sorted((v / median if median > 0 else float("inf")) for v in losses)[-25:]
-        stats.update(steps=len(losses), steps_taken=steps, loss_median=median,  # None: a non-finite loss (JSON)
-                     largest_loss_ratios=[float(f"{r:.3g}") if math.isfinite(r) else None for r in reversed(ratios)])
+    finetune(qmodel, fp_model, inputs, offsets, config, progress=progress, after_backward=record,
+             description=f"bit allocation ({slots[0].kind if slots else '-'})", stats=stats)
     for s in slots:
         s.quantizer.set_bits(s.quantizer.bits)  # drop the continuous offset
     return [v / max(steps, 1) for v in sums]
@@ -147,7 +141,7 @@ class GBA(Recipe):
     init_batch: int = 16
     init_epochs: int = 1
     alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="adam", outlier_factor=1000))
-    finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune_config: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(outlier_factor=1000))
     reinit_weight_bounds: bool = False
     offset_span: str = "candidates"  # or "full": s may take the width anywhere in 1 … 8 bits (before 56f44b9)
     seed: int = 0
@@ -172,7 +166,7 @@ class GBA(Recipe):
             row = self.allocate(qmodel, fp_model, calib, kind, progress)
             if row is not None:
                 report[kind] = row
-        self.tune_bounds(qmodel, fp_model, calib, progress)
+        report["finetune"] = self.tune_bounds(qmodel, fp_model, calib, progress)
         self._record_bit_map(qmodel, report)
         qmodel.srq_report = report
         return qmodel.eval()
@@ -210,10 +204,12 @@ class GBA(Recipe):
                 "layers": [{"name": s.owner, "gradient": g, "size": n, "offset": o, "bits": b}
                            for s, g, n, o, b in zip(slots, grads, sizes, result.offsets, bits)]}
 
-    def tune_bounds(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor, progress: bool = True) -> None:
-        """Stage 3: bit-aware fine-tuning of every quantizer's bounds, the bits fixed."""
+    def tune_bounds(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor, progress: bool = True) -> dict:
+        """Stage 3: bit-aware fine-tuning of every quantizer's bounds, the bits fixed; returns its step stats."""
         params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
-        finetune(qmodel, fp_model, calib, params, self.finetune_config, progress=progress)
+        stats: dict = {}
+        finetune(qmodel, fp_model, calib, params, self.finetune_config, progress=progress, stats=stats)
+        return stats
 
     def allocation_gradients(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor,
                              slots: list[BitSlot], progress: bool = True, stats: dict | None = None) -> list[float]:
