@@ -12,6 +12,8 @@ bits, per-layer bit map with gradients, wall time, provenance), a per-layer bit-
 <...>_bits.svg for GBA runs (the paper's Fig. 5), and rebuilds benchmarks/results/gba/summary.md and table.md
 (the paper's Tables 1, 3 and 4 layout: FP, MinMax+FT, Percentile+FT, PTQ4SR, AdaBM, AdaBM*, GBA, GBA*).
 Calibration: 100 DIV2K LR images, one random (384/scale)-pixel LR patch each (384×384 HR, as in the paper).
+At x2 the 192-pixel patches come from the same x4 LR images (the calibration set srq ships; DIV2K's x2 LR
+images would match the paper more closely): natural images at a coarser scale than the x2 model sees.
 """
 
 from __future__ import annotations
