@@ -123,3 +123,17 @@ def test_gba_paper_table_orders_rows_like_the_paper(tmp_path):
                                        ("mambairv2_light_x2_spr2q_w2a2", "mambairv2_light_x2|w2a2")])
 def test_result_key_allows_underscores_in_model_names(stem, key):
     assert ptq_bench.result_key(Path(f"{stem}.json")) == key
+
+
+def test_runaway_summary_counts_non_finite_and_far_patches():
+    import math
+
+    import gba_runaway
+
+    errors = [1.0] * 95 + [5e3, 2e10, math.inf, math.inf, 20.0]
+    row = gba_runaway.summarise(errors)
+    assert row["median_mse"] == 1.0 and row["non_finite"] == 2
+    assert row["above_10x_median"] == 5 and row["above_1000x_median"] == 4
+    assert row["largest_finite_ratios"][:3] == [2e10, 5e3, 20.0]
+    assert row["share_of_stage3_batches_meeting_one"] == round(1 - 0.96 ** 2, 3)
+    json.dumps(row, allow_nan=False)
