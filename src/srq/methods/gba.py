@@ -26,9 +26,10 @@ see :mod:`srq.quant.bit_allocation`). In stages 2 and 3 a step whose loss is abo
 stage's steps so far is skipped (and left out of the gradient mean): under DAN no activation is clipped to a
 static range, so on PAN x4 some calibration patches (24 of 100 at the stage-1 bounds) make the quantized trunk
 run away (×10 per block, loss 10²⁸ or infinite) and their gradients, 10⁸ … 10³² times the others, would
-otherwise be the whole gradient mean of stage 2 and fill Adam's second moment in stage 3, which then stops
-moving the bounds. On PAN the runaway losses are ≥ 10¹⁰× the median and the hardest ordinary batches ≤ 30×,
-so 1000 separates them. The report records each stage's step statistics (``a``, ``w``, ``finetune``).
+otherwise be the whole gradient mean of stage 2 (in stage 3 one such step would fill Adam's second moment and
+stall the bounds; after PAN's allocation none occurred). On PAN the runaway losses are ≥ 10¹⁰× the median and
+the hardest ordinary batches ≤ 30×, so 1000 separates them. The report records each stage's step statistics
+(``a``, ``w``, ``finetune``).
 """
 
 from __future__ import annotations
