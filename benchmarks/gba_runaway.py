@@ -1,4 +1,4 @@
-"""Runaway check: per-patch output error of a model at GBA's stage-1 bounds (DAN on, every layer at the base width).
+"""Runaway check: per-patch output error of a model at GBA's stage-1 bounds (DAN, every layer at the base width).
 
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_runaway.py --models imdn,rlfn,pan,carn_m --scale 4 --bits 4
@@ -7,7 +7,7 @@ Under DAN no activation is clipped to a static range, so on some inputs a quanti
 does (OMSE weights, EMA MinMax activations over the calibration set) and measures, for every calibration
 patch alone, the output MSE against the FP model: how many patches are infinite or far above the median, and
 so how many of stage 2's (batch 16) and stage 3's (batch 2) steps would meet one. Forward passes only (about a
-minute per model on one CPU thread). Writes benchmarks/results/gba/runaway-x<scale>-w<bits>a<bits>.json.
+minute per model on one CPU thread). Writes benchmarks/results/gba/runaway-x<scale>-w<bits>a<bits>[-dan-<mode>].json.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ OUT = Path(__file__).resolve().parent / "results" / "gba"
 RATIOS = (10, 1000)  # ratio thresholds to the median that the summary counts
 
 
-def patch_errors(model_name: str, scale: int, bits: int, calib: torch.Tensor) -> list[float]:
+def patch_errors(model_name: str, scale: int, bits: int, calib: torch.Tensor, dan: str = "range") -> list[float]:
     """Output MSE vs FP of each calibration patch alone, at GBA's stage-1 bounds."""
     fp = srq.create_model(model_name, scale, "official").eval()
-    q = GBA(w_bits=bits, a_bits=bits).initial_bounds(copy.deepcopy(fp), calib, progress=False).eval()
+    q = GBA(w_bits=bits, a_bits=bits, dan=dan).initial_bounds(copy.deepcopy(fp), calib, progress=False).eval()
     with torch.no_grad():
         return [float(torch.mean((q(x) - fp(x)) ** 2)) for x in calib.split(1)]
 
@@ -62,23 +62,25 @@ def main() -> None:
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--calib-n", type=int, default=100)
+    p.add_argument("--dan", default="range", choices=["none", "range", "std"])
     args = p.parse_args()
     patch = 384 // args.scale
     calib = calibration_set("DIV2K_test_LRx4", patch=patch, n=args.calib_n)
     rows = []
     for name in args.models.split(","):
         t0 = time.perf_counter()
-        row = {"model": name, **summarise(patch_errors(name, args.scale, args.bits, calib)),
+        row = {"model": name, **summarise(patch_errors(name, args.scale, args.bits, calib, args.dan)),
                "seconds": round(time.perf_counter() - t0, 1)}
         rows.append(row)
         print(f"{name}: {row['non_finite']} non-finite, {row[f'above_{RATIOS[-1]}x_median']} above "
               f"{RATIOS[-1]}× the median of {row['patches']} patches; largest finite ratios "
               f"{row['largest_finite_ratios'][:4]}", flush=True)
-    doc = {"scale": args.scale, "bits": args.bits, "dan": "range",
+    doc = {"scale": args.scale, "bits": args.bits, "dan": args.dan,
            "calibration": {"set": "DIV2K_test_LRx4", "images": args.calib_n, "patch": patch},
            "models": rows, "provenance": provenance()}
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"runaway-x{args.scale}-w{args.bits}a{args.bits}.json"  # no underscores: not a result row
+    dan = "" if args.dan == "range" else f"-dan-{args.dan}"
+    path = OUT / f"runaway-x{args.scale}-w{args.bits}a{args.bits}{dan}.json"  # no underscores: not a result row
     atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     print(f"wrote {path}")
 
