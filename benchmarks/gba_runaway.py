@@ -48,7 +48,8 @@ def summarise(errors: list[float]) -> dict:
     """Counts of non-finite patches and of patches above each of ``RATIOS`` × the median."""
     finite = [e for e in errors if math.isfinite(e)]
     median = statistics.median(errors)
-    above = {f"above_{r}x_median": sum(not e <= r * median for e in errors) for r in RATIOS}
+    # a non-finite error counts as above every threshold, also when it makes the median itself infinite
+    above = {f"above_{r}x_median": sum(not (math.isfinite(e) and e <= r * median) for e in errors) for r in RATIOS}
     runaway_share = above[f"above_{RATIOS[-1]}x_median"] / len(errors)
     return {"patches": len(errors), "median_mse": median if math.isfinite(median) else None, "non_finite": len(errors) - len(finite), **above,
             "largest_finite_ratios": [float(f"{e / median:.3g}") for e in sorted(finite, reverse=True)[:12]],

@@ -137,3 +137,5 @@ def test_runaway_summary_counts_non_finite_and_far_patches():
     assert row["largest_finite_ratios"][:3] == [2e10, 5e3, 20.0]
     assert row["share_of_stage3_batches_meeting_one"] == round(1 - 0.96 ** 2, 3)
     json.dumps(row, allow_nan=False)
+    mostly_inf = gba_runaway.summarise([1.0, 2.0] + [math.inf] * 3)
+    assert mostly_inf["median_mse"] is None and mostly_inf["above_1000x_median"] == 3
