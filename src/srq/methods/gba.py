@@ -27,9 +27,10 @@ stage's steps so far is skipped (and left out of the gradient mean): under DAN n
 static range, so on PAN x4 some calibration patches (24 of 100 at the stage-1 bounds) make the quantized trunk
 run away (×10 per block, loss 10²⁸ or infinite) and their gradients, 10⁸ … 10³² times the others, would
 otherwise be the whole gradient mean of stage 2 (in stage 3 one such step would fill Adam's second moment and
-stall the bounds; after PAN's allocation none occurred). On PAN the runaway losses are ≥ 10¹⁰× the median and
-the hardest ordinary batches ≤ 30×, so 1000 separates them. The report records each stage's step statistics
-(``a``, ``w``, ``finetune``).
+stall the bounds; after PAN's W4A4 allocation GBA met none, GBA* one). On PAN the runaway losses are ≥ 10¹⁰×
+the median and the hardest ordinary batches ≤ 30×, so 1000 separates them. At 3 bits most PAN patches run
+away and the guard has no ordinary median to go by: GBA collapses there (see docs/methods.md). The report
+records each stage's step statistics (``a``, ``w``, ``finetune``).
 """
 
 from __future__ import annotations
