@@ -112,11 +112,9 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
     low, high = span if span is not None else (None, None)
     offsets = [s.quantizer.enable_bit_offset(low, high) for s in slots]
     sums = [0.0] * len(offsets)
-    steps = 0
+    stats = {} if stats is None else stats
 
     def record() -> None:
-        nonlocal steps
-        steps += 1
         for i, p in enumerate(offsets):
             if p.grad is not None:
                 sums[i] += float(p.grad)
@@ -125,7 +123,7 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
              description=f"bit allocation ({slots[0].kind if slots else '-'})", stats=stats)
     for s in slots:
         s.quantizer.set_bits(s.quantizer.bits)  # drop the continuous offset
-    return [v / max(steps, 1) for v in sums]
+    return [v / max(stats["steps_taken"], 1) for v in sums]
 
 
 @dataclass
