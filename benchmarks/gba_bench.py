@@ -3,7 +3,7 @@
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
-Ablations: --dan none|range|std, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20 (each adds a tag to the file name);
+Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20 (each adds a tag to the file name);
 --adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --ptq4sr-weight-lr 0.01
 (PTQ4SR whose PaC trains the weight bounds at lr 0.01 instead of the released 5e-6); --reinit-weights
 (GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
@@ -27,6 +27,7 @@ from srq.data import calibration_set
 from srq.engine.results import atomic_write_text
 from srq.methods import GBA, METHODS, PTQ4SR, AdaBM
 from srq.quant import parse_bits
+from srq.quant.config import DAN_CHOICES
 from srq.report import bit_offsets_svg, format_bit_map
 
 from ptq_bench import add_fp_scores_option, add_split_option, average_bits, fp_reference, result_key, run, summary
@@ -48,7 +49,7 @@ def main() -> None:
                    help="gba, gba_star, or any PTQ method (the FT baselines are also read from results/ptq)")
     p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
     p.add_argument("--calib-n", type=int, default=100)
-    p.add_argument("--dan", default="range", choices=["none", "range", "std"])
+    p.add_argument("--dan", default="range", choices=DAN_CHOICES)
     p.add_argument("--dan-window", type=int, default=0, metavar="N",
                    help="DAN range statistics over N×N LR-pixel windows instead of the whole image (tag danwN; "
                         "not in the paper)")

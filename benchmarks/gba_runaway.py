@@ -26,6 +26,7 @@ import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, provenance
 from srq.methods import GBA
+from srq.quant.config import DAN_CHOICES
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 RATIOS = (10, 1000)  # ratio thresholds to the median that the summary counts
@@ -63,7 +64,7 @@ def main() -> None:
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--calib-n", type=int, default=100)
-    p.add_argument("--dan", default="range", choices=["none", "range", "std"])
+    p.add_argument("--dan", default="range", choices=DAN_CHOICES)
     args = p.parse_args()
     patch = 384 // args.scale
     calib = calibration_set("DIV2K_test_LRx4", patch=patch, n=args.calib_n)

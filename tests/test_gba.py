@@ -180,6 +180,44 @@ def test_dan_std_and_pooled_inputs_and_observation():
     assert torch.allclose(pooled(v), v)  # normalised over the channels, not to a constant
 
 
+
+def test_capped_dan_records_channel_extremes_and_saturates_beyond_them():
+    """Calibration widens per-channel caps to what the input reached; later per-sample ranges are clamped
+    into them, so a value beyond a cap saturates instead of coarsening the whole channel's grid."""
+    q = Quantizer(2, mode="affine", dan="capped", dan_channels=2, observer="minmax")
+    q.start_calibration()
+    q(torch.tensor([[[[0.0, 1.0], [2.0, 3.0]], [[0.0, 0.0], [1.0, 3.0]]]]))
+    q(torch.tensor([[[[0.0, 0.0], [0.0, 1.0]], [[-3.0, 0.0], [0.0, 6.0]]]]))
+    q.finish_calibration()
+    assert q.dan_low.tolist() == [0.0, -3.0] and q.dan_high.tolist() == [3.0, 6.0]
+    q.set_bounds(torch.tensor(0.0), torch.tensor(1.0))
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 300.0]], [[-3.0, 0.0], [3.0, 6.0]]]])
+    # channel 0: range clamped to [0, 3] (steps of 1), 300 saturates at 3; "range" would use steps of 100
+    assert torch.allclose(q(x), torch.tensor([[[[0.0, 1.0], [2.0, 3.0]], [[-3.0, 0.0], [3.0, 6.0]]]]))
+    plain = Quantizer(2, mode="affine", dan="range")
+    plain.set_bounds(torch.tensor(0.0), torch.tensor(1.0))
+    assert plain(x)[0, 0].flatten().tolist() == [0.0, 0.0, 0.0, 300.0]
+    below = torch.full((1, 2, 2, 2), -5.0)  # wholly below channel 0's cap: saturates at the cap
+    assert torch.allclose(q(below)[0, 0], torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="dan_channels"):
+        Quantizer(2, dan="capped")
+    with pytest.raises(ValueError, match="2 channels"):
+        q.start_calibration()
+        q(torch.zeros(1, 3, 2, 2))
+
+
+def test_gba_with_capped_dan_calibrates_caps_that_survive_save_and_load(tmp_path, calib):
+    fp = srq.create_model("srq_tiny", 4, "official")
+    q = srq.quantize(fp, _quick(dan="capped"), calib, progress=False)
+    capped = [m for _, m in srq.quant.quantizers(q) if m.dan == "capped"]
+    assert capped and all(torch.isfinite(m.dan_low).all() and (m.dan_low <= m.dan_high).all() for m in capped)
+    srq.save(q, tmp_path / "run")
+    q2 = srq.load(tmp_path / "run")
+    x = torch.rand(1, 3, 19, 21)
+    with torch.no_grad():
+        assert torch.equal(q(x), q2(x))
+
+
 # ---- the recipe ----------------------------------------------------------------------------------------------
 
 

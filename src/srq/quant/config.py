@@ -21,7 +21,7 @@ FIRST_LAST_POLICIES = ("8bit", "fp", "same")
 _GRANULARITIES = ("channel", "tensor")
 _MODES = ("affine", "uniform", "symmetric")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
-DAN_CHOICES = ("none", "range", "std")
+DAN_CHOICES = ("none", "range", "std", "capped")
 ONE_BIT_CHOICES = ("binary", "levels")
 _ACT_OBSERVERS = ("minmax", "ema_minmax", "percentile", "omse", "dbdc")
 
@@ -76,7 +76,8 @@ class QuantConfig:
         first_last: ``"8bit"`` (default), ``"fp"`` or ``"same"`` for the first and last quantizable layers.
         quant_points: also quantize the operands models mark with ``QuantPoint`` (attention, scan).
         a_dan: dynamic activation normalization (GBA) on layer inputs: ``"none"``, ``"range"`` (each
-            sample's channels mapped to [0, 1] before quantization) or ``"std"`` (zero mean, unit std); see
+            sample's channels mapped to [0, 1] before quantization), ``"std"`` (zero mean, unit std) or
+            ``"capped"`` (``"range"`` whose per-sample ranges are clamped into the calibrated ones); see
             :class:`srq.quant.Quantizer`. Not applied at ``QuantPoint`` operands, whose channel layout the
             core does not know.
         a_dan_window: ``"range"`` DAN over square windows of this many pixels instead of the whole sample

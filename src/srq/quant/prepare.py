@@ -77,18 +77,23 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def _quantizer(bits: int, mode: str, observer: str, channels: int | None, weight: bool,
                axis: int = 0, dan: str | None = None, dan_axis: int = 1, dan_window: int = 0,
-               one_bit: str = "binary") -> Quantizer:
+               dan_channels: int = 0, one_bit: str = "binary") -> Quantizer:
     kwargs = {"bits": bits, "keep_tensor": weight} if observer == "omse" else \
         {"clip_fraction": 1e-5 if bits >= 8 else 1e-4} if observer == "dbdc" else {}  # PTQ4SR's values
     return Quantizer(bits, mode=mode, channel_axis=axis if channels is not None else None,
                      num_channels=channels or 1, observer=observer, observer_kwargs=kwargs,
-                     dan=dan, dan_axis=dan_axis, dan_window=dan_window, one_bit=one_bit)
+                     dan=dan, dan_axis=dan_axis, dan_window=dan_window, dan_channels=dan_channels,
+                     one_bit=one_bit)
 
 
 # float type → (quantized type, placement kind, axis of the weight's output channels)
 _SWAPS = {nn.Conv2d: (QuantConv2d, "conv2d", 0), nn.Linear: (QuantLinear, "linear", 0),
           nn.ConvTranspose2d: (QuantConvTranspose2d, "conv_transpose2d", 1)}
 _FLOAT_TYPES = tuple(_SWAPS)
+
+
+def _in_channels(layer: nn.Module) -> int:
+    return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
 
 
 def _swap_for(layer: nn.Module) -> tuple[type, str, int]:
@@ -161,7 +166,8 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
         dan = None if config.a_dan == "none" else config.a_dan
         aq = None if a is None else _quantizer(a, config.a_mode, config.a_observer, None, False, dan=dan,
                                               dan_axis=-1 if isinstance(layer, nn.Linear) else 1,
-                                              dan_window=config.a_dan_window, one_bit=config.one_bit)
+                                              dan_window=config.a_dan_window, dan_channels=_in_channels(layer),
+                                              one_bit=config.one_bit)
         q = cls.from_float(layer, wq, aq)
         q.srq_role = role
         _set_module(model, name, q)

@@ -22,7 +22,10 @@ Two optional extras used by GBA (and usable by any method):
   other axes before quantization and the inverse is applied after, ``Q(x) = s·Q((x − m)/s) + m`` with
   ``m, s`` per (sample, channel) computed on the fly: ``"range"`` maps each channel to [0, 1]
   (m = min, s = max − min), ``"std"`` to zero mean and unit standard deviation (inputs with one value
-  per channel, such as pooled vectors, are normalised over their channels). The bounds then live in the
+  per channel, such as pooled vectors, are normalised over their channels). ``"capped"`` (not in the
+  paper) is ``"range"`` with each sample's min and max clamped into the per-channel extremes the float
+  network reached during calibration: values beyond them saturate, as on a static grid, instead of
+  coarsening the grid of the whole channel. The bounds then live in the
   normalised space. On an affine grid ``m`` is rounded to a multiple of the grid step ``s·(b − a)/(2ⁿ − 1)``,
   so that an input 0 stays exactly 0, as without DAN.
 """
@@ -40,7 +43,7 @@ from .observers import Observer, make_observer
 __all__ = ["Quantizer", "MODES"]
 
 MODES = ("uniform", "affine", "symmetric", "binary")
-DAN_MODES = (None, "range", "std")
+DAN_MODES = (None, "range", "std", "capped")
 
 
 class Quantizer(nn.Module):
@@ -54,8 +57,10 @@ class Quantizer(nn.Module):
         num_channels: size of that axis (the number of bound pairs).
         observer: ``"minmax"``, ``"ema_minmax"``, ``"percentile"``, ``"omse"`` or ``"meanabs"``.
         observer_kwargs: extra arguments for the observer.
-        dan: ``None`` (off), ``"range"`` or ``"std"`` dynamic activation normalization.
+        dan: ``None`` (off), ``"range"``, ``"std"`` or ``"capped"`` dynamic activation normalization.
         dan_axis: channel axis of the input for DAN (1 for NCHW conv inputs, -1 for token inputs).
+        dan_channels: the input's number of channels (size of ``dan_axis``); needed by ``"capped"``, whose
+            caps (buffers ``dan_low``/``dan_high``, set anew by every calibration) hold one value per channel.
         dan_window: ``"range"`` DAN statistics over square windows of this many pixels of NCHW inputs
             (0: over the whole sample, the paper's form); other inputs are always normalised whole.
         one_bit: at 1 bit, ``"binary"`` (sign·α) or ``"levels"`` (two learnable levels, Eq. 1 with n = 1).
@@ -63,7 +68,8 @@ class Quantizer(nn.Module):
 
     def __init__(self, bits: int, *, mode: str = "uniform", channel_axis: int | None = None,
                  num_channels: int = 1, observer: str = "minmax", observer_kwargs: dict | None = None,
-                 dan: str | None = None, dan_axis: int = 1, dan_window: int = 0, one_bit: str = "binary") -> None:
+                 dan: str | None = None, dan_axis: int = 1, dan_window: int = 0, dan_channels: int = 0,
+                 one_bit: str = "binary") -> None:
         super().__init__()
         if not 1 <= int(bits) <= 8:
             raise ValueError(f"bits must be between 1 and 8, got {bits}")
@@ -93,6 +99,11 @@ class Quantizer(nn.Module):
         self.dan = dan
         self.dan_axis = dan_axis
         self.dan_window = int(dan_window)
+        if dan == "capped":
+            if dan_channels < 1:
+                raise ValueError("dan='capped' needs dan_channels, the input's number of channels")
+            self.register_buffer("dan_low", torch.full((dan_channels,), float("inf")))  # empty until calibrated
+            self.register_buffer("dan_high", torch.full((dan_channels,), float("-inf")))
         self.bit_offset: nn.Parameter | None = None
         self.extra_bits: torch.Tensor | None = None  # set by input-adaptive methods (AdaBM): () or (N,)
 
@@ -186,6 +197,9 @@ class Quantizer(nn.Module):
         if "bits" in kwargs:
             kwargs["bits"] = self.bits
         self.observer = make_observer(self.observer_name, self.channel_axis, **kwargs)
+        if self.dan == "capped":
+            self.dan_low.fill_(float("inf"))
+            self.dan_high.fill_(float("-inf"))
 
     def finish_calibration(self) -> None:
         """Set the bounds from what the observer saw and leave calibration mode."""
@@ -207,10 +221,34 @@ class Quantizer(nn.Module):
             dims = list(range(1, x.dim()))
         elif self.dan == "range" and self.dan_window and x.dim() == 4 and axis == 1:
             return self._window_range(x)
-        if self.dan == "range":
-            low = x.amin(dims, keepdim=True)
-            return low, (x.amax(dims, keepdim=True) - low).clamp_min(1e-8)
-        return x.mean(dims, keepdim=True), x.std(dims, keepdim=True, unbiased=False) + 1e-5
+        if self.dan == "std":
+            return x.mean(dims, keepdim=True), x.std(dims, keepdim=True, unbiased=False) + 1e-5
+        low, high = x.amin(dims, keepdim=True), x.amax(dims, keepdim=True)
+        if self.dan == "capped":
+            cap_low, cap_high = self._caps(x, low)
+            low, high = low.clamp(cap_low, cap_high), high.clamp(cap_low, cap_high)
+        return low, (high - low).clamp_min(1e-8)
+
+    def _caps(self, x: torch.Tensor, stat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The calibrated per-channel extremes, shaped like the statistic ``stat`` (one pair for all channels
+        where ``stat`` has a single channel entry, i.e. inputs normalised over their channels)."""
+        axis = self.dan_axis % x.dim()
+        if stat.shape[axis] == 1:
+            return self.dan_low.min(), self.dan_high.max()
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        return self.dan_low.view(shape), self.dan_high.view(shape)
+
+    @torch.no_grad()
+    def _observe_caps(self, x: torch.Tensor) -> None:
+        """Widen ``dan_low``/``dan_high`` to the per-channel extremes of ``x``."""
+        axis = self.dan_axis % x.dim()
+        if x.shape[axis] != self.dan_low.numel():
+            raise ValueError(f"dan='capped' was set up for {self.dan_low.numel()} channels, the input has "
+                             f"{x.shape[axis]} on axis {axis}")
+        per_channel = x.detach().movedim(axis, 0).reshape(x.shape[axis], -1).float()
+        torch.minimum(self.dan_low, per_channel.amin(1), out=self.dan_low)
+        torch.maximum(self.dan_high, per_channel.amax(1), out=self.dan_high)
 
     def _window_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Min and max − min of every (sample, channel, k × k window) of an NCHW ``x``, spread over its pixels."""
@@ -228,6 +266,8 @@ class Quantizer(nn.Module):
             return x
         if self.dan is None:
             return self._quantize(x)
+        if self.dan == "capped" and self.observer is not None:
+            self._observe_caps(x)
         offset, scale = self._dan_stats(x)
         if self.observer is None and self.mode == "affine":
             offset = self._zero_on_grid(offset, scale, x)
