@@ -38,12 +38,13 @@ from torch import nn
 
 from .functional import (affine_step, binarize, binarize_fwd, fake_quant, fake_quant_affine, fake_quant_affine_fwd,
                          fake_quant_fwd, fake_quant_symmetric, fake_quant_symmetric_fwd)
+from .config import DAN_CHOICES
 from .observers import Observer, make_observer
 
 __all__ = ["Quantizer", "MODES"]
 
 MODES = ("uniform", "affine", "symmetric", "binary")
-DAN_MODES = (None, "range", "std", "capped")
+DAN_MODES = (None, *(m for m in DAN_CHOICES if m != "none"))  # the config's choices, "none" as None
 
 
 class Quantizer(nn.Module):
