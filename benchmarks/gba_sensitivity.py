@@ -2,11 +2,16 @@
 
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_sensitivity.py --model imdn --scale 4 --bits 4
-For every body activation quantizer k: (1) GBA's sensitivity −g_k, the mean gradient of the loss with respect
-to its continuous bit offset, measured as in GBA stage 2 (all layers quantized at the base width, DAN
-on); (2) the output MSE against the FP model when *only* that layer's activation is quantized to the base
-width (everything else float), on held-out calibration patches. Reports Spearman and Pearson correlations
-and writes benchmarks/results/gba/sensitivity-<model>-x<scale>-a<bits>.json and .svg.
+    python benchmarks/gba_sensitivity.py --model pan --kind w --lambda-feat 0   # weights, output-only loss
+For every body activation (``--kind a``, the paper's figure) or weight (``--kind w``) quantizer k: (1) GBA's
+sensitivity −g_k, the mean gradient of the loss with respect to its continuous bit offset, measured as in GBA
+stage 2 (all layers quantized at the base width, DAN on; ``--lambda-feat`` sets the loss's feature weight,
+the paper's 10 by default); (2) the output MSE against the FP model when *only* that quantizer is on at the
+base width (everything else float), on held-out calibration patches. Under the allocation's noise model
+(error ∝ 4^(−bits)) that MSE is proportional to what dropping the layer one bit costs. Reports Spearman and
+Pearson correlations, also per unit of the allocation's budget (both divided by the layer's parameters or
+activation elements per LR pixel: what the allocation compares), and writes
+benchmarks/results/gba/sensitivity-<model>-x<scale>-<kind><bits>[-lf<λ>].json and .svg.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import copy
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,9 +30,10 @@ import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, provenance
 from srq.methods import GBA
-from srq.methods.gba import bit_slots
+from srq.methods.gba import activation_elements, bit_slots
 from srq.methods.ptq import shuffled_batches
 from srq.quant import calibrate_activations, calibrate_weights, quantizers
+from srq.quant.config import DAN_CHOICES
 from srq.report import chart_svg
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
@@ -54,7 +61,9 @@ def main() -> None:
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--heldout-n", type=int, default=16)
-    p.add_argument("--dan", default="range", choices=["none", "range", "std"])
+    p.add_argument("--dan", default="range", choices=DAN_CHOICES)
+    p.add_argument("--kind", default="a", choices=["a", "w"], help="activation (the paper's figure) or weight quantizers")
+    p.add_argument("--lambda-feat", type=float, default=10.0, help="feature-alignment weight of the gradient's loss")
     args = p.parse_args()
     t0 = time.perf_counter()
     patch = 384 // args.scale
@@ -62,32 +71,42 @@ def main() -> None:
     heldout = calibration_set("DIV2K_test_LRx4", patch=patch, n=args.heldout_n, seed=1)
     fp = srq.create_model(args.model, args.scale, "official").eval()
     recipe = GBA(w_bits=args.bits, a_bits=args.bits, dan=args.dan)
+    recipe = replace(recipe, alloc=replace(recipe.alloc, lambda_feat=args.lambda_feat))
     q = recipe.prepare(fp, calib[:1])
     calibrate_weights(q)
     init = shuffled_batches(calib, recipe.init_batch, recipe.init_epochs, recipe.seed)
     calibrate_activations(q, init, total=len(init), progress=False)
-    slots = bit_slots(q, "a")
+    slots = bit_slots(q, args.kind)
     grads = recipe.allocation_gradients(q, copy.deepcopy(fp), calib, slots, progress=True)
     errors = single_layer_errors(q, fp, slots, heldout)
+    sizes = activation_elements(q, slots, calib[:1]) if args.kind == "a" else \
+        [float(q.get_submodule(s.owner).weight.numel()) for s in slots]
     sens = [-g for g in grads]
     rho, rho_p = spearmanr(sens, errors)
     r, r_p = pearsonr(sens, errors)
+    rho_size, rho_size_p = spearmanr([s / n for s, n in zip(sens, sizes)], [e / n for e, n in zip(errors, sizes)])
     names = [s.owner for s in slots]
-    doc = {"model": args.model, "scale": args.scale, "bits": args.bits, "dan": args.dan,
+    doc = {"model": args.model, "scale": args.scale, "bits": args.bits, "kind": args.kind, "dan": args.dan,
+           "lambda_feat": args.lambda_feat,
            "calibration": {"images": args.calib_n, "patch": patch}, "heldout_patches": args.heldout_n,
            "spearman": rho, "spearman_p": rho_p, "pearson": r, "pearson_p": r_p,
-           "layers": [{"name": n, "sensitivity": s, "single_layer_mse": e} for n, s, e in zip(names, sens, errors)],
+           "spearman_per_size": rho_size, "spearman_per_size_p": rho_size_p,
+           "size_unit": "activation elements per LR pixel" if args.kind == "a" else "parameters",
+           "layers": [{"name": n, "sensitivity": s, "single_layer_mse": e, "size": z}
+                      for n, s, e, z in zip(names, sens, errors, sizes)],
            "seconds": time.perf_counter() - t0, "provenance": provenance()}
-    stem = f"sensitivity-{args.model}-x{args.scale}-a{args.bits}"  # no underscores: not a result row
+    lf = "" if args.lambda_feat == 10 else f"-lf{args.lambda_feat:g}"
+    stem = f"sensitivity-{args.model}-x{args.scale}-{args.kind}{args.bits}{lf}"  # no underscores: not a result row
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
     top_s, top_e = max(sens) or 1.0, max(errors) or 1.0
     atomic_write_text(OUT / f"{stem}.svg", chart_svg(
         names, {"single-layer output MSE (÷ max)": [e / top_e for e in errors],
                 "GBA sensitivity −g (÷ max)": [s / top_s for s in sens]},
-        f"{args.model} x{args.scale} A{args.bits}: Spearman ρ = {rho:.3f}", ylabel="normalised", kind="lines"))
-    print(f"Spearman ρ = {rho:.3f} (p {rho_p:.2g}), Pearson r = {r:.3f} over {len(names)} layers "
-          f"({doc['seconds']:.0f} s)")
+        f"{args.model} x{args.scale} {args.kind.upper()}{args.bits}, λ_feat {args.lambda_feat:g}: Spearman ρ = {rho:.3f}",
+        ylabel="normalised", kind="lines"))
+    print(f"Spearman ρ = {rho:.3f} (p {rho_p:.2g}), Pearson r = {r:.3f}, per unit of budget ρ = {rho_size:.3f} "
+          f"over {len(names)} layers ({doc['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
