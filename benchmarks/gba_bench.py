@@ -3,7 +3,7 @@
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
-Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20 (each adds a tag to the file name);
+Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20, --alloc-lambda-feat 0 (each adds a tag to the file name);
 --adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --ptq4sr-weight-lr 0.01
 (PTQ4SR whose PaC trains the weight bounds at lr 0.01 instead of the released 5e-6); --reinit-weights
 (GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
@@ -67,6 +67,9 @@ def main() -> None:
     p.add_argument("--outlier-factor", type=float, default=None, metavar="F",
                    help="GBA: skip allocation and fine-tuning steps whose loss is above F× the median so far "
                         "(default: GBA's, 1000; 0: no guard; tag outlierF)")
+    p.add_argument("--alloc-lambda-feat", type=float, default=None, metavar="L",
+                   help="GBA: feature-alignment weight of the stage-2 (allocation) loss instead of λ_feat = 10; "
+                        "0 sizes the bit offsets by the output error alone (tag alloclfL; not in the paper)")
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)
@@ -90,12 +93,15 @@ def main() -> None:
                 recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan,
                              dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit)
                 recipe = replace(recipe, finetune_config=replace(recipe.finetune_config, epochs=args.ft_epochs))
+                if args.alloc_lambda_feat is not None:
+                    recipe = replace(recipe, alloc=replace(recipe.alloc, lambda_feat=args.alloc_lambda_feat))
                 if args.outlier_factor is not None:
                     factor = args.outlier_factor or None
                     recipe = replace(recipe, alloc=replace(recipe.alloc, outlier_factor=factor),
                                      finetune_config=replace(recipe.finetune_config, outlier_factor=factor))
                 tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []) +
                                ([f"ft{args.ft_epochs}"] if args.ft_epochs != 2 else []) +
+                               ([f"alloclf{args.alloc_lambda_feat:g}"] if args.alloc_lambda_feat is not None else []) +
                                ([f"outlier{args.outlier_factor:g}"] if args.outlier_factor is not None else []))
             elif method == "ptq4sr" and args.ptq4sr_weight_lr is not None:
                 base = PTQ4SR(w_bits=w, a_bits=a)
