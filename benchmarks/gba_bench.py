@@ -126,15 +126,18 @@ def main() -> None:
 
 # The rows of the paper's Tables 1, 3 and 4, in its order, then srq's extra: (label, method tag of the result
 # file, W/A label). PTQ4SR's second row trains the weight bounds at lr 0.01 (on RLFN the released schedule
-# diverges, docs/methods.md); the last rows are GBA with srq's DAN variants (not in the paper): statistics over
-# 24-px windows, and per-sample ranges capped at the calibrated per-channel extremes.
+# diverges, docs/methods.md); the last rows are GBA with srq's variants (not in the paper): DAN statistics over
+# 24-px windows, per-sample DAN ranges capped at the calibrated per-channel extremes, and bit offsets sized by
+# the output L1 alone (λ_feat = 0 in stage 2).
 TABLE_ROWS = [("MinMax+FT", "minmax_ft", "{b} / {b}"), ("Percentile+FT", "percentile_ft", "{b} / {b}"),
               ("PTQ4SR", "ptq4sr", "{b} / {b}"), ("PTQ4SR, weight-bound lr 0.01", "ptq4sr_wlr-0.01", "{b} / {b}"),
               ("AdaBM", "adabm", "{b} / {b}MP"), ("AdaBM*", "adabm_star", "{b}MP / {b}MP"),
               ("GBA", "gba", "{b} / {b}MP"), ("GBA*", "gba_star", "{b}MP / {b}MP"),
               ("GBA, DAN over 24-px windows (srq)", "gba_danw24", "{b} / {b}MP"),
               ("GBA, capped DAN (srq)", "gba_dan-capped", "{b} / {b}MP"),
-              ("GBA*, capped DAN (srq)", "gba_star_dan-capped", "{b}MP / {b}MP")]
+              ("GBA*, capped DAN (srq)", "gba_star_dan-capped", "{b}MP / {b}MP"),
+              ("GBA, allocation by output loss only (srq)", "gba_alloclf0", "{b} / {b}MP"),
+              ("GBA*, allocation by output loss only (srq)", "gba_star_alloclf0", "{b}MP / {b}MP")]
 
 
 def paper_table(out_dir: Path = OUT) -> None:
