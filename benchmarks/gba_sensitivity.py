@@ -30,7 +30,7 @@ import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, provenance
 from srq.methods import GBA
-from srq.methods.gba import activation_elements, bit_slots
+from srq.methods.gba import bit_slots, budget_sizes
 from srq.methods.ptq import shuffled_batches
 from srq.quant import calibrate_activations, calibrate_weights, quantizers
 from srq.quant.config import DAN_CHOICES
@@ -79,8 +79,7 @@ def main() -> None:
     slots = bit_slots(q, args.kind)
     grads = recipe.allocation_gradients(q, copy.deepcopy(fp), calib, slots, progress=True)
     errors = single_layer_errors(q, fp, slots, heldout)
-    sizes = activation_elements(q, slots, calib[:1]) if args.kind == "a" else \
-        [float(q.get_submodule(s.owner).weight.numel()) for s in slots]
+    sizes = budget_sizes(q, slots, calib[:1])
     sens = [-g for g in grads]
     rho, rho_p = spearmanr(sens, errors)
     r, r_p = pearsonr(sens, errors)

@@ -13,7 +13,7 @@ import torch
 import srq
 from srq.engine.distill import FinetuneConfig
 from srq.methods import GBA, MinMax
-from srq.methods.gba import activation_elements, bit_slots
+from srq.methods.gba import activation_elements, bit_slots, budget_sizes
 from srq.quant import Quantizer, calibrate_activations, calibrate_weights
 from srq.quant.bit_allocation import allocate_bits
 
@@ -300,6 +300,17 @@ def test_activation_elements_count_per_lr_pixel():
     sizes = activation_elements(q, slots, torch.rand(1, 3, 8, 8))
     layers = dict(q.named_modules())
     assert sizes == [float(layers[s.owner].in_channels) for s in slots]  # same-size convs: C per pixel
+
+
+def test_budget_sizes_are_parameters_for_weights_and_elements_for_activations():
+    fp = srq.create_model("srq_tiny", 4, "official")
+    q = GBA(w_bits=4, a_bits=4).prepare(fp)
+    layers = dict(q.named_modules())
+    x = torch.rand(1, 3, 8, 8)
+    w_slots, a_slots = bit_slots(q, "w"), bit_slots(q, "a")
+    assert budget_sizes(q, w_slots, x) == [float(layers[s.owner].weight.numel()) for s in w_slots]
+    assert budget_sizes(q, a_slots, x) == activation_elements(q, a_slots, x)
+    assert budget_sizes(q, [], x) == []
 
 
 def test_ptq4sr_pixel_aware_calibration_improves_on_dbdc_alone(calib):

@@ -50,7 +50,7 @@ from ..quant.layers import QUANT_LAYER_TYPES
 from .base import Recipe
 from .ptq import shuffled_batches
 
-__all__ = ["GBA", "BitSlot", "bit_slots", "bit_gradients", "activation_elements"]
+__all__ = ["GBA", "BitSlot", "bit_slots", "bit_gradients", "activation_elements", "budget_sizes"]
 
 
 @dataclass
@@ -98,6 +98,14 @@ def activation_elements(qmodel: nn.Module, slots: list[BitSlot], example: torch.
             q.enabled = on
     pixels = example.shape[0] * example.shape[-2] * example.shape[-1]
     return [counts[id(s.quantizer)] / pixels for s in slots]
+
+
+def budget_sizes(qmodel: nn.Module, slots: list[BitSlot], example: torch.Tensor) -> list[float]:
+    """Each slot's weight in the bit budget: parameters for weight slots, activation elements per LR pixel of
+    ``example`` ((1, 3, h, w)) for activation slots (all slots of one kind)."""
+    if slots and slots[0].kind == "a":
+        return activation_elements(qmodel, slots, example)
+    return [float(qmodel.get_submodule(s.owner).weight.numel()) for s in slots]
 
 
 def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, slots: list[BitSlot],
@@ -188,10 +196,7 @@ class GBA(Recipe):
         base = self.a_bits if kind == "a" else self.w_bits
         stats: dict = {}
         grads = self.allocation_gradients(qmodel, fp_model, calib, slots, progress, stats)
-        if kind == "a":
-            sizes = activation_elements(qmodel, slots, calib[:1])
-        else:
-            sizes = [float(qmodel.get_submodule(s.owner).weight.numel()) for s in slots]
+        sizes = budget_sizes(qmodel, slots, calib[:1])
         result = allocate_bits(grads, sizes, base, tuple(self.candidates))
         bits = [min(8, max(2, s.quantizer.bits + o)) for s, o in zip(slots, result.offsets)]  # rules may differ
         for s, b in zip(slots, bits):
