@@ -13,9 +13,11 @@ Three stages on the calibration patches, the network's weights never change:
    weights and by activation elements (per LR pixel) for activations.
 3. **Bit-aware fine-tuning** — the bits fixed, all bounds are trained with Adam at lr 0.01 (2 epochs, batch 2).
 
-Loss everywhere: L1 to the FP output + λ_feat (10) · per-block feature MSE. First and last layers stay at
-8 bit and take no part in the allocation. ``mp_weights=False`` is the paper's "4/4MP" (mixed precision on
-activations only), ``True`` is "4MP/4MP" (GBA*).
+Loss everywhere: L1 to the FP output + λ_feat (10) · per-block feature MSE. In stage 2 the feature term
+under-weights the layers after the last block; ``replace(recipe, alloc=replace(recipe.alloc, lambda_feat=0))``
+sizes the offsets by the output alone and lifted GBA* by 0.9 … 1.0 dB (Set5) on IMDN, RLFN and PAN x4 W4A4
+(docs/methods.md). First and last layers stay at 8 bit and take no part in the allocation.
+``mp_weights=False`` is the paper's "4/4MP" (mixed precision on activations only), ``True`` is "4MP/4MP" (GBA*).
 
 Choices the supplementary leaves open (its main text is not in our copy): the update rule of ``s`` (Adam,
 as in stage 3, with ``s`` kept within the candidate span: plain SGD at lr 0.1 moves ``s`` by 0.1·g_k per
