@@ -31,8 +31,7 @@ from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, provenance
 from srq.methods import GBA
 from srq.methods.gba import bit_slots, budget_sizes
-from srq.methods.ptq import shuffled_batches
-from srq.quant import calibrate_activations, calibrate_weights, quantizers
+from srq.quant import quantizers
 from srq.quant.config import DAN_CHOICES
 from srq.report import chart_svg
 
@@ -72,10 +71,7 @@ def main() -> None:
     fp = srq.create_model(args.model, args.scale, "official").eval()
     recipe = GBA(w_bits=args.bits, a_bits=args.bits, dan=args.dan)
     recipe = replace(recipe, alloc=replace(recipe.alloc, lambda_feat=args.lambda_feat))
-    q = recipe.prepare(fp, calib[:1])
-    calibrate_weights(q)
-    init = shuffled_batches(calib, recipe.init_batch, recipe.init_epochs, recipe.seed)
-    calibrate_activations(q, init, total=len(init), progress=False)
+    q = recipe.initial_bounds(fp, calib, progress=False)  # GBA stage 1
     slots = bit_slots(q, args.kind)
     grads = recipe.allocation_gradients(q, copy.deepcopy(fp), calib, slots, progress=True)
     errors = single_layer_errors(q, fp, slots, heldout)
