@@ -3,7 +3,7 @@
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
-Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20, --alloc-lambda-feat 0 (each adds a tag to the file name);
+Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20, --alloc-lambda-feat 10 (each adds a tag to the file name);
 --adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --ptq4sr-weight-lr 0.01
 (PTQ4SR whose PaC trains the weight bounds at lr 0.01 instead of the released 5e-6); --reinit-weights
 (GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
@@ -68,8 +68,8 @@ def main() -> None:
                    help="GBA: skip allocation and fine-tuning steps whose loss is above F× the median so far "
                         "(default: GBA's, 1000; 0: no guard; tag outlierF)")
     p.add_argument("--alloc-lambda-feat", type=float, default=None, metavar="L",
-                   help="GBA: feature-alignment weight of the stage-2 (allocation) loss instead of λ_feat = 10; "
-                        "0 sizes the bit offsets by the output error alone (tag alloclfL; not in the paper)")
+                   help="GBA: feature-alignment weight of the stage-2 (allocation) loss instead of 0 (the output "
+                        "L1 alone); 10 is Eq. (1)'s fine-tuning loss, srq's default until the switch (tag alloclfL)")
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)
@@ -128,7 +128,8 @@ def main() -> None:
 # file, W/A label). PTQ4SR's second row trains the weight bounds at lr 0.01 (on RLFN the released schedule
 # diverges, docs/methods.md); the last rows are GBA with srq's variants (not in the paper): DAN statistics over
 # 24-px windows, per-sample DAN ranges capped at the calibrated per-channel extremes, and bit offsets sized by
-# the output L1 alone (λ_feat = 0 in stage 2).
+# the fine-tuning loss with its feature term (λ_feat = 10 in stage 2; srq's default before 2026-11-24, those
+# files renamed to the alloclf10 tag).
 TABLE_ROWS = [("MinMax+FT", "minmax_ft", "{b} / {b}"), ("Percentile+FT", "percentile_ft", "{b} / {b}"),
               ("PTQ4SR", "ptq4sr", "{b} / {b}"), ("PTQ4SR, weight-bound lr 0.01", "ptq4sr_wlr-0.01", "{b} / {b}"),
               ("AdaBM", "adabm", "{b} / {b}MP"), ("AdaBM*", "adabm_star", "{b}MP / {b}MP"),
@@ -136,8 +137,8 @@ TABLE_ROWS = [("MinMax+FT", "minmax_ft", "{b} / {b}"), ("Percentile+FT", "percen
               ("GBA, DAN over 24-px windows (srq)", "gba_danw24", "{b} / {b}MP"),
               ("GBA, capped DAN (srq)", "gba_dan-capped", "{b} / {b}MP"),
               ("GBA*, capped DAN (srq)", "gba_star_dan-capped", "{b}MP / {b}MP"),
-              ("GBA, allocation by output loss only (srq)", "gba_alloclf0", "{b} / {b}MP"),
-              ("GBA*, allocation by output loss only (srq)", "gba_star_alloclf0", "{b}MP / {b}MP")]
+              ("GBA, allocation loss with feature term (λ_feat 10)", "gba_alloclf10", "{b} / {b}MP"),
+              ("GBA*, allocation loss with feature term (λ_feat 10)", "gba_star_alloclf10", "{b}MP / {b}MP")]
 
 
 def paper_table(out_dir: Path = OUT) -> None:

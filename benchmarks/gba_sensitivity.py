@@ -2,11 +2,11 @@
 
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_sensitivity.py --model imdn --scale 4 --bits 4
-    python benchmarks/gba_sensitivity.py --model pan --kind w --lambda-feat 0   # weights, output-only loss
+    python benchmarks/gba_sensitivity.py --model pan --kind w --lambda-feat 10   # weights, loss with feature term
 For every body activation (``--kind a``, the paper's figure) or weight (``--kind w``) quantizer k: (1) GBA's
 sensitivity −g_k, the mean gradient of the loss with respect to its continuous bit offset, measured as in GBA
-stage 2 (all layers quantized at the base width, DAN on; ``--lambda-feat`` sets the loss's feature weight,
-the paper's 10 by default); (2) the output MSE against the FP model when *only* that quantizer is on at the
+stage 2 (all layers quantized at the base width, DAN on, the output L1 as loss; ``--lambda-feat`` adds the
+fine-tuning loss's feature term with that weight); (2) the output MSE against the FP model when *only* that quantizer is on at the
 base width (everything else float), on held-out calibration patches. Under the allocation's noise model
 (error ∝ 4^(−bits)) that MSE is proportional to what dropping the layer one bit costs. Reports Spearman and
 Pearson correlations, also per unit of the allocation's budget (both divided by the layer's parameters or
@@ -62,7 +62,8 @@ def main() -> None:
     p.add_argument("--heldout-n", type=int, default=16)
     p.add_argument("--dan", default="range", choices=DAN_CHOICES)
     p.add_argument("--kind", default="a", choices=["a", "w"], help="activation (the paper's figure) or weight quantizers")
-    p.add_argument("--lambda-feat", type=float, default=10.0, help="feature-alignment weight of the gradient's loss")
+    p.add_argument("--lambda-feat", type=float, default=0.0,
+                   help="feature-alignment weight of the gradient's loss (GBA's allocation: 0; its fine-tuning: 10)")
     args = p.parse_args()
     t0 = time.perf_counter()
     patch = 384 // args.scale
@@ -90,7 +91,7 @@ def main() -> None:
            "layers": [{"name": n, "sensitivity": s, "single_layer_mse": e, "size": z}
                       for n, s, e, z in zip(names, sens, errors, sizes)],
            "seconds": time.perf_counter() - t0, "provenance": provenance()}
-    lf = "" if args.lambda_feat == 10 else f"-lf{args.lambda_feat:g}"
+    lf = f"-lf{args.lambda_feat:g}" if args.lambda_feat else ""
     stem = f"sensitivity-{args.model}-x{args.scale}-{args.kind}{args.bits}{lf}"  # no underscores: not a result row
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / f"{stem}.json", json.dumps(doc, indent=2) + "\n")

@@ -133,7 +133,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     step (e.g. to record gradients). Returns the loss per step, skipped ones included. ``stats`` (if given)
     receives :func:`step_stats`.
     """
-    blocks = find_blocks(fp_model)
+    blocks = find_blocks(fp_model) if config.lambda_feat else []  # no feature term: nothing to capture
     groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
     params = [p for g in groups for p in g["params"]]
     frozen = [p for p in qmodel.parameters() if p.requires_grad and all(p is not q for q in params)]
