@@ -6,9 +6,11 @@ import itertools
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import srq
 from srq.engine.distill import FinetuneConfig
@@ -278,6 +280,28 @@ def test_gba_trains_bit_offsets_within_the_candidate_span(calib, monkeypatch):
     grads = recipe.allocation_gradients(q, fp, calib, slots, progress=False)
     assert seen and min(seen) >= -2 and max(seen) <= 2 and {-2.0, 2.0} & set(seen)
     assert all(math.isfinite(g) for g in grads) and all(s.quantizer.bit_offset is None for s in slots)
+
+
+def test_default_allocation_gradient_is_that_of_the_output_l1_alone(calib):
+    """Stage 2's g_k (one step over the whole batch) = ∂ L1(q(x), fp(x)) / ∂s_k at s = 0, no feature term."""
+    fp = srq.create_model("srq_tiny", 4, "official")
+    recipe = GBA(w_bits=3, a_bits=3, init_batch=4)
+    assert recipe.alloc.lambda_feat == 0 and recipe.finetune_config.lambda_feat == 10  # Eq. (3) vs Eq. (1)
+    one_step = replace(recipe.alloc, epochs=1, batch=len(calib))
+    q = recipe.initial_bounds(fp, calib, progress=False)
+    slots = bit_slots(q, "a")
+    grads = replace(recipe, alloc=one_step).allocation_gradients(q, fp, calib, slots, progress=False)
+    with_feat = replace(recipe, alloc=replace(one_step, lambda_feat=10.0))
+    grads_feat = with_feat.allocation_gradients(q, fp, calib, slots, progress=False)
+    offsets = [s.quantizer.enable_bit_offset(-1, 1) for s in slots]
+    with torch.no_grad():
+        target = fp(calib)
+    F.l1_loss(q(calib), target).backward()
+    by_hand = [float(o.grad) for o in offsets]
+    for s in slots:
+        s.quantizer.set_bits(s.quantizer.bits)
+    assert grads == pytest.approx(by_hand, rel=1e-4, abs=1e-9)
+    assert grads_feat != pytest.approx(by_hand, rel=1e-2, abs=1e-9)
 
 
 def test_gba_bit_map_survives_save_and_load(tmp_path, calib):
