@@ -154,9 +154,10 @@ def paper_table(out_dir: Path = OUT) -> None:
              "Made by `python benchmarks/gba_bench.py` and `python benchmarks/ptq_bench.py` (the FT rows); command, "
              "git revision and machine in each JSON file. Time: quantization wall time on one CPU thread of a "
              "2-core machine that ran two such jobs at once (the paper's are GPU times). Cells: PSNR / SSIM; "
-             "bold: best PSNR of the quantized rows; rev: the git revision that made the row. GBA rows made before "
-             "ee6b3fe (DAN's zeros not yet exact) are being re-run. Other ablation rows (DAN, candidates, calibration "
-             "size) are in summary.md.", ""]
+             "bold: best PSNR of the quantized rows; rev: the git revision that made the row. GBA and GBA* size their "
+             "bit offsets by the output L1 alone (srq's default since db5c371); the rows 'allocation loss with "
+             "feature term (λ_feat 10)' are the earlier default, kept where not yet re-run or for comparison. Other "
+             "ablation rows (DAN, candidates, calibration size) are in summary.md.", ""]
     for key in groups:
         prefix, bits = key.split("|")
         b = bits.lower().lstrip("w").split("a")[0]
