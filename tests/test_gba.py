@@ -14,7 +14,9 @@ import torch.nn.functional as F
 
 import srq
 from srq.engine.distill import FinetuneConfig
+from srq.errors import SrqError
 from srq.methods import GBA, MinMax
+from srq.methods.base import apply_params
 from srq.methods.gba import activation_elements, bit_slots, budget_sizes
 from srq.quant import Quantizer, calibrate_activations, calibrate_weights
 from srq.quant.bit_allocation import allocate_bits
@@ -393,3 +395,14 @@ def test_gba_star_can_reinitialise_weight_bounds_at_the_allocated_bits(calib):
                                                          dict(redone.named_modules())[n].weight_quantizer.parameters()))
                for n in moved]
     assert any(changed)  # base-width OMSE bounds differ from those at the allocated width
+
+
+def test_params_set_nested_config_fields_with_dotted_keys():
+    """``-p alloc.lambda_feat=10`` (the allocation loss with its feature term) reaches GBA's nested config."""
+    recipe = apply_params(GBA(), ["alloc.lambda_feat=10", "finetune_config.epochs=3", "dan=capped"])
+    assert (recipe.alloc.lambda_feat, recipe.finetune_config.epochs, recipe.dan) == (10.0, 3, "capped")
+    assert recipe.alloc.lr == GBA().alloc.lr and GBA().alloc.lambda_feat == 0  # the rest untouched, no aliasing
+    for bad, fragment in (["alloc.nope=1", "alloc.lambda_feat"], ["alloc.epochs=1.5", "does not fit"],
+                          ["alloc.optimizer=rmsprop", "optimizer must be"]):
+        with pytest.raises(SrqError, match=fragment):
+            apply_params(GBA(), [bad])

@@ -167,7 +167,8 @@ def quantize_cmd(
                                "gba (mixed-precision activations), gba_star (mixed weights and activations), "
                                "spr2q (rectifiers fused before quantization)"),
     param: list[str] = typer.Option([], "--param", "-p", help="method hyper-parameter key=value, repeatable "
-                                    "(e.g. -p iterations=500 -p batch=4 for spr2q)"),
+                                    "(e.g. -p iterations=500 -p batch=4 for spr2q; a nested config's field: "
+                                    "-p alloc.lambda_feat=10)"),
     bits: str = typer.Option("w4a4", help="body-layer bits, e.g. w4a4, w8a8, w2a2"),
     first_last: str = typer.Option("8bit", help="first/last layer policy: 8bit, fp or same"),
     config: Optional[Path] = typer.Option(None, help="JSON file with per-layer rules (a list of "

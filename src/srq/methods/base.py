@@ -59,11 +59,24 @@ class Recipe:
         return {"method": self.name, **asdict(self), "w_observer": self.w_observer, "a_observer": self.a_observer}
 
 
+_SCALAR = (int, float, str, tuple, type(None))
+
+
 def tunable_params(recipe: Recipe) -> dict[str, object]:
-    """The recipe's scalar hyper-parameters (numbers, flags, text, tuples) with their current values."""
+    """The recipe's scalar hyper-parameters (numbers, flags, text, tuples) with their current values; those of
+    a nested config are named ``<field>.<name>`` (e.g. GBA's ``alloc.lambda_feat``)."""
     fixed = {"w_bits", "a_bits", "first_last", "rules"}  # set through their own options
-    return {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe) if f.init and f.name not in fixed
-            and isinstance(getattr(recipe, f.name), (int, float, str, tuple, type(None)))}
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(recipe):
+        value = getattr(recipe, f.name)
+        if not f.init or f.name in fixed:
+            continue
+        if isinstance(value, _SCALAR):
+            out[f.name] = value
+        elif dataclasses.is_dataclass(value):
+            out.update({f"{f.name}.{g.name}": getattr(value, g.name) for g in dataclasses.fields(value)
+                        if g.init and isinstance(getattr(value, g.name), _SCALAR)})
+    return out
 
 
 def apply_params(recipe: Recipe, params: list[str]) -> Recipe:
@@ -83,7 +96,12 @@ def apply_params(recipe: Recipe, params: list[str]) -> Recipe:
         except json.JSONDecodeError:
             value = text
         changes[key] = _coerce(key, value, tunable[key])
+    nested: dict[str, dict[str, object]] = {}
+    for key in [k for k in changes if "." in k]:
+        outer, inner = key.split(".", 1)
+        nested.setdefault(outer, {})[inner] = changes.pop(key)
     try:
+        changes.update({outer: dataclasses.replace(getattr(recipe, outer), **values) for outer, values in nested.items()})
         return dataclasses.replace(recipe, **changes)
     except (TypeError, ValueError) as e:
         raise SrqError(f"--param: {e}")
