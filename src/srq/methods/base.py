@@ -101,7 +101,8 @@ def apply_params(recipe: Recipe, params: list[str]) -> Recipe:
         outer, inner = key.split(".", 1)
         nested.setdefault(outer, {})[inner] = changes.pop(key)
     try:
-        changes.update({outer: dataclasses.replace(getattr(recipe, outer), **values) for outer, values in nested.items()})
+        changes.update({outer: dataclasses.replace(getattr(recipe, outer), **values)
+                        for outer, values in nested.items()})
         return dataclasses.replace(recipe, **changes)
     except (TypeError, ValueError) as e:
         raise SrqError(f"--param: {e}")
