@@ -69,7 +69,7 @@ def main() -> None:
                         "(default: GBA's, 1000; 0: no guard; tag outlierF)")
     p.add_argument("--alloc-lambda-feat", type=float, default=None, metavar="L",
                    help="GBA: feature-alignment weight of the stage-2 (allocation) loss instead of 0 (the output "
-                        "L1 alone); 10 is Eq. (1)'s fine-tuning loss, srq's default until the switch (tag alloclfL)")
+                        "L1 alone); 10 is Eq. (1)'s fine-tuning loss, srq's default before db5c371 (tag alloclfL)")
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)

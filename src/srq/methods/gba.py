@@ -6,7 +6,7 @@ Three stages on the calibration patches, the network's weights never change:
    one epoch of batches of 16 (observed on the float network); optional DAN on every layer input.
 2. **Gradient-guided bit allocation** — every body activation quantizer (then, for GBA*, every body weight
    quantizer) gets a continuous bit offset ``s_k = 0``; for two epochs of batches of 2 the offsets are
-   trained with Adam at lr 0.1 on the distillation loss, kept within the candidate span (−1 … +1 by
+   trained with Adam at lr 0.1 on the output L1 (see Losses), kept within the candidate span (−1 … +1 by
    default), and the gradients ``g_k = ∂L/∂s_k`` are averaged over all steps.
    :func:`srq.quant.bit_allocation.allocate_bits` turns them into integer offsets from the candidate set
    (default {−1, 0, +1}) such that the average bit width stays at the base: weighted by parameters for
