@@ -9,9 +9,8 @@ stage 2 (all layers quantized at the base width, DAN on, the output L1 as loss; 
 fine-tuning loss's feature term with that weight); (2) the output MSE against the FP model when *only* that
 quantizer is on at the base width (everything else float), on held-out calibration patches. Under the
 allocation's noise model (error ∝ 4^(−bits)) that MSE is proportional to what dropping the layer one bit
-costs. Reports Spearman and
-Pearson correlations, also per unit of the allocation's budget (both divided by the layer's parameters or
-activation elements per LR pixel: what the allocation compares), and writes
+costs. Reports Spearman and Pearson correlations, also per unit of the allocation's budget (both divided by
+the layer's parameters or activation elements per LR pixel: what the allocation compares), and writes
 benchmarks/results/gba/sensitivity-<model>-x<scale>-<kind><bits>[-lf<λ>].json and .svg.
 """
 

@@ -42,7 +42,7 @@ from ..quant import calibrate_activations, calibrate_weights
 from ..quant.calibrate import split_quantizers
 from ..quant.functional import fake_quant_affine
 from .base import Recipe
-from .gba import BitSlot, bit_slots
+from .gba import BitSlot, bit_slots, budget_sizes
 from .ptq import shuffled_batches
 
 __all__ = ["AdaBM", "BitMapper", "image_complexity"]
@@ -68,7 +68,7 @@ class BitMapper(nn.Module):
     module names (and block features for distillation) stay as they were.
     """
 
-    def __init__(self, act: list[BitSlot], weight: list[BitSlot], weight_sizes: list[int] | None = None) -> None:
+    def __init__(self, act: list[BitSlot], weight: list[BitSlot], weight_sizes: list[float] | None = None) -> None:
         """``weight_sizes``: parameters of each weight slot's layer (weights the weight-bit average; default 1)."""
         super().__init__()
         self._act, self._weight = act, weight  # plain lists: the quantizers belong to the model
@@ -205,7 +205,7 @@ class AdaBM(Recipe):
         act, weight = bit_slots(qmodel, "a"), (bit_slots(qmodel, "w") if self.mp_weights else [])
         batches = shuffled_batches(calib, self.calib_batch, 1, self.seed)
         sensitivity = self._calibrate(qmodel, act, batches, progress)
-        mapper = BitMapper(act, weight, [qmodel.get_submodule(s.owner).weight.numel() for s in weight])
+        mapper = BitMapper(act, weight, budget_sizes(qmodel, weight, calib[:1]))
         with torch.no_grad():
             lo, hi = self._image_thresholds(batches)
             mapper.img_lower.fill_(lo)

@@ -15,7 +15,7 @@ Three stages on the calibration patches, the network's weights never change:
 
 Losses: stage 2 takes its gradients on the L1 to the FP output alone (the paper's L_grad, Eq. (3) of its main
 text, not in our copy); stage 3 minimises L1 + λ_feat (10) · per-block feature MSE (Eq. (1)). With the feature
-term in stage 2 too (``alloc.lambda_feat = 10``, srq's default before the switch) the layers after the last
+term in stage 2 too (``alloc.lambda_feat = 10``, srq's default before db5c371) the layers after the last
 block barely register (an error in block i counts in the feature terms of blocks i … N, the tail's only in
 the L1), their sensitivity ranked against the measured error at ρ 0.30 instead of 0.67 (PAN W4), and GBA*
 was 0.9 … 1.0 dB (Set5) lower on IMDN, RLFN and PAN x4 W4A4 (docs/methods.md). First and last layers stay
