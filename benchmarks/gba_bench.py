@@ -3,7 +3,7 @@
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
-Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20, --alloc-lambda-feat 10 (each adds a tag to the file name);
+Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20, --alloc-lambda-feat 10, --budget bitops (each adds a tag to the file name);
 --adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --ptq4sr-weight-lr 0.01
 (PTQ4SR whose PaC trains the weight bounds at lr 0.01 instead of the released 5e-6); --reinit-weights
 (GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
@@ -70,6 +70,10 @@ def main() -> None:
     p.add_argument("--alloc-lambda-feat", type=float, default=None, metavar="L",
                    help="GBA: feature-alignment weight of the stage-2 (allocation) loss instead of 0 (the output "
                         "L1 alone); 10 is Eq. (1)'s fine-tuning loss, srq's default before db5c371 (tag alloclfL)")
+    p.add_argument("--budget", default="size", choices=GBA.BUDGETS,
+                   help="GBA: what the average kept at the base is weighted by: size (the paper's: parameters / "
+                        "activation elements) or bitops (MACs × the other side's bits, so BitOPs stay at uniform; "
+                        "tag budget-bitops)")
     p.add_argument("--reinit-weights", action="store_true",
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)
@@ -91,7 +95,8 @@ def main() -> None:
             if method in ("gba", "gba_star"):
                 reinit = args.reinit_weights and method == "gba_star"
                 recipe = GBA(w_bits=w, a_bits=a, mp_weights=method == "gba_star", dan=args.dan,
-                             dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit)
+                             dan_window=args.dan_window, candidates=candidates, reinit_weight_bounds=reinit,
+                             budget=args.budget)
                 recipe = replace(recipe, finetune_config=replace(recipe.finetune_config, epochs=args.ft_epochs))
                 if args.alloc_lambda_feat is not None:
                     recipe = replace(recipe, alloc=replace(recipe.alloc, lambda_feat=args.alloc_lambda_feat))
@@ -100,6 +105,7 @@ def main() -> None:
                     recipe = replace(recipe, alloc=replace(recipe.alloc, outlier_factor=factor),
                                      finetune_config=replace(recipe.finetune_config, outlier_factor=factor))
                 tag = "_".join([method] + tag_parts + (["wreinit"] if reinit else []) +
+                               ([f"budget-{args.budget}"] if args.budget != "size" else []) +
                                ([f"ft{args.ft_epochs}"] if args.ft_epochs != 2 else []) +
                                ([f"alloclf{args.alloc_lambda_feat:g}"] if args.alloc_lambda_feat is not None else []) +
                                ([f"outlier{args.outlier_factor:g}"] if args.outlier_factor is not None else []))
@@ -127,7 +133,8 @@ def main() -> None:
 # The rows of the paper's Tables 1, 3 and 4, in its order, then srq's extra: (label, method tag of the result
 # file, W/A label). PTQ4SR's second row trains the weight bounds at lr 0.01 (on RLFN the released schedule
 # diverges, docs/methods.md); the last rows are GBA with srq's variants (not in the paper): DAN statistics over
-# 24-px windows, per-sample DAN ranges capped at the calibrated per-channel extremes, and bit offsets sized by
+# 24-px windows, per-sample DAN ranges capped at the calibrated per-channel extremes, a budget weighted by
+# BitOPs instead of parameters / activation elements, and bit offsets sized by
 # the fine-tuning loss with its feature term (λ_feat = 10 in stage 2; srq's default before 2026-11-24, those
 # files renamed to the alloclf10 tag).
 TABLE_ROWS = [("MinMax+FT", "minmax_ft", "{b} / {b}"), ("Percentile+FT", "percentile_ft", "{b} / {b}"),
@@ -137,6 +144,10 @@ TABLE_ROWS = [("MinMax+FT", "minmax_ft", "{b} / {b}"), ("Percentile+FT", "percen
               ("GBA, DAN over 24-px windows (srq)", "gba_danw24", "{b} / {b}MP"),
               ("GBA, capped DAN (srq)", "gba_dan-capped", "{b} / {b}MP"),
               ("GBA*, capped DAN (srq)", "gba_star_dan-capped", "{b}MP / {b}MP"),
+              ("GBA, BitOPs budget (srq)", "gba_budget-bitops", "{b} / {b}MP"),
+              ("GBA*, BitOPs budget (srq)", "gba_star_budget-bitops", "{b}MP / {b}MP"),
+              ("GBA, capped DAN, BitOPs budget (srq)", "gba_dan-capped_budget-bitops", "{b} / {b}MP"),
+              ("GBA*, capped DAN, BitOPs budget (srq)", "gba_star_dan-capped_budget-bitops", "{b}MP / {b}MP"),
               ("GBA, allocation loss with feature term (λ_feat 10)", "gba_alloclf10", "{b} / {b}MP"),
               ("GBA*, allocation loss with feature term (λ_feat 10)", "gba_star_alloclf10", "{b}MP / {b}MP")]
 

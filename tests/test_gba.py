@@ -339,6 +339,39 @@ def test_budget_sizes_are_parameters_for_weights_and_elements_for_activations():
     assert budget_sizes(q, [], x) == []
 
 
+def test_bitops_budget_sizes_are_macs_per_pixel_times_the_other_sides_bits():
+    fp = srq.create_model("srq_tiny", 4, "official")
+    rules = [srq.quant.LayerRule(r"body\.0\.conv1", w_bits=6), srq.quant.LayerRule(r"body\.1\.conv2", a_bits=2)]
+    q = GBA(w_bits=3, a_bits=4, rules=rules).prepare(fp)
+    x = torch.rand(1, 3, 8, 8)
+    w_slots, a_slots = bit_slots(q, "w"), bit_slots(q, "a")
+    macs = 32 * 32 * 9  # every body conv: 32 → 32 channels, 3×3, per LR pixel
+    w_bits = {s.owner: s.quantizer.bits for s in w_slots}
+    a_bits = {s.owner: s.quantizer.bits for s in a_slots}
+    assert w_bits["body.0.conv1"] == 6 and a_bits["body.1.conv2"] == 2
+    assert budget_sizes(q, a_slots, x, by="bitops") == [macs * w_bits[s.owner] for s in a_slots]
+    assert budget_sizes(q, w_slots, x, by="bitops") == [macs * a_bits[s.owner] for s in w_slots]
+    with pytest.raises(ValueError, match="bitops"):
+        budget_sizes(q, a_slots, x, by="flops")
+
+
+def test_gba_star_with_a_bitops_budget_keeps_bitops_at_those_of_uniform_bits(calib):
+    fp = srq.create_model("srq_tiny", 4, "official")
+    q = srq.quantize(fp, _quick(mp_weights=True, budget="bitops"), calib, progress=False)
+    report = q.srq_report
+    for kind in ("a", "w"):
+        assert report[kind]["budget"] == "bitops" and report[kind]["bitops_average_bits"] <= 3 + 1e-9
+        assert all(row["bitops_weight"] > 0 for row in report[kind]["layers"])
+    # the weight slots were weighted by their inputs' allocated bits
+    a_bits = {row["name"]: row["bits"] for row in report["a"]["layers"]}
+    assert [row["bitops_weight"] for row in report["w"]["layers"]] == [32 * 32 * 9 * a_bits[row["name"]]
+                                                                       for row in report["w"]["layers"]]
+    uniform = srq.quantize(fp, MinMax(w_bits=3, a_bits=3), calib, progress=False)
+    assert srq.quant.model_cost(q, scale=4).bitops <= srq.quant.model_cost(uniform, scale=4).bitops
+    with pytest.raises(SrqError, match="budget must be one of size, bitops"):
+        apply_params(GBA(), ["budget=flops"])
+
+
 def test_ptq4sr_pixel_aware_calibration_improves_on_dbdc_alone(calib):
     from srq.methods import PTQ4SR
 

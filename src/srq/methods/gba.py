@@ -49,7 +49,8 @@ import torch
 from torch import nn
 
 from ..engine.distill import FinetuneConfig, finetune
-from ..quant import LayerRule, QuantConfig, Quantizer, calibrate_activations, calibrate_weights, quantizers
+from ..quant import (LayerRule, QuantConfig, Quantizer, calibrate_activations, calibrate_weights, layer_costs,
+                     quantizers)
 from ..quant.bit_allocation import allocate_bits
 from ..quant.layers import QUANT_LAYER_TYPES
 from .base import Recipe
@@ -105,9 +106,23 @@ def activation_elements(qmodel: nn.Module, slots: list[BitSlot], example: torch.
     return [counts[id(s.quantizer)] / pixels for s in slots]
 
 
-def budget_sizes(qmodel: nn.Module, slots: list[BitSlot], example: torch.Tensor) -> list[float]:
-    """Each slot's weight in the bit budget: parameters for weight slots, activation elements per LR pixel of
-    ``example`` ((1, 3, h, w)) for activation slots (all slots of one kind)."""
+def budget_sizes(qmodel: nn.Module, slots: list[BitSlot], example: torch.Tensor, by: str = "size") -> list[float]:
+    """Each slot's weight in the bit budget (all slots of one kind); ``example``: (1, 3, h, w).
+
+    ``by="size"``: parameters for weight slots, activation elements per LR pixel of ``example`` for activation
+    slots. ``by="bitops"``: MACs per LR pixel of the layer the slot belongs to × the bits of that layer's other
+    side as they are now (a weight slot × its input's bits, an activation slot × its weight's bits), so that
+    the weighted average at the base keeps BitOPs (:mod:`srq.quant.cost`) at those of uniform bits; 0 for a slot
+    BitOPs do not see (a ``QuantPoint`` operand, which feeds no Conv/Linear).
+    """
+    if by == "bitops":
+        pixels = example.shape[-2] * example.shape[-1]
+        costs = {c.name: c for c in layer_costs(qmodel, input_size=(example.shape[-2], example.shape[-1]))}
+        other = {"w": "a_bits", "a": "w_bits"}
+        return [costs[s.owner].macs * getattr(costs[s.owner], other[s.kind]) / pixels if s.owner in costs else 0.0
+                for s in slots]
+    if by != "size":
+        raise ValueError(f"by must be 'size' or 'bitops', got {by!r}")
     if slots and slots[0].kind == "a":
         return activation_elements(qmodel, slots, example)
     return [float(qmodel.get_submodule(s.owner).weight.numel()) for s in slots]
@@ -145,6 +160,10 @@ class GBA(Recipe):
 
     ``reinit_weight_bounds``: after the weight allocation (GBA*), initialise every weight quantizer's bounds
     by OMSE again at its new bit width instead of keeping the base-width OMSE bounds (not in the paper).
+    ``budget``: what the average that stays at the base is weighted by — ``"size"`` (the paper's: parameters
+    for weights, activation elements for activations) or ``"bitops"`` (not in the paper: each layer's MACs
+    × its other side's bits, so BitOPs stay at those of uniform bits; slots BitOPs do not see keep the base).
+    The report's ``average_bits`` is always weighted by size.
     """
 
     mp_weights: bool = False
@@ -158,11 +177,17 @@ class GBA(Recipe):
     finetune_config: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(outlier_factor=1000))
     reinit_weight_bounds: bool = False
     offset_span: str = "candidates"  # or "full": s may take the width anywhere in 1 … 8 bits (before 56f44b9)
+    budget: str = "size"
     seed: int = 0
 
     name: ClassVar[str] = "gba"
     w_observer: ClassVar[str] = "omse"
     a_observer: ClassVar[str] = "ema_minmax"
+    BUDGETS: ClassVar[tuple[str, ...]] = ("size", "bitops")
+
+    def __post_init__(self) -> None:
+        if self.budget not in self.BUDGETS:
+            raise ValueError(f"budget must be one of {', '.join(self.BUDGETS)}, got {self.budget!r}")
 
     def config(self) -> QuantConfig:
         cfg = super().config()
@@ -203,17 +228,28 @@ class GBA(Recipe):
         stats: dict = {}
         grads = self.allocation_gradients(qmodel, fp_model, calib, slots, progress, stats)
         sizes = budget_sizes(qmodel, slots, calib[:1])
-        result = allocate_bits(grads, sizes, base, tuple(self.candidates))
-        bits = [min(8, max(2, s.quantizer.bits + o)) for s, o in zip(slots, result.offsets)]  # rules may differ
+        costs = sizes if self.budget == "size" else budget_sizes(qmodel, slots, calib[:1], by=self.budget)
+        free = [k for k, c in enumerate(costs) if c > 0]  # slots the budget does not see keep the base width
+        offsets = [0] * len(slots)
+        result = allocate_bits([grads[k] for k in free], [costs[k] for k in free], base, tuple(self.candidates)) \
+            if free else None
+        for k, o in zip(free, result.offsets if result else []):
+            offsets[k] = o
+        bits = [min(8, max(2, s.quantizer.bits + o)) for s, o in zip(slots, offsets)]  # rules may differ
         for s, b in zip(slots, bits):
             s.quantizer.set_bits(b)
         if kind == "w" and self.reinit_weight_bounds:
             calibrate_weights(qmodel)  # OMSE again, now at each layer's allocated bit width
-        return {"base_bits": base, "average_bits": result.average_bits,
-                "average_weighted_by": "activation elements per LR pixel" if kind == "a" else "parameters",
-                "predicted_loss_change": result.predicted_change, **stats,
-                "layers": [{"name": s.owner, "gradient": g, "size": n, "offset": o, "bits": b}
-                           for s, g, n, o, b in zip(slots, grads, sizes, result.offsets, bits)]}
+        row = {"base_bits": base, "average_bits": base + sum(n * o for n, o in zip(sizes, offsets)) / sum(sizes),
+               "average_weighted_by": "activation elements per LR pixel" if kind == "a" else "parameters",
+               "budget": self.budget, "predicted_loss_change": result.predicted_change if result else 0.0, **stats,
+               "layers": [{"name": s.owner, "gradient": g, "size": n, "offset": o, "bits": b}
+                          for s, g, n, o, b in zip(slots, grads, sizes, offsets, bits)]}
+        if self.budget == "bitops":
+            row["bitops_average_bits"] = result.average_bits if result else float(base)
+            for layer, c in zip(row["layers"], costs):
+                layer["bitops_weight"] = c
+        return row
 
     def tune_bounds(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor, progress: bool = True) -> dict:
         """Stage 3: bit-aware fine-tuning of every quantizer's bounds, the bits fixed; returns its step stats."""
