@@ -20,6 +20,7 @@ from srq.methods.base import apply_params
 from srq.methods.gba import activation_elements, bit_slots, budget_sizes
 from srq.quant import Quantizer, calibrate_activations, calibrate_weights
 from srq.quant.bit_allocation import allocate_bits
+from srq.report import format_bit_map
 
 # ---- allocate_bits ------------------------------------------------------------------------------------------
 
@@ -366,6 +367,7 @@ def test_gba_star_with_a_bitops_budget_keeps_bitops_at_those_of_uniform_bits(cal
     a_bits = {row["name"]: row["bits"] for row in report["a"]["layers"]}
     assert [row["bitops_weight"] for row in report["w"]["layers"]] == [32 * 32 * 9 * a_bits[row["name"]]
                                                                        for row in report["w"]["layers"]]
+    assert "weighted by MACs × the other side's bits (the budget)" in format_bit_map(report)
     uniform = srq.quantize(fp, MinMax(w_bits=3, a_bits=3), calib, progress=False)
     assert srq.quant.model_cost(q, scale=4).bitops <= srq.quant.model_cost(uniform, scale=4).bitops
     with pytest.raises(SrqError, match="budget must be one of size, bitops"):

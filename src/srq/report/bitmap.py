@@ -27,8 +27,11 @@ def format_bit_map(report: dict) -> str:
     for kind, label in (("w", "weights"), ("a", "activations")):
         if kind in report:
             k = report[kind]
-            lines.append(f"average {label} bits: {k['average_bits']:.3f} (base {k['base_bits']}, weighted by "
-                         f"{k['average_weighted_by']})")
+            line = f"average {label} bits: {k['average_bits']:.3f} (base {k['base_bits']}, weighted by " \
+                   f"{k['average_weighted_by']})"
+            if "bitops_average_bits" in k:
+                line += f"; {k['bitops_average_bits']:.3f} weighted by MACs × the other side's bits (the budget)"
+            lines.append(line)
     return "\n".join(lines)
 
 
