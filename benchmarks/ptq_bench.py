@@ -195,6 +195,13 @@ def result_key(path: Path) -> str:
     return f"{m[1]}|{m[2]}" if m else path.stem
 
 
+def result_tag(path: Path) -> str:
+    """The ``<method>[_tag]`` part of a result file named ``<model>_x<scale>_<method>[_tag]_<bits>.json``: the
+    method with the options that made it (``gba_alloclf10``), which the JSON's ``method`` field may lack."""
+    m = re.match(r".+?_x\d+_(.+)_[^_]+$", path.stem)
+    return m[1] if m else path.stem
+
+
 def average_bits(doc: dict) -> str:
     """``W/A`` average body bits: from a mixed-precision report when there is one, else the base bits."""
     w, a = parse_bits(doc["bits"])
@@ -217,7 +224,7 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
         ratio = "—" if d.get("fp_source") else \
             f'{sum(d["eval_seconds"].values()) / max(sum(d["fp_eval_seconds"].values()), 1e-9):.2f}'
         inference = recorded_inference(d)
-        method = d["method"] + ("" if inference == inference_label(None) else f" [{inference}]")
+        method = result_tag(f) + ("" if inference == inference_label(None) else f" [{inference}]")
         rows.append(f"| {d['model']} x{d['scale']} | {method} | {d['bits']} | {average_bits(d)} | {cells} | "
                     f"{d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | {d['quantize_seconds']:.0f} | "
                     f"{ratio} | {d['provenance']['git_revision'][:7]} |")

@@ -125,6 +125,21 @@ def test_result_key_allows_underscores_in_model_names(stem, key):
     assert ptq_bench.result_key(Path(f"{stem}.json")) == key
 
 
+@pytest.mark.parametrize("stem, tag", [("imdn_x4_gba_w4a4", "gba"), ("carn_m_x4_gba_star_alloclf10_w3a3", "gba_star_alloclf10"),
+                                       ("mambairv2_light_x2_spr2q-n2_w2a2", "spr2q-n2")])
+def test_result_tag_keeps_the_options_of_the_run(stem, tag):
+    assert ptq_bench.result_tag(Path(f"{stem}.json")) == tag
+
+
+def test_summary_labels_rows_by_file_tag(tmp_path):
+    """summary.md names a row by its file's tag: a file renamed to a variant tag is not shown as the default."""
+    doc = {**_gba_doc("gba", "w4a4", 30.0), "model": "m", "scale": 4, "fp_source": "saved",
+           "eval_seconds": {}, "fp_eval_seconds": {}}
+    (tmp_path / "m_x4_gba_alloclf10_w4a4.json").write_text(json.dumps(doc))
+    ptq_bench.summary(tmp_path, "t", "n")
+    assert "| m x4 | gba_alloclf10 | w4a4 |" in (tmp_path / "summary.md").read_text()
+
+
 def test_runaway_summary_counts_non_finite_and_far_patches():
     import math
 
