@@ -151,13 +151,19 @@ TABLE_ROWS = [("MinMax+FT", "minmax_ft", "{b} / {b}"), ("Percentile+FT", "percen
               ("GBA, allocation loss with feature term (λ_feat 10)", "gba_alloclf10", "{b} / {b}MP"),
               ("GBA*, allocation loss with feature term (λ_feat 10)", "gba_star_alloclf10", "{b}MP / {b}MP")]
 
+# The issue's GBA ablations, one setting changed each (same row format; the first row is the reference).
+ABLATION_ROWS = [("GBA (DAN, {−1, 0, 1}, 100 images)", "gba", "{b} / {b}MP"), ("no DAN", "gba_dan-none", "{b} / {b}MP"),
+                 ("candidates {−2 … 2}", "gba_cand2", "{b} / {b}MP"), ("candidates {−3 … 3}", "gba_cand3", "{b} / {b}MP"),
+                 ("20 calibration images", "gba_calib20", "{b} / {b}MP")]
+
 
 def paper_table(out_dir: Path = OUT) -> None:
     """Write ``table.md``: one block per (model, scale, bits) in the layout of the paper's Tables 1, 3 and 4.
 
     Rows: FP, then the methods of :data:`TABLE_ROWS` that have a result file (with Set5, Set14, B100, Urban100);
     columns: W/A, processing time (quantization wall time, s), PSNR / SSIM per set, achieved average W/A bits,
-    size and BitOPs. The best PSNR of each set among the quantized rows is in bold.
+    size and BitOPs. The best PSNR of each set among the quantized rows is in bold. Then one block per
+    (model, scale, bits) with two or more of :data:`ABLATION_ROWS`.
     """
     files = {f.stem: f for f in [*out_dir.glob("*_x*_*.json"), *baseline_files(out_dir)]}
     groups = sorted({result_key(f) for f in files.values()})
@@ -167,43 +173,64 @@ def paper_table(out_dir: Path = OUT) -> None:
              "2-core machine that ran two such jobs at once (the paper's are GPU times). Cells: PSNR / SSIM; "
              "bold: best PSNR of the quantized rows; rev: the git revision that made the row. GBA and GBA* size their "
              "bit offsets by the output L1 alone (srq's default since db5c371); the rows 'allocation loss with "
-             "feature term (λ_feat 10)' are the earlier default, kept where not yet re-run or for comparison. Other "
-             "ablation rows (DAN, candidates, calibration size) are in summary.md.", ""]
+             "feature term (λ_feat 10)' are the earlier default, kept where not yet re-run or for comparison. The "
+             "issue's ablations (DAN, candidate sets, calibration size) are at the end; every other variant run is "
+             "in summary.md.", ""]
+    ablations = []
     for key in groups:
         prefix, bits = key.split("|")
         b = bits.lower().lstrip("w").split("a")[0]
-        docs = []
-        for label, tag, wa in TABLE_ROWS:
-            f = files.get(f"{prefix}_{tag}_{bits}")
-            if f is not None:
-                docs.append((label, wa.format(b=b), json.loads(f.read_text())))
-        if not any(label.startswith("GBA") for label, _, _ in docs):
-            continue
-        sets = [r["dataset"] for r in docs[0][2]["fp_results"]]
-        best = {s: max(next((r["psnr"] for r in d["results"] if r["dataset"] == s), float("-inf"))
-                       for _, _, d in docs) for s in sets}
         model, scale = prefix.rsplit("_x", 1)
-        lines += [f"## {model} x{scale} {bits.upper()}", "",
-                  "| method | W / A | time s | " + " | ".join(sets) + " | avg W/A bits | size KB | BitOPs G | rev |",
-                  "|---|---|---|" + "---|" * len(sets) + "---|---|---|---|"]
-        fp = {r["dataset"]: r for r in docs[0][2]["fp_results"]}
-        fp_cost = docs[0][2]["cost"]
-        lines.append("| FP | 32 / 32 | — | " + " | ".join(f"{fp[s]['psnr']:.2f} / {fp[s]['ssim']:.4f}" for s in sets)
-                     + f" | 32/32 | {fp_cost['fp32_size_kb']:.1f} | {fp_cost['fp32_bitops'] / 1e9:.0f} | |")
-        for label, wa, d in docs:
-            scores = {r["dataset"]: r for r in d["results"]}
-            cells = []
-            for s in sets:
-                if s not in scores:
-                    cells.append("—")
-                    continue
-                cell = f"{scores[s]['psnr']:.2f} / {scores[s]['ssim']:.4f}"
-                cells.append(f"**{cell}**" if scores[s]["psnr"] == best[s] else cell)
-            lines.append(f"| {label} | {wa} | {d['quantize_seconds']:.0f} | " + " | ".join(cells) +
-                         f" | {average_bits(d)} | {d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | "
-                         f"{d['provenance']['git_revision'][:7]} |")
-        lines.append("")
+        docs = _rows(files, prefix, bits, TABLE_ROWS, b)
+        if any(label.startswith("GBA") for label, _, _ in docs):
+            lines += _block(f"{model} x{scale} {bits.upper()}", docs)
+        abl = _rows(files, prefix, bits, ABLATION_ROWS, b)
+        if len(abl) > 1:
+            ablations += _block(f"{model} x{scale} {bits.upper()}: GBA ablations", abl, fp=False)
+    if ablations:
+        lines += ["# Ablations", "", "GBA (4/4MP) with one setting changed from the paper's (DAN on, candidates "
+                  "{−1, 0, 1}, 100 calibration images); made by `gba_bench.py --methods gba` with the flag of the "
+                  "row (`--dan none`, `--candidates=-2,-1,0,1,2`, `--candidates=-3,-2,-1,0,1,2,3`, `--calib-n 20`). "
+                  "Bold: best PSNR of the block.", ""] + ablations
     atomic_write_text(out_dir / "table.md", "\n".join(lines) + "\n")
+
+
+def _rows(files: dict[str, Path], prefix: str, bits: str, table: list[tuple[str, str, str]], b: str) -> list:
+    """(label, W/A label, result doc) for each row of ``table`` that has a result file for ``prefix``/``bits``."""
+    rows = []
+    for label, tag, wa in table:
+        f = files.get(f"{prefix}_{tag}_{bits}")
+        if f is not None:
+            rows.append((label, wa.format(b=b), json.loads(f.read_text())))
+    return rows
+
+
+def _block(title: str, docs: list, fp: bool = True) -> list[str]:
+    """Markdown lines of one table: an FP row (if ``fp``), then one row per doc; best quantized PSNR in bold."""
+    sets = [r["dataset"] for r in docs[0][2]["fp_results"]]
+    best = {s: max(next((r["psnr"] for r in d["results"] if r["dataset"] == s), float("-inf"))
+                   for _, _, d in docs) for s in sets}
+    lines = [f"## {title}", "",
+             "| method | W / A | time s | " + " | ".join(sets) + " | avg W/A bits | size KB | BitOPs G | rev |",
+             "|---|---|---|" + "---|" * len(sets) + "---|---|---|---|"]
+    if fp:
+        ref = {r["dataset"]: r for r in docs[0][2]["fp_results"]}
+        fp_cost = docs[0][2]["cost"]
+        lines.append("| FP | 32 / 32 | — | " + " | ".join(f"{ref[s]['psnr']:.2f} / {ref[s]['ssim']:.4f}" for s in sets)
+                     + f" | 32/32 | {fp_cost['fp32_size_kb']:.1f} | {fp_cost['fp32_bitops'] / 1e9:.0f} | |")
+    for label, wa, d in docs:
+        scores = {r["dataset"]: r for r in d["results"]}
+        cells = []
+        for s in sets:
+            if s not in scores:
+                cells.append("—")
+                continue
+            cell = f"{scores[s]['psnr']:.2f} / {scores[s]['ssim']:.4f}"
+            cells.append(f"**{cell}**" if scores[s]["psnr"] == best[s] else cell)
+        lines.append(f"| {label} | {wa} | {d['quantize_seconds']:.0f} | " + " | ".join(cells) +
+                     f" | {average_bits(d)} | {d['cost']['size_kb']:.1f} | {d['cost']['bitops'] / 1e9:.1f} | "
+                     f"{d['provenance']['git_revision'][:7]} |")
+    return lines + [""]
 
 
 def baseline_files(out_dir: Path = OUT) -> list[Path]:

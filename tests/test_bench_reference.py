@@ -118,6 +118,22 @@ def test_gba_paper_table_orders_rows_like_the_paper(tmp_path):
     assert "| 4MP / 4MP |" in next(line for line in lines if line.startswith("| GBA* |"))
 
 
+def test_gba_paper_table_adds_ablation_blocks(tmp_path):
+    """The issue's ablations (no DAN, wider candidates, fewer images) get their own block after the main tables."""
+    import gba_bench
+
+    (tmp_path / "gba").mkdir()
+    for method, psnr in (("gba", 30.0), ("gba_dan-none", 28.0), ("gba_calib20", 29.5), ("gba_star", 30.5)):
+        (tmp_path / "gba" / f"m_x4_{method}_w4a4.json").write_text(json.dumps(_gba_doc(method, "w4a4", psnr)))
+    gba_bench.paper_table(tmp_path / "gba")
+    text = (tmp_path / "gba" / "table.md").read_text()
+    main, ablations = text.split("# Ablations")
+    assert "no DAN" not in main and "| GBA* |" in main
+    rows = [line.split(" | ")[0].lstrip("| ") for line in ablations.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows == ["method", "GBA (DAN, {−1, 0, 1}, 100 images)", "no DAN", "20 calibration images"]  # no FP row
+    assert "| **30.00 / 0.8000** |" in ablations  # bold: the best of the ablation block, not of the main table
+
+
 @pytest.mark.parametrize("stem, key", [("imdn_x4_gba_w4a4", "imdn_x4|w4a4"),
                                        ("carn_m_x4_ptq4sr_wlr-0.01_w3a3", "carn_m_x4|w3a3"),
                                        ("mambairv2_light_x2_spr2q_w2a2", "mambairv2_light_x2|w2a2")])
