@@ -7,6 +7,7 @@ Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --can
 --adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --ptq4sr-weight-lr 0.01
 (PTQ4SR whose PaC trains the weight bounds at lr 0.01 instead of the released 5e-6); --reinit-weights
 (GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
+--replot runs nothing: it redraws every bit-map SVG from its result file and rebuilds summary.md and table.md.
 Each run writes benchmarks/results/gba/<model>_x<scale>_<method>[_tag]_<bits>.json (PSNR/SSIM, cost, average
 bits, per-layer bit map with gradients, wall time, provenance), a per-layer bit-offset plot
 <...>_bits.svg for GBA runs (the paper's Fig. 5), and rebuilds benchmarks/results/gba/summary.md and table.md
@@ -30,7 +31,8 @@ from srq.quant import parse_bits
 from srq.quant.config import DAN_CHOICES
 from srq.report import bit_offsets_svg, format_bit_map
 
-from ptq_bench import add_fp_scores_option, add_split_option, average_bits, fp_reference, result_key, run, summary
+from ptq_bench import (add_fp_scores_option, add_split_option, average_bits, fp_reference, result_key, result_tag,
+                        run, summary)
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision and machine in each JSON file). "
@@ -78,7 +80,12 @@ def main() -> None:
                    help="GBA*: OMSE weight bounds again at the allocated bit widths (tag wreinit)")
     add_fp_scores_option(p)
     add_split_option(p)
+    p.add_argument("--replot", action="store_true",
+                   help="only redraw the bit-map SVGs from the saved results and rebuild summary.md and table.md")
     args = p.parse_args()
+    if args.replot:
+        replot()
+        return
     candidates = tuple(int(c) for c in args.candidates.split(","))
     tag_parts = ([f"dan-{args.dan}"] if args.dan != "range" else []) + \
         ([f"danw{args.dan_window}"] if args.dan_window else []) + \
@@ -123,11 +130,25 @@ def main() -> None:
                          recipe=recipe, tag=tag, fp_source=fp_source, split=args.split)
             if doc.get("report"):
                 print(format_bit_map(doc["report"]))
-                stem = f"{args.model}_x{args.scale}_{tag}_{bits.lower()}"
-                atomic_write_text(OUT / f"{stem}_bits.svg",
-                                  bit_offsets_svg(doc["report"], f"{args.model} x{args.scale} {tag} {bits}: bit offset per layer"))
+                write_bits_svg(OUT / f"{args.model}_x{args.scale}_{tag}_{bits.lower()}.json", doc)
     summary(OUT, "GBA and baselines", NOTE, also=baseline_files())
     paper_table()
+
+
+def write_bits_svg(result: Path, doc: dict) -> None:
+    """``<result stem>_bits.svg``: the per-layer bit offsets of a mixed-precision result (the paper's Fig. 5)."""
+    title = f"{doc['model']} x{doc['scale']} {result_tag(result)} {doc['bits'].upper()}: bit offset per layer"
+    atomic_write_text(result.with_name(f"{result.stem}_bits.svg"), bit_offsets_svg(doc["report"], title))
+
+
+def replot(out_dir: Path = OUT) -> None:
+    """Redraw every bit-map SVG from its result file and rebuild summary.md and table.md (nothing is run)."""
+    for f in sorted(out_dir.glob("*_x*_*.json")):
+        doc = json.loads(f.read_text())
+        if any(k in (doc.get("report") or {}) for k in ("w", "a")):
+            write_bits_svg(f, doc)
+    summary(out_dir, "GBA and baselines", NOTE, also=baseline_files(out_dir))
+    paper_table(out_dir)
 
 
 # The rows of the paper's Tables 1, 3 and 4, in its order, then srq's extra: (label, method tag of the result

@@ -64,7 +64,11 @@ def main() -> None:
     p.add_argument("--kind", default="a", choices=["a", "w"], help="activation (the paper's figure) or weight quantizers")
     p.add_argument("--lambda-feat", type=float, default=0.0,
                    help="feature-alignment weight of the gradient's loss (GBA's allocation: 0; its fine-tuning: 10)")
+    p.add_argument("--replot", action="store_true", help="only redraw every saved result's SVG from its JSON")
     args = p.parse_args()
+    if args.replot:
+        replot()
+        return
     t0 = time.perf_counter()
     patch = 384 // args.scale
     calib = calibration_set("DIV2K_test_LRx4", patch=patch, n=args.calib_n)
@@ -95,14 +99,28 @@ def main() -> None:
     stem = f"sensitivity-{args.model}-x{args.scale}-{args.kind}{args.bits}{lf}"  # no underscores: not a result row
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
-    top_s, top_e = max(sens) or 1.0, max(errors) or 1.0
-    atomic_write_text(OUT / f"{stem}.svg", chart_svg(
-        names, {"single-layer output MSE (÷ max)": [e / top_e for e in errors],
-                "GBA sensitivity −g (÷ max)": [s / top_s for s in sens]},
-        f"{args.model} x{args.scale} {args.kind.upper()}{args.bits}, λ_feat {args.lambda_feat:g}: Spearman ρ = {rho:.3f}",
-        ylabel="normalised", kind="lines"))
+    atomic_write_text(OUT / f"{stem}.svg", sensitivity_svg(doc))
     print(f"Spearman ρ = {rho:.3f} (p {rho_p:.2g}), Pearson r = {r:.3f}, per unit of budget ρ = {rho_size:.3f} "
           f"over {len(names)} layers ({doc['seconds']:.0f} s)")
+
+
+def sensitivity_svg(doc: dict) -> str:
+    """Both per-layer curves of a sensitivity result, each divided by its maximum, with Spearman's ρ in the title
+    (files made before `--kind` existed measured activations)."""
+    names = [r["name"] for r in doc["layers"]]
+    sens = [r["sensitivity"] for r in doc["layers"]]
+    errors = [r["single_layer_mse"] for r in doc["layers"]]
+    top_s, top_e = max(sens) or 1.0, max(errors) or 1.0
+    return chart_svg(names, {"single-layer output MSE (÷ max)": [e / top_e for e in errors],
+                             "GBA sensitivity −g (÷ max)": [v / top_s for v in sens]},
+                     f"{doc['model']} x{doc['scale']} {doc.get('kind', 'a').upper()}{doc['bits']}, λ_feat "
+                     f"{doc['lambda_feat']:g}: Spearman ρ = {doc['spearman']:.3f}", ylabel="normalised", kind="lines")
+
+
+def replot(out_dir: Path = OUT) -> None:
+    """Redraw every ``sensitivity-*.svg`` from its JSON (after a change to the chart code; nothing is measured)."""
+    for f in sorted(out_dir.glob("sensitivity-*.json")):
+        atomic_write_text(f.with_suffix(".svg"), sensitivity_svg(json.loads(f.read_text())))
 
 
 if __name__ == "__main__":

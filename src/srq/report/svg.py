@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import math
 from html import escape
 
-__all__ = ["chart_svg"]
+__all__ = ["chart_svg", "nice_ticks"]
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
+_CHAR_WIDTH = 6.5  # px per character of the 11-px legend font (an estimate; SVG has no text metrics)
+
+
+def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
+    """Evenly spaced round values (steps of 1, 2, 2.5 or 5 × 10^k) from ≤ ``lo`` to ≥ ``hi``, their number as
+    close to ``target`` as such steps allow (on a tie, the tighter axis)."""
+    if hi <= lo:
+        hi = lo + 1.0
+    base = 10 ** math.floor(math.log10((hi - lo) / max(target - 1, 1)))
+    best = None
+    for step in (m * base for m in (0.5, 1, 2, 2.5, 5, 10)):
+        first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+        key = (abs(last - first + 1 - target), -(last - first))
+        if best is None or key < best[0]:
+            best = (key, step, first, last)
+    _, step, first, last = best
+    return [round(k * step, 12) for k in range(first, last + 1)]
 
 
 def chart_svg(categories: list[str], series: dict[str, list[float]], title: str, ylabel: str = "",
               kind: str = "bars", width: int = 960, height: int = 360) -> str:
     """An SVG document plotting each series (same length as ``categories``) as grouped bars or lines.
 
-    The y axis spans the data (always including 0); category labels are drawn rotated under the axis.
+    The y axis spans the data (always including 0) with round tick values; category labels are drawn rotated
+    under the axis; legend entries are spaced by the length of their names.
     """
     if kind not in ("bars", "lines"):
         raise ValueError(f"kind must be 'bars' or 'lines', got {kind!r}")
@@ -22,9 +41,8 @@ def chart_svg(categories: list[str], series: dict[str, list[float]], title: str,
     left, right, top, bottom = 60, 20, 40, 110
     pw, ph = width - left - right, height - top - bottom
     values = [v for vs in series.values() for v in vs] + [0.0]
-    lo, hi = min(values), max(values)
-    if hi == lo:
-        hi = lo + 1.0
+    ticks = nice_ticks(min(values), max(values))
+    lo, hi = ticks[0], ticks[-1]
     n = max(len(categories), 1)
 
     def y(v: float) -> float:
@@ -38,12 +56,12 @@ def chart_svg(categories: list[str], series: dict[str, list[float]], title: str,
            f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{escape(title)}</text>',
            f'<text x="14" y="{top + ph / 2}" transform="rotate(-90 14 {top + ph / 2})" '
            f'text-anchor="middle">{escape(ylabel)}</text>']
-    for t in range(5):  # y grid and ticks
-        v = lo + (hi - lo) * t / 4
+    for v in ticks:  # y grid and ticks
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#444"/>')
     group = 0.8 * pw / n
+    legend_x = left + 10
     for s, (name, vs) in enumerate(series.items()):
         colour = _COLOURS[s % len(_COLOURS)]
         if kind == "bars":
@@ -55,8 +73,9 @@ def chart_svg(categories: list[str], series: dict[str, list[float]], title: str,
         else:
             pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(vs))
             out.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        out.append(f'<rect x="{left + 10 + 150 * s}" y="{top - 14}" width="10" height="10" fill="{colour}"/>')
-        out.append(f'<text x="{left + 24 + 150 * s}" y="{top - 5}">{escape(name)}</text>')
+        out.append(f'<rect x="{legend_x:.1f}" y="{top - 14}" width="10" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{legend_x + 14:.1f}" y="{top - 5}">{escape(name)}</text>')
+        legend_x += 14 + _CHAR_WIDTH * len(name) + 24
     for i, c in enumerate(categories):
         out.append(f'<text x="{x(i):.1f}" y="{top + ph + 8}" transform="rotate(60 {x(i):.1f} {top + ph + 8})" '
                    f'font-size="9">{escape(c)}</text>')
