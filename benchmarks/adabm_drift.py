@@ -26,7 +26,7 @@ import torch
 import srq
 import srq.methods.adabm as adabm_module
 from srq.data import calibration_set
-from srq.engine.results import atomic_write_text, provenance
+from srq.engine.results import atomic_write_text, pin_git_revision, provenance
 from srq.methods import AdaBM
 from srq.quant import parse_bits
 
@@ -96,6 +96,7 @@ class MappingTrace:
 
 
 def main() -> None:
+    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="pan")
     p.add_argument("--scale", type=int, default=4)

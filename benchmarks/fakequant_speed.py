@@ -20,7 +20,7 @@ import torch
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
-from srq.engine.results import atomic_write_text, provenance
+from srq.engine.results import atomic_write_text, pin_git_revision, provenance
 from srq.methods import MinMax
 from srq.quant import parse_bits
 
@@ -28,6 +28,7 @@ OUT = Path(__file__).resolve().parent / "results" / "ptq"
 
 
 def main() -> None:
+    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)

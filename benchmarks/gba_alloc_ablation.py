@@ -26,7 +26,7 @@ import srq
 from srq.data import calibration_set
 from srq.engine.distill import FinetuneConfig
 from srq.engine.evaluate import evaluate
-from srq.engine.results import atomic_write_text, provenance
+from srq.engine.results import atomic_write_text, pin_git_revision, provenance
 from srq.methods import GBA
 from srq.quant import parse_bits
 from srq.models.registry import get_model_info, resolve_weights
@@ -54,6 +54,7 @@ def run_variant(base: GBA, init: nn.Module, fp: nn.Module, calib: torch.Tensor,
 
 
 def main() -> None:
+    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="rlfn")
     p.add_argument("--scale", type=int, default=4)

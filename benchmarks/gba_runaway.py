@@ -24,7 +24,7 @@ import torch
 
 import srq
 from srq.data import calibration_set
-from srq.engine.results import atomic_write_text, provenance
+from srq.engine.results import atomic_write_text, pin_git_revision, provenance
 from srq.methods import GBA
 from srq.quant.config import DAN_CHOICES
 
@@ -59,6 +59,7 @@ def summarise(errors: list[float]) -> dict:
 
 
 def main() -> None:
+    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="imdn,rlfn,pan")
     p.add_argument("--scale", type=int, default=4)

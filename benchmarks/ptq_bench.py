@@ -23,7 +23,7 @@ import torch
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import DatasetScore, evaluate
-from srq.engine.results import atomic_write_text, provenance
+from srq.engine.results import atomic_write_text, pin_git_revision, provenance
 from srq.methods import METHODS
 from srq.quant import model_cost, parse_bits, placement
 
@@ -232,6 +232,7 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
 
 
 def main() -> None:
+    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)

@@ -17,7 +17,7 @@ from pathlib import Path
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
-from srq.engine.results import atomic_write_text, provenance
+from srq.engine.results import atomic_write_text, pin_git_revision, provenance
 from srq.methods.ptq import calibration_batches
 from srq.quant import QuantConfig, calibrate, parse_bits, prepare, quantizers
 
@@ -29,6 +29,7 @@ def scores(model, datasets, scale) -> dict:
 
 
 def main() -> None:
+    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)

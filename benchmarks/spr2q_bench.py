@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 from srq.data import calibration_set
-from srq.engine.results import atomic_write_text
+from srq.engine.results import atomic_write_text, pin_git_revision
 from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
@@ -148,6 +148,7 @@ def comparison_charts(out_dir: Path = OUT) -> None:
 
 
 def main() -> None:
+    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)

@@ -170,3 +170,14 @@ def test_runaway_summary_counts_non_finite_and_far_patches():
     json.dumps(row, allow_nan=False)
     mostly_inf = gba_runaway.summarise([1.0, 2.0] + [math.inf] * 3)
     assert mostly_inf["median_mse"] is None and mostly_inf["above_1000x_median"] == 3
+
+
+def test_pinned_revision_outlives_later_commits(monkeypatch):
+    """A long run names the revision it started at, even when HEAD moves before it writes its results."""
+    from srq.engine import results
+
+    revisions = iter(["a" * 40, "b" * 40])
+    monkeypatch.setattr(results, "_git_revision", lambda: next(revisions))
+    monkeypatch.setattr(results, "_PINNED_REVISION", None)
+    assert results.pin_git_revision() == "a" * 40
+    assert results.provenance(["x"])["git_revision"] == "a" * 40  # not "b…": HEAD is not read again

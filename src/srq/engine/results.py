@@ -40,8 +40,20 @@ def _git_revision() -> str:
         return "unknown"
 
 
+_PINNED_REVISION: str | None = None
+
+
+def pin_git_revision() -> str:
+    """Take the git revision now and report it in every later :func:`provenance` of this process, so a long
+    benchmark names the code it started with, not commits made beside it while it ran."""
+    global _PINNED_REVISION
+    _PINNED_REVISION = _git_revision()
+    return _PINNED_REVISION
+
+
 def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
-    """Where and how a result was produced: git revision, machine, library versions, command, UTC time."""
+    """Where and how a result was produced: git revision (pinned at :func:`pin_git_revision` if it was called),
+    machine, library versions, command, UTC time."""
     from .. import __version__
 
     argv = list(command) if command is not None else sys.argv
@@ -49,7 +61,7 @@ def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
         argv = ["srq", *argv[1:]]
     return {
         "srq_version": __version__,
-        "git_revision": _git_revision(),
+        "git_revision": _PINNED_REVISION or _git_revision(),
         "command": " ".join(shlex.quote(a) for a in argv),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
