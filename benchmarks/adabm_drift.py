@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from srq.errors import exit_on_user_error
 import srq
 import srq.methods.adabm as adabm_module
 from srq.data import calibration_set
@@ -134,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

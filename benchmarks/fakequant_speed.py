@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
@@ -59,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import srq
+from srq.errors import exit_on_user_error
 from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, file_sha256, pin_git_revision, provenance, write_results
 from srq.models.registry import get_model_info, resolve_weights
@@ -91,7 +92,7 @@ def summary() -> None:
     atomic_write_text(OUT / "summary.md", "\n".join(lines) + "\n")
 
 
-if __name__ == "__main__":
+def main() -> None:
     pin_git_revision()  # the results name the code this run started with
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="model:scale pairs (default: every model/scale with weights)")
@@ -104,3 +105,7 @@ if __name__ == "__main__":
     for name, scale in wanted:
         run(name, scale, args.datasets.split(","), args.split)
     summary()
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.distill import FinetuneConfig
@@ -84,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

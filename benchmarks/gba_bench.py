@@ -24,6 +24,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from srq.errors import exit_on_user_error
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, pin_git_revision
 from srq.methods import GBA, METHODS, PTQ4SR, AdaBM
@@ -263,4 +264,4 @@ def baseline_files(out_dir: Path = OUT) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, pin_git_revision, provenance
@@ -89,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

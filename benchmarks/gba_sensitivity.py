@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from scipy.stats import pearsonr, spearmanr
 
+from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, pin_git_revision, provenance
@@ -125,4 +126,4 @@ def replot(out_dir: Path = OUT) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

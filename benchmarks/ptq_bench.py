@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import DatasetScore, evaluate
@@ -254,4 +255,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

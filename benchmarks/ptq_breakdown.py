@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
@@ -63,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

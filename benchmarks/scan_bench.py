@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
+from srq.errors import exit_on_user_error
 import srq
 from srq.data import SRBenchmark
 from srq.engine.results import atomic_write_text, pin_git_revision, provenance
@@ -194,4 +195,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

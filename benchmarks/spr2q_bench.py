@@ -26,6 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
+from srq.errors import exit_on_user_error
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, pin_git_revision
 from srq.methods import SPR2Q
@@ -193,4 +194,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

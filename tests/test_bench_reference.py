@@ -181,3 +181,15 @@ def test_pinned_revision_outlives_later_commits(monkeypatch):
     monkeypatch.setattr(results, "_PINNED_REVISION", None)
     assert results.pin_git_revision() == "a" * 40
     assert results.provenance(["x"])["git_revision"] == "a" * 40  # not "b…": HEAD is not read again
+
+
+def test_script_user_error_is_one_line_and_exit_2(capsys):
+    from srq.errors import SrqError, exit_on_user_error
+
+    def main():
+        raise SrqError("calibration set 'X' not found: point SRQ_DATA at your data")
+
+    with pytest.raises(SystemExit) as e:
+        exit_on_user_error(main)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "error: calibration set 'X' not found: point SRQ_DATA at your data\n"

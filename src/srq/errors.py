@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["SrqError"]
+import sys
+from typing import Callable
+
+__all__ = ["SrqError", "exit_on_user_error"]
 
 
 class SrqError(Exception):
@@ -11,3 +14,12 @@ class SrqError(Exception):
     The CLI prints ``str(err)`` on one line and exits with code 2, without a traceback.
     The message should say what is wrong and what to do about it.
     """
+
+
+def exit_on_user_error(main: Callable[[], None]) -> None:
+    """Run a script's ``main`` (the benchmarks'): an :class:`SrqError` prints as one line and exits with code 2."""
+    try:
+        main()
+    except SrqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
