@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from srq.errors import exit_on_user_error
 import srq
 import srq.methods.adabm as adabm_module
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, pin_git_revision, provenance
+from srq.errors import exit_on_user_error
 from srq.methods import AdaBM
 from srq.quant import parse_bits
 

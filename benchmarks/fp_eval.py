@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 
 import srq
-from srq.errors import exit_on_user_error
 from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, file_sha256, pin_git_revision, provenance, write_results
+from srq.errors import exit_on_user_error
 from srq.models.registry import get_model_info, resolve_weights
 
 from ptq_bench import inference_label, recorded_inference

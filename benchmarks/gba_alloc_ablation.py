@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.distill import FinetuneConfig
 from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text, pin_git_revision, provenance
+from srq.errors import exit_on_user_error
 from srq.methods import GBA
-from srq.quant import parse_bits
 from srq.models.registry import get_model_info, resolve_weights
+from srq.quant import parse_bits
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 VARIANTS = ["uniform", "sgd-lr0.1-full", "sgd-lr0.1-cand", "adam-lr0.1-cand", "sgd-lr0-full"]

@@ -24,9 +24,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from srq.errors import exit_on_user_error
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, pin_git_revision
+from srq.errors import exit_on_user_error
 from srq.methods import GBA, METHODS, PTQ4SR, AdaBM
 from srq.quant import parse_bits
 from srq.quant.config import DAN_CHOICES

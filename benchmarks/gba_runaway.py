@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, pin_git_revision, provenance
+from srq.errors import exit_on_user_error
 from srq.methods import GBA
 from srq.quant.config import DAN_CHOICES
 

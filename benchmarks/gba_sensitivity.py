@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, pin_git_revision, provenance
+from srq.errors import exit_on_user_error
 from srq.methods import GBA
 from srq.methods.gba import bit_slots, budget_sizes
 from srq.quant import quantizers

@@ -14,11 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-from srq.errors import exit_on_user_error
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text, pin_git_revision, provenance
+from srq.errors import exit_on_user_error
 from srq.methods.ptq import calibration_batches
 from srq.quant import QuantConfig, calibrate, parse_bits, prepare, quantizers
 

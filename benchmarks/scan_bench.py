@@ -32,10 +32,10 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from srq.errors import exit_on_user_error
 import srq
 from srq.data import SRBenchmark
 from srq.engine.results import atomic_write_text, pin_git_revision, provenance
+from srq.errors import exit_on_user_error
 from srq.models.selective_scan import selective_scan_chunked
 
 OUT = Path(__file__).resolve().parent / "results" / "fp" / "scan_bench.json"

@@ -26,9 +26,9 @@ import argparse
 import json
 from pathlib import Path
 
-from srq.errors import exit_on_user_error
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, pin_git_revision
+from srq.errors import exit_on_user_error
 from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
