@@ -26,8 +26,7 @@ import torch
 import srq
 import srq.methods.adabm as adabm_module
 from srq.data import calibration_set
-from srq.engine.results import atomic_write_text, pin_git_revision, provenance
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import AdaBM
 from srq.quant import parse_bits
 
@@ -97,7 +96,6 @@ class MappingTrace:
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="pan")
     p.add_argument("--scale", type=int, default=4)
@@ -135,4 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

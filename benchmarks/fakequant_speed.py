@@ -20,8 +20,7 @@ import torch
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
-from srq.engine.results import atomic_write_text, pin_git_revision, provenance
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import MinMax
 from srq.quant import parse_bits
 
@@ -29,7 +28,6 @@ OUT = Path(__file__).resolve().parent / "results" / "ptq"
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)
@@ -60,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import srq
 from srq.engine.evaluate import DatasetScore, evaluate
-from srq.engine.results import atomic_write_text, file_sha256, pin_git_revision, provenance, write_results
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, file_sha256, provenance, run_script, write_results
 from srq.models.registry import get_model_info, resolve_weights
 
 from ptq_bench import inference_label, recorded_inference
@@ -93,7 +92,6 @@ def summary() -> None:
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="model:scale pairs (default: every model/scale with weights)")
     parser.add_argument("--datasets", default=",".join(SETS), help="sets to run, merged into an existing file")
@@ -108,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

@@ -26,8 +26,7 @@ import srq
 from srq.data import calibration_set
 from srq.engine.distill import FinetuneConfig
 from srq.engine.evaluate import evaluate
-from srq.engine.results import atomic_write_text, pin_git_revision, provenance
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import GBA
 from srq.models.registry import get_model_info, resolve_weights
 from srq.quant import parse_bits
@@ -55,7 +54,6 @@ def run_variant(base: GBA, init: nn.Module, fp: nn.Module, calib: torch.Tensor,
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="rlfn")
     p.add_argument("--scale", type=int, default=4)
@@ -85,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

@@ -25,8 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from srq.data import calibration_set
-from srq.engine.results import atomic_write_text, pin_git_revision
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, run_script
 from srq.methods import GBA, METHODS, PTQ4SR, AdaBM
 from srq.quant import parse_bits
 from srq.quant.config import DAN_CHOICES
@@ -44,7 +43,6 @@ NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision a
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)
@@ -264,4 +262,4 @@ def baseline_files(out_dir: Path = OUT) -> list[Path]:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

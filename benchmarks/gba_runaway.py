@@ -24,8 +24,7 @@ import torch
 
 import srq
 from srq.data import calibration_set
-from srq.engine.results import atomic_write_text, pin_git_revision, provenance
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import GBA
 from srq.quant.config import DAN_CHOICES
 
@@ -60,7 +59,6 @@ def summarise(errors: list[float]) -> dict:
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="imdn,rlfn,pan")
     p.add_argument("--scale", type=int, default=4)
@@ -90,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

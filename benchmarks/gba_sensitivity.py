@@ -28,8 +28,7 @@ from scipy.stats import pearsonr, spearmanr
 
 import srq
 from srq.data import calibration_set
-from srq.engine.results import atomic_write_text, pin_git_revision, provenance
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import GBA
 from srq.methods.gba import bit_slots, budget_sizes
 from srq.quant import quantizers
@@ -55,7 +54,6 @@ def single_layer_errors(qmodel, fp_model, slots, inputs: torch.Tensor) -> list[f
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)
@@ -126,4 +124,4 @@ def replot(out_dir: Path = OUT) -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

@@ -23,8 +23,7 @@ import torch
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import DatasetScore, evaluate
-from srq.engine.results import atomic_write_text, pin_git_revision, provenance
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import METHODS
 from srq.quant import model_cost, parse_bits, placement
 
@@ -189,18 +188,21 @@ def fp_reference(args: argparse.Namespace, datasets: list[str]) -> tuple[list[Da
     return evaluate(model, datasets, args.scale, progress=False, split=split), None
 
 
+# A result file's name: <model>_x<scale>_<method>[_tag]_<bits> (model names may contain "_", e.g. carn_m).
+RESULT_NAME = re.compile(r"(?P<model>.+?_x\d+)_(?P<tag>.+)_(?P<bits>[^_]+)$")
+
+
 def result_key(path: Path) -> str:
-    """``<model>_x<scale>|<bits>`` of a result file named ``<model>_x<scale>_<method>_<bits>.json`` (model names
-    may contain ``_``, e.g. ``carn_m``)."""
-    m = re.match(r"(.+?_x\d+)_.+_([^_]+)$", path.stem)
-    return f"{m[1]}|{m[2]}" if m else path.stem
+    """``<model>_x<scale>|<bits>`` of a result file (:data:`RESULT_NAME`)."""
+    m = RESULT_NAME.match(path.stem)
+    return f"{m['model']}|{m['bits']}" if m else path.stem
 
 
 def result_tag(path: Path) -> str:
-    """The ``<method>[_tag]`` part of a result file named ``<model>_x<scale>_<method>[_tag]_<bits>.json``: the
-    method with the options that made it (``gba_alloclf10``), which the JSON's ``method`` field may lack."""
-    m = re.match(r".+?_x\d+_(.+)_[^_]+$", path.stem)
-    return m[1] if m else path.stem
+    """The ``<method>[_tag]`` part of a result file's name (:data:`RESULT_NAME`): the method with the options that
+    made it (``gba_alloclf10``), which the JSON's ``method`` field may lack."""
+    m = RESULT_NAME.match(path.stem)
+    return m["tag"] if m else path.stem
 
 
 def average_bits(doc: dict) -> str:
@@ -233,7 +235,6 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)
@@ -255,4 +256,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

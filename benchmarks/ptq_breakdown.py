@@ -17,8 +17,7 @@ from pathlib import Path
 import srq
 from srq.data import calibration_set
 from srq.engine.evaluate import evaluate
-from srq.engine.results import atomic_write_text, pin_git_revision, provenance
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods.ptq import calibration_batches
 from srq.quant import QuantConfig, calibrate, parse_bits, prepare, quantizers
 
@@ -30,7 +29,6 @@ def scores(model, datasets, scale) -> dict:
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)
@@ -64,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

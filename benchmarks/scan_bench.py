@@ -34,8 +34,7 @@ from torch.nn import functional as F
 
 import srq
 from srq.data import SRBenchmark
-from srq.engine.results import atomic_write_text, pin_git_revision, provenance
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.models.selective_scan import selective_scan_chunked
 
 OUT = Path(__file__).resolve().parent / "results" / "fp" / "scan_bench.json"
@@ -172,7 +171,6 @@ def bench_models(data_root: str | None, weights_root: str | None) -> dict:
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--data-root", default=None, help="benchmark data root [env SRQ_DATA]")
@@ -195,4 +193,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

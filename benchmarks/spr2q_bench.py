@@ -27,8 +27,7 @@ import json
 from pathlib import Path
 
 from srq.data import calibration_set
-from srq.engine.results import atomic_write_text, pin_git_revision
-from srq.errors import exit_on_user_error
+from srq.engine.results import atomic_write_text, run_script
 from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
@@ -149,7 +148,6 @@ def comparison_charts(out_dir: Path = OUT) -> None:
 
 
 def main() -> None:
-    pin_git_revision()  # the results name the code this run started with
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="imdn")
     p.add_argument("--scale", type=int, default=4)
@@ -194,4 +192,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    run_script(main)

@@ -17,14 +17,14 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from ..errors import SrqError
 from .evaluate import DatasetScore
 
-__all__ = ["provenance", "file_sha256", "write_results", "atomic_write_text"]
+__all__ = ["provenance", "pin_git_revision", "run_script", "file_sha256", "write_results", "atomic_write_text"]
 
 
 def _git_revision() -> str:
@@ -49,6 +49,15 @@ def pin_git_revision() -> str:
     global _PINNED_REVISION
     _PINNED_REVISION = _git_revision()
     return _PINNED_REVISION
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a benchmark script's ``main``: pin the git revision first (:func:`pin_git_revision`), and turn an
+    :class:`~srq.errors.SrqError` into one line and exit code 2 (:func:`~srq.errors.exit_on_user_error`)."""
+    from ..errors import exit_on_user_error
+
+    pin_git_revision()
+    exit_on_user_error(main)
 
 
 def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
