@@ -39,3 +39,15 @@ def weights_dir() -> Path:
     if WEIGHTS_ROOT is None or not WEIGHTS_ROOT.is_dir():
         pytest.skip("official weights not found: set SRQ_WEIGHTS")
     return WEIGHTS_ROOT
+
+
+def console_script() -> str:
+    """The installed ``srq`` console script (next to this interpreter, else on PATH)."""
+    import shutil
+    import sys
+
+    here = Path(sys.executable).parent / ("srq.exe" if os.name == "nt" else "srq")
+    found = str(here) if here.exists() else shutil.which("srq")
+    if found is None:
+        pytest.fail("the `srq` console script is not installed; install the project with pip as the README says")
+    return found

@@ -19,7 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .engine.results import file_sha256
 from .errors import SrqError
+from .fileio import follow_umask, replace_folder
 from .methods.base import Recipe
 from .models import create_model
 from .quant import QuantConfig, placement, prepare
@@ -27,6 +29,7 @@ from .quant import QuantConfig, placement, prepare
 __all__ = ["quantize", "save", "load", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
 
 
 def quantize(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.Tensor],
@@ -38,8 +41,14 @@ def quantize(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.
     return qmodel
 
 
-def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (made by :func:`srq.create_model` and quantized by srq) to ``folder`` atomically."""
+def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
+         files: dict[str, str] | None = None) -> Path:
+    """Write ``model`` (made by :func:`srq.create_model` and quantized by srq) to ``folder`` atomically.
+
+    The folder gets ``model.safetensors``, ``srq.json`` (with ``extra`` merged in, and the model file's size
+    and SHA-256, checked by :func:`load`) and any text ``files`` (name → content). It is written beside its
+    final place and renamed into it, replacing whatever ``folder`` held; it follows the umask like any file.
+    """
     refusal = getattr(model, "srq_savable", None)
     if isinstance(refusal, str):
         raise SrqError(f"this model cannot be saved: {refusal}")
@@ -57,14 +66,15 @@ def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | No
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
+        save_file(state, str(tmp / MODEL_FILE))
+        meta["model_file"] = {"name": MODEL_FILE, "bytes": (tmp / MODEL_FILE).stat().st_size,
+                              "sha256": file_sha256(tmp / MODEL_FILE)}
         (tmp / "srq.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if folder.exists():
-            for item in folder.iterdir():  # keep what else is in a run folder (results, images)
-                if item.name not in ("model.safetensors", "srq.json") and not (tmp / item.name).exists():
-                    os.replace(item, tmp / item.name)
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
+        for path in (tmp, *tmp.iterdir()):
+            follow_umask(path)
+        replace_folder(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -97,7 +107,7 @@ def load(folder: str | os.PathLike) -> nn.Module:
     model = create_model(spec["model"], spec["scale"], None, wrap=spec.get("wrapped", True))
     if meta.get("quant_config") is not None:
         prepare(model, QuantConfig.from_dict(meta["quant_config"]))
-    state = load_file(str(Path(folder) / "model.safetensors"))
+    state = _read_model_file(Path(folder), meta)
     expected = model.state_dict()
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
@@ -108,3 +118,23 @@ def load(folder: str | os.PathLike) -> nn.Module:
     model.srq_recipe = meta.get("recipe")
     model.srq_report = meta.get("report")
     return model.eval()
+
+
+def _read_model_file(folder: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """The tensors of ``folder/model.safetensors``, checked against the size and SHA-256 in ``srq.json``."""
+    path = folder / MODEL_FILE
+    record = meta.get("model_file")  # absent in folders written before srq recorded it
+    damaged = f"damaged run folder {folder}"
+    if not path.is_file():
+        raise SrqError(f"{damaged}: {MODEL_FILE} is missing; quantize again")
+    if record is not None:
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            raise SrqError(f"{damaged}: {MODEL_FILE} has {size} bytes, srq.json recorded {record['bytes']} "
+                           f"(truncated or replaced); quantize again")
+        if file_sha256(path) != record["sha256"]:
+            raise SrqError(f"{damaged}: {MODEL_FILE} does not match the SHA-256 in srq.json; quantize again")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+        raise SrqError(f"{damaged}: {MODEL_FILE} cannot be read ({e}); quantize again")

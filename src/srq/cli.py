@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import SrqError
+from .cli_support import check_output_file, check_output_folder, check_tile, check_writable_folder, run_app
+from .errors import Interrupted, SrqError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="srq: quantize image super-resolution networks and measure them with the exact protocol.")
+                  help="srq: quantize image super-resolution networks and measure them with the exact protocol. "
+                       "A mistake in the command prints one 'error:' line and exits with code 2; add --debug "
+                       "anywhere for the traceback of an unexpected failure.")
 out = Console()
 err = Console(stderr=True)
 
@@ -25,23 +28,57 @@ def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _setup_device(model, device: str, threads: Optional[int]):
+def _setup_device(device: str, threads: Optional[int]):
+    """The torch device for ``--device`` (checked before any work) and ``--threads`` applied."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     try:
         dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise SrqError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
     except RuntimeError as e:
         raise SrqError(f"unknown device {device!r} ({e}); use cpu, cuda or cuda:N")
-    return model.to(dev)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SrqError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise SrqError(f"--device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return dev
 
 
 def _check_results_path(path: Optional[Path]) -> None:
-    if path is not None and path.suffix.lower() not in (".json", ".csv"):
-        raise SrqError(f"--output must end in .json or .csv, not {path.name!r}")
+    check_output_file(path, (".json", ".csv"))
+
+
+class _LoadedModel(NamedTuple):
+    net: object
+    name: str
+    scale: int
+    weights: Optional[Path]  # the checkpoint file (None for a run folder or a parameterless model)
+    label: str
+    extra: dict  # what a results file records about a run folder
+
+
+def _load_model(model: str, scale: Optional[int], weights: str, weights_root: Optional[Path]) -> _LoadedModel:
+    """A zoo model by name (``scale`` needed) or a quantized run folder from ``srq quantize``."""
+    from .api import load, read_meta
+    from .models import create_model
+    from .models.registry import check_scale, get_model_info, resolve_weights
+
+    if Path(model).is_dir():
+        meta = read_meta(model)
+        name, run_scale = meta["architecture"]["model"], meta["architecture"]["scale"]
+        if scale is not None and scale != run_scale:
+            raise SrqError(f"{model} is a x{run_scale} model; drop --scale or pass --scale {run_scale}")
+        return _LoadedModel(load(model), name, run_scale, None, f"{name} x{run_scale} {Path(model).name}",
+                            {"run": str(model), "recipe": meta.get("recipe"), "placement": meta.get("placement")})
+    if "/" in model or os.sep in model:
+        raise SrqError(f"run folder {model} does not exist; give a folder written by `srq quantize` or a model name")
+    if scale is None:
+        raise SrqError("--scale is required when a model is given by name")
+    info = get_model_info(model)
+    check_scale(info, scale)
+    path = resolve_weights(info, scale, weights, weights_root)
+    return _LoadedModel(create_model(model, scale, path), info.name, scale, path, f"{info.name} x{scale}", {})
 
 
 def _score_table(title: str, rows: list[tuple[str, list]]) -> Table:
@@ -64,7 +101,10 @@ def models_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g.
     table = Table(title="srq model zoo")
     for col in ("name", "scales", "params", "weights at hand", "description"):
         table.add_column(col)
-    for name in list_models(pattern):
+    names = list_models(pattern)
+    if not names:
+        raise SrqError(f"no model matches {pattern!r}; `srq models` lists them all")
+    for name in names:
         info = get_model_info(name)
         params = sum(p.numel() for p in info.builder(info.scales[-1]).parameters())
         have = []
@@ -89,37 +129,24 @@ def eval_cmd(
     data_root: Optional[Path] = typer.Option(None, help="benchmark data root [env SRQ_DATA]"),
     weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
     tile: int = typer.Option(0, help="LR tile size for tiled inference (0: whole images)"),
-    tile_overlap: int = typer.Option(32, help="LR context pixels around each tile"),
+    tile_overlap: int = typer.Option(32, min=0, help="LR context pixels around each tile"),
     rgb: bool = typer.Option(False, "--rgb", help="score RGB instead of the Y channel"),
     save_images: Optional[Path] = typer.Option(None, help="write SR images to this folder"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results file (.json or .csv)"),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
 ):
     """Evaluate a model on benchmark sets (PSNR/SSIM on Y, crop = scale, MATLAB bicubic LR)."""
     from .engine.evaluate import evaluate
     from .engine.results import file_sha256, provenance, write_results
-    from .models import create_model
-    from .models.registry import check_scale, get_model_info, resolve_weights
-
-    from .api import load, read_meta
 
     _check_results_path(output)
-    extra: dict = {}
-    if Path(model).is_dir():  # a saved quantized model
-        run_meta = read_meta(model)
-        net = load(model)
-        name, scale, path = run_meta["architecture"]["model"], run_meta["architecture"]["scale"], None
-        label = f"{name} x{scale} {Path(model).name}"
-        extra = {"run": str(model), "recipe": run_meta.get("recipe"), "placement": run_meta.get("placement")}
-    else:
-        if scale is None:
-            raise SrqError("--scale is required when evaluating a model by name")
-        info = get_model_info(model)
-        check_scale(info, scale)
-        path = resolve_weights(info, scale, weights, weights_root)
-        net, name, label = create_model(model, scale, path), info.name, f"{info.name} x{scale}"
-    net = _setup_device(net, device, threads)
+    check_tile(tile, tile_overlap)
+    if save_images is not None:
+        check_writable_folder(save_images, "--save-images")
+    dev = _setup_device(device, threads)
+    net, name, scale, path, label, extra = _load_model(model, scale, weights, weights_root)
+    net = net.to(dev)
     scores = evaluate(net, _split(datasets), scale, data_root=data_root, tile=tile or None, overlap=tile_overlap,
                       y_channel=not rgb, save_dir=save_images)
     out.print(_score_table(label + (" (tiled)" if tile else ""), [(name, scores)]))
@@ -137,25 +164,59 @@ def eval_cmd(
 
 @app.command("upscale")
 def upscale_cmd(
-    model: str = typer.Argument(..., help="model name (see `srq models`)"),
-    input: Path = typer.Argument(..., help="input image"),
-    output: Path = typer.Argument(..., help="output image (PNG recommended)"),
-    scale: int = typer.Option(..., "--scale", "-s"),
+    model: str = typer.Argument(..., help="model name (see `srq models`) or a run folder from `srq quantize`"),
+    input: Path = typer.Argument(..., help="input image, or a folder of images"),
+    output: Path = typer.Argument(..., help="output image (.png, .jpg, .webp, ...), or a folder for folder input "
+                                            "(PNG files named after the inputs)"),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="upscaling factor (not needed for a run folder)"),
     weights: str = typer.Option("official", help="checkpoint path or 'official'"),
     weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
     tile: int = typer.Option(0, help="LR tile size (0: whole image); use e.g. 256 for large photos"),
-    tile_overlap: int = typer.Option(32, help="LR context pixels around each tile"),
-    device: str = typer.Option("cpu"),
+    tile_overlap: int = typer.Option(32, min=0, help="LR context pixels around each tile"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace output images that exist"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
 ):
-    """Upscale one image with a model."""
+    """Upscale an image, or every image of a folder, with a model or a quantized run folder."""
     from .data import read_image, write_image
+    from .data.io import IMAGE_EXTENSIONS, is_image_file
     from .engine.inference import super_resolve
-    from .models import create_model
+    from .engine.progress import progress_bar
 
-    img = read_image(input)
-    net = _setup_device(create_model(model, scale, weights, weights_root=weights_root), device, None)
-    write_image(output, super_resolve(net, img, scale, tile=tile or None, overlap=tile_overlap))
-    err.print(f"{input} ({img.shape[1]}×{img.shape[0]}) → {output} ({img.shape[1] * scale}×{img.shape[0] * scale})")
+    check_tile(tile, tile_overlap)
+    pairs = _upscale_pairs(input, output, is_image_file, IMAGE_EXTENSIONS)
+    existing = [dst for _, dst in pairs if dst.exists()]
+    if existing and not overwrite:
+        raise SrqError(f"{existing[0]} exists{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''}; "
+                       f"add --overwrite to replace")
+    dev = _setup_device(device, threads)
+    net, name, scale, *_ = _load_model(model, scale, weights, weights_root)
+    net = net.to(dev)
+    folder_mode = len(pairs) > 1 or input.is_dir()
+    for src, dst in progress_bar(pairs, total=len(pairs), description="upscaling", enabled=folder_mode):
+        img = read_image(src)
+        write_image(dst, super_resolve(net, img, scale, tile=tile or None, overlap=tile_overlap,
+                                       progress=not folder_mode))
+        if not folder_mode:
+            err.print(f"{src} ({img.shape[1]}×{img.shape[0]}) → {dst} ({img.shape[1] * scale}×{img.shape[0] * scale})")
+    if folder_mode:
+        err.print(f"{len(pairs)} images from {input} upscaled x{scale} by {name} → {output}")
+
+
+def _upscale_pairs(source: Path, target: Path, is_image, extensions) -> list[tuple[Path, Path]]:
+    """(input, output) image paths of ``srq upscale``, checked before any model is loaded."""
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and is_image(p))
+        if not files:
+            raise SrqError(f"no images in {source}; srq reads {', '.join(extensions)}")
+        if target.resolve() == source.resolve():
+            raise SrqError("the output folder is the input folder; choose another one")
+        check_writable_folder(target, "output folder")
+        return [(p, target / f"{p.stem}.png") for p in files]
+    if not source.is_file():
+        raise SrqError(f"input {source} does not exist")
+    check_output_file(target, extensions, option="output")
+    return [(source, target)]
 
 
 @app.command("quantize")
@@ -175,24 +236,34 @@ def quantize_cmd(
                                           "{pattern, w_bits, a_bits, fp}) or a QuantConfig (only its rules "
                                           "are used; the method sets the rest)"),
     calib: str = typer.Option("DIV2K_test_LRx4", help="calibration set name (under <data-root>/calibration) or folder"),
-    calib_n: int = typer.Option(100, help="number of calibration images"),
-    patch: int = typer.Option(96, help="LR patch size cut from each calibration image"),
+    calib_n: int = typer.Option(100, min=1, help="number of calibration images"),
+    patch: int = typer.Option(96, min=8, help="LR patch size cut from each calibration image"),
     data_root: Optional[Path] = typer.Option(None, help="data root [env SRQ_DATA]"),
     weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
     show_placement: bool = typer.Option(False, "--show-placement", help="print where quantizers sit"),
     output: Path = typer.Option(..., "--output", "-o", help="run folder to write"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run folder (all of it)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in this run folder from its "
+                                "last checkpoint (same command otherwise)"),
+    checkpoint_every: int = typer.Option(25, min=1, help="checkpoint long stages every this many steps "
+                                         "(and at least every minute)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
 ):
     """Quantize a model with a PTQ method on calibration images and save it as a run folder."""
     import json
     import time
 
-    from . import api
+    import torch
+
+    from . import __version__, api
+    from .cli_support import WORK_AREA
     from .data import calibration_set
-    from .engine.results import atomic_write_text, provenance
+    from .engine.checkpoint import WorkArea, resumable
+    from .engine.results import file_sha256, provenance
     from .methods import METHODS
     from .methods.base import apply_params
     from .models import create_model
+    from .models.registry import get_model_info, resolve_weights
     from .quant import LayerRule, QuantConfig, format_placement, model_cost, parse_bits, placement
 
     w_bits, a_bits = parse_bits(bits)
@@ -205,42 +276,76 @@ def quantize_cmd(
     if config is not None:
         try:
             doc = json.loads(config.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            rules = [LayerRule(**r) for r in doc] if isinstance(doc, list) else QuantConfig.from_dict(doc).rules
+        except (OSError, ValueError, TypeError, AttributeError) as e:
             raise SrqError(f"cannot read --config {config}: {e}")
-        rules = [LayerRule(**r) for r in doc] if isinstance(doc, list) else QuantConfig.from_dict(doc).rules
     recipe = apply_params(METHODS[method](w_bits=w_bits, a_bits=a_bits, first_last=first_last, rules=rules), param)
     recipe.config()  # validate before any work
-    net = _setup_device(create_model(model, scale, weights, weights_root=weights_root), "cpu", threads)
+    check_output_folder(output, overwrite=overwrite, resume=resume)
+    weights_path = resolve_weights(get_model_info(model), scale, weights, weights_root)
+    _setup_device("cpu", threads)
+    net = create_model(model, scale, weights_path)
     data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root)
+    fingerprint = {"srq": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "model": model, "scale": scale,
+                   "weights_sha256": file_sha256(weights_path) if weights_path else None,
+                   "recipe": recipe.to_dict(), "calibration": {"set": calib, "images": len(data), "patch": patch,
+                                                               "sha256": _tensor_sha256(data)}}
+    work = WorkArea.open(output / WORK_AREA, fingerprint, resume=resume, every_steps=checkpoint_every)
     t0 = time.perf_counter()
-    qnet = api.quantize(net, recipe, data)
+    try:
+        with resumable(work):
+            qnet = api.quantize(net, recipe, data)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; the run can continue from its last checkpoint: repeat the command with "
+                          "--resume") from None
+    except BaseException:
+        work.remove()
+        _remove_if_empty(output)
+        raise
     seconds = time.perf_counter() - t0
     entries = placement(qnet)
     if show_placement:
         out.print(format_placement(entries), highlight=False, soft_wrap=True)
     cost = model_cost(qnet, scale=scale)
-    api.save(qnet, output, extra={"calibration": {"set": calib, "images": len(data), "patch": patch},
-                                  "quantize_seconds": seconds, "cost": cost.to_dict(),
-                                  "provenance": provenance()})
-    atomic_write_text(output / "placement.txt", format_placement(entries) + "\n")
+    files = {"placement.txt": format_placement(entries) + "\n"}
     report = api.current_report(qnet)
     if report and ("a" in report or "w" in report):
         from .report import bit_offsets_svg, format_bit_map
 
         table = format_bit_map(report)
         out.print(table, highlight=False, soft_wrap=True)
-        atomic_write_text(output / "bitmap.txt", table + "\n")
-        atomic_write_text(output / "bitmap.svg",
-                          bit_offsets_svg(report, f"{model} x{scale} {method} w{w_bits}a{a_bits}: bit offset per layer"))
+        files["bitmap.txt"] = table + "\n"
+        files["bitmap.svg"] = bit_offsets_svg(report, f"{model} x{scale} {method} w{w_bits}a{a_bits}: bit offset per layer")
     if report and "routing" in report:
         from .report import format_routing
 
         table = format_routing(report)
         out.print(table, highlight=False, soft_wrap=True)
-        atomic_write_text(output / "routing.txt", table + "\n")
-    err.print(f"{model} x{scale} {method} w{w_bits}a{a_bits}: {seconds:.1f} s; size {cost.size_kb:.1f} KB "
-              f"(FP32 {cost.fp32_size_kb:.1f} KB), BitOPs {cost.bitops / 1e9:.1f} G (FP32 {cost.fp32_bitops / 1e9:.1f} G) "
-              f"→ {output}")
+        files["routing.txt"] = table + "\n"
+    api.save(qnet, output, files=files,
+             extra={"calibration": fingerprint["calibration"], "quantize_seconds": seconds, "resumed": resume,
+                    "cost": cost.to_dict(), "provenance": provenance()})
+    err.print(f"{model} x{scale} {method} w{w_bits}a{a_bits}: {seconds:.1f} s{' (resumed part)' if resume else ''}; "
+              f"size {cost.size_kb:.1f} KB (FP32 {cost.fp32_size_kb:.1f} KB), BitOPs {cost.bitops / 1e9:.1f} G "
+              f"(FP32 {cost.fp32_bitops / 1e9:.1f} G) → {output}")
+
+
+def _tensor_sha256(data) -> str:
+    """SHA-256 of calibration inputs (a tensor or a list of tensors), to tell a resumed run's inputs apart."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in data if isinstance(data, list) else [data]:
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 @app.command("demo")
@@ -262,6 +367,8 @@ def demo_cmd(
     from .quant import model_cost, parse_bits
 
     _check_results_path(output)
+    if save_images is not None:
+        check_writable_folder(save_images, "--save-images")
     scale, specs = 4, [parse_bits(b) for b in _split(bits)]
     fp = create_model("srq_tiny", scale, "official")
     calib = sample_calibration(scale)
@@ -291,10 +398,10 @@ def train_cmd(
     model: str = typer.Argument("srq_tiny", help="model name (trained from scratch)"),
     scale: int = typer.Option(4, "--scale", "-s"),
     images: str = typer.Option("skimage", help="'skimage' (photos shipped with scikit-image) or a folder of HR images"),
-    steps: int = typer.Option(3000),
-    batch: int = typer.Option(16),
-    patch: int = typer.Option(96, help="HR patch size"),
-    lr: float = typer.Option(2e-3),
+    steps: int = typer.Option(3000, min=1),
+    batch: int = typer.Option(16, min=1),
+    patch: int = typer.Option(96, min=8, help="HR patch size"),
+    lr: float = typer.Option(2e-3, min=0.0),
     seed: int = typer.Option(0),
     output: Path = typer.Option(..., "--output", "-o", help="weights file (.safetensors)"),
 ):
@@ -302,16 +409,14 @@ def train_cmd(
     import json
 
     import torch
-    from safetensors.torch import save_file
-
     from .data import read_image
     from .data.samples import sample_images
     from .engine.results import atomic_write_text, provenance
     from .engine.train import TrainConfig, train_l1
+    from .fileio import write_safetensors
     from .models import create_model
 
-    if output.suffix != ".safetensors":
-        raise SrqError(f"--output must end in .safetensors, not {output.name!r}")
+    check_output_file(output, (".safetensors",))
     if images == "skimage":
         hr = [img for _, img in sample_images("train")]
     else:
@@ -327,11 +432,8 @@ def train_cmd(
         losses = train_l1(net, hr, scale, cfg)
     except ValueError as e:
         raise SrqError(f"{e}; change --patch")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
-              metadata={"model": model, "scale": str(scale), "config": json.dumps(cfg.__dict__)})
-    tmp.replace(output)
+    write_safetensors(output, {k: v.contiguous() for k, v in net.state_dict().items()},
+                      metadata={"model": model, "scale": str(scale), "config": json.dumps(cfg.__dict__)})
     atomic_write_text(output.with_suffix(".json"), json.dumps(
         {"model": model, "scale": scale, "images": images, "config": cfg.__dict__,
          "final_loss_mean_last_100": sum(losses[-100:]) / len(losses[-100:]), "provenance": provenance()}, indent=2))
@@ -362,26 +464,14 @@ def convert_cmd(
     """Convert an official checkpoint (e.g. Paddle .pdparams) into srq's .safetensors layout."""
     from .models.convert import convert_checkpoint
 
+    check_output_file(output, (".safetensors",))
     path = convert_checkpoint(model, scale, weights, output)
     err.print(f"wrote {path} ({model} x{scale})")
 
 
 def main() -> None:
-    """Console entry point: run the app, turning user errors into one line and exit code 2."""
-    try:
-        app(standalone_mode=False)
-    except SrqError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except click.exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    """Console entry point (see :func:`srq.cli_support.run_app` for the exit codes)."""
+    sys.exit(run_app(app))
 
 
 if __name__ == "__main__":

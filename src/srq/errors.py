@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-__all__ = ["SrqError", "exit_on_user_error"]
+__all__ = ["SrqError", "Interrupted", "exit_on_user_error"]
 
 
 class SrqError(Exception):
@@ -14,6 +14,10 @@ class SrqError(Exception):
     The CLI prints ``str(err)`` on one line and exits with code 2, without a traceback.
     The message should say what is wrong and what to do about it.
     """
+
+
+class Interrupted(Exception):
+    """The user stopped a run (Ctrl-C); the message says what was kept. The CLI prints it and exits with 130."""
 
 
 def exit_on_user_error(main: Callable[[], None]) -> None:

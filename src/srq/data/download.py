@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
 from ..errors import SrqError
+from ..fileio import follow_umask, replace_folder
 from ..paths import data_root as _data_root
 from .datasets import BENCHMARKS, canonical_name, list_images, spellings_of
 from .io import is_image_file
@@ -57,6 +58,7 @@ def fetch(url: str, dest: Path, progress: ProgressFn | None = None, label: str =
                 done += len(chunk)
                 if progress is not None:
                     progress(label or dest.name, done, total)
+        follow_umask(tmp)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -118,14 +120,8 @@ def extract_benchmark(
                         shutil.copyfileobj(source, f)
         except (tarfile.TarError, OSError, EOFError) as err:
             raise SrqError(f"cannot extract {archive}: {err}; delete it and download again") from None
-        if target.exists():
-            old = target.with_name(f".{canonical}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        follow_umask(tmp)
+        replace_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

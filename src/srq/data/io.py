@@ -28,6 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import SrqError
+from ..fileio import follow_umask
 
 __all__ = ["IMAGE_EXTENSIONS", "is_image_file", "read_image", "write_image", "to_tensor", "to_uint8", "mod_crop"]
 
@@ -149,6 +150,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(np.ascontiguousarray(img)).save(f, format=fmt, **params)
+        follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import active_work_area
 from .memory import release_memory
 from .progress import progress_bar
 
@@ -122,7 +123,7 @@ class FinetuneConfig:
 def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, params: list,
              config: FinetuneConfig, progress: bool = True, after_backward: Callable[[], None] | None = None,
              description: str = "fine-tuning", extra_loss: Callable[[], torch.Tensor] | None = None,
-             stats: dict | None = None) -> list[float]:
+             stats: dict | None = None, carry: dict | None = None) -> list[float]:
     """Train ``params`` of ``qmodel`` to match ``fp_model`` on ``inputs`` ((N, 3, h, w) LR in [0, 1]).
 
     ``params``: parameters, or optimiser parameter groups (dicts with ``params`` and optionally ``lr``).
@@ -130,8 +131,12 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     step whose gradients are not finite, or whose loss is an outlier (``config.outlier_factor``), is skipped
     (with a warning at the end). ``extra_loss()`` (if given) is added to each step's loss after the forward
     pass; ``after_backward`` is called after each backward pass of a step that is taken, before the optimiser
-    step (e.g. to record gradients). Returns the loss per step, skipped ones included. ``stats`` (if given)
-    receives :func:`step_stats`.
+    step (e.g. to record gradients, in ``carry``). Returns the loss per step, skipped ones included. ``stats``
+    (if given) receives :func:`step_stats`.
+
+    Within :func:`~srq.engine.checkpoint.resumable` the call is a checkpointed stage of the run: it continues
+    from the stage's checkpoint (model, optimiser, LR schedule, RNG, losses and ``carry``: a dict of JSON-able
+    values the caller updates during the stage) and saves one as it goes.
     """
     blocks = find_blocks(fp_model) if config.lambda_feat else []  # no feature term: nothing to capture
     groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
@@ -156,12 +161,27 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     bounded = [m for m in qmodel.modules() if hasattr(m, "project_bounds_")]  # quantizers
     losses: list[float] = []
     taken: list[float] = []  # losses of the steps taken (the outlier test's reference)
-    skipped = outliers = 0
+    skipped = outliers = done = 0  # done: steps done before this call (resumed from a checkpoint)
+    work = active_work_area()
+    stage = work.stage(description, len(schedule)) if work is not None else None
+
+    def checkpoint(step: int) -> None:
+        stage.save(step, {"losses": losses, "taken": taken, "skipped": skipped, "outliers": outliers,
+                          "carry": carry}, qmodel, opt, scheduler)
+
     fp_model.eval()
     qmodel.eval()  # no dropout/BN updates; gradients still flow
     try:
+        saved = stage.restore(qmodel, opt, scheduler) if stage is not None else None
+        if saved is not None:
+            done, record = saved
+            losses, taken, skipped, outliers = record["losses"], record["taken"], record["skipped"], record["outliers"]
+            if carry is not None:
+                carry.update(record["carry"])
         with capture_outputs(qmodel, blocks) as fq, capture_outputs(fp_model, blocks) as ffp:
-            for idx in progress_bar(schedule, total=len(schedule), description=description, enabled=progress):
+            steps = progress_bar(schedule[done:], total=len(schedule), description=description, enabled=progress,
+                                 status=lambda: f"loss {losses[-1]:.4g}" if losses else "", completed=done)
+            for step, idx in enumerate(steps, done + 1):  # step: steps done once this one is
                 x = inputs[idx].to(device)
                 with torch.no_grad():
                     target = fp_model(x)
@@ -187,6 +207,10 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
                 if scheduler is not None:
                     scheduler.step()
                 losses.append(value)
+                if stage is not None and step < len(schedule) and stage.due(step):
+                    checkpoint(step)
+        if stage is not None and done < len(schedule):
+            checkpoint(len(schedule))
     finally:
         for p in frozen:
             p.requires_grad_(True)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .progress import progress_bar
+
 __all__ = ["model_device", "super_resolve", "to_uint8_image"]
 
 
@@ -62,7 +64,7 @@ def _split_inference(model: nn.Module, lr: np.ndarray, scale: int, split: int, d
 
 @torch.no_grad()
 def super_resolve(model: nn.Module, lr: np.ndarray, scale: int, tile: int | None = None,
-                  overlap: int = 32, split: int | None = None) -> np.ndarray:
+                  overlap: int = 32, split: int | None = None, progress: bool = False) -> np.ndarray:
     """Upscale one image.
 
     Args:
@@ -73,6 +75,7 @@ def super_resolve(model: nn.Module, lr: np.ndarray, scale: int, tile: int | None
         overlap: LR context pixels added around each tile (ignored untiled).
         split: if set (e.g. 200, MambaIRv2's official test), partitioned inference instead of tiles: each
             side of ``n`` LR pixels is cut into ``n // split + 1`` parts (module docstring).
+        progress: show progress over the tiles (tiled runs only).
     Returns:
         (scale·h, scale·w, 3) uint8 RGB (clamped and rounded).
     """
@@ -92,12 +95,12 @@ def super_resolve(model: nn.Module, lr: np.ndarray, scale: int, tile: int | None
     if tile < 8 or overlap < 0:
         raise ValueError(f"tile must be ≥ 8 and overlap ≥ 0 (got tile={tile}, overlap={overlap})")
     out = np.empty((h * scale, w * scale, 3), np.uint8)
-    for top in range(0, h, tile):
-        for left in range(0, w, tile):
-            bottom, right = min(top + tile, h), min(left + tile, w)
-            t0, l0 = max(top - overlap, 0), max(left - overlap, 0)
-            b0, r0 = min(bottom + overlap, h), min(right + overlap, w)
-            sr = _run(model, lr[t0:b0, l0:r0], device)
-            core = sr[..., (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale]
-            out[top * scale:bottom * scale, left * scale:right * scale] = to_uint8_image(core)
+    corners = [(top, left) for top in range(0, h, tile) for left in range(0, w, tile)]
+    for top, left in progress_bar(corners, total=len(corners), description="tiles", enabled=progress):
+        bottom, right = min(top + tile, h), min(left + tile, w)
+        t0, l0 = max(top - overlap, 0), max(left - overlap, 0)
+        b0, r0 = min(bottom + overlap, h), min(right + overlap, w)
+        sr = _run(model, lr[t0:b0, l0:r0], device)
+        core = sr[..., (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale]
+        out[top * scale:bottom * scale, left * scale:right * scale] = to_uint8_image(core)
     return out

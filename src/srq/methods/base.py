@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
@@ -59,22 +61,29 @@ class Recipe:
         return {"method": self.name, **asdict(self), "w_observer": self.w_observer, "a_observer": self.a_observer}
 
 
-_SCALAR = (int, float, str, tuple, type(None))
+_SCALAR = (int, float, str, bool, tuple, type(None))
 
 
-def tunable_params(recipe: Recipe) -> dict[str, object]:
-    """The recipe's scalar hyper-parameters (numbers, flags, text, tuples) with their current values; those of
-    a nested config are named ``<field>.<name>`` (e.g. GBA's ``alloc.lambda_feat``)."""
+def _field_types(cls: type) -> dict[str, object]:
+    """The resolved type annotations of a dataclass's fields (``int | None`` → ``typing.Optional[int]``)."""
+    return typing.get_type_hints(cls)
+
+
+def tunable_params(recipe: Recipe) -> dict[str, tuple[object, object]]:
+    """The recipe's scalar hyper-parameters (numbers, flags, text, tuples) as ``{key: (type, current value)}``;
+    those of a nested config are named ``<field>.<name>`` (e.g. GBA's ``alloc.lambda_feat``)."""
     fixed = {"w_bits", "a_bits", "first_last", "rules"}  # set through their own options
-    out: dict[str, object] = {}
+    out: dict[str, tuple[object, object]] = {}
+    types = _field_types(type(recipe))
     for f in dataclasses.fields(recipe):
         value = getattr(recipe, f.name)
         if not f.init or f.name in fixed:
             continue
         if isinstance(value, _SCALAR):
-            out[f.name] = value
+            out[f.name] = (types[f.name], value)
         elif dataclasses.is_dataclass(value):
-            out.update({f"{f.name}.{g.name}": getattr(value, g.name) for g in dataclasses.fields(value)
+            inner = _field_types(type(value))
+            out.update({f"{f.name}.{g.name}": (inner[g.name], getattr(value, g.name)) for g in dataclasses.fields(value)
                         if g.init and isinstance(getattr(value, g.name), _SCALAR)})
     return out
 
@@ -95,7 +104,7 @@ def apply_params(recipe: Recipe, params: list[str]) -> Recipe:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        changes[key] = _coerce(key, value, tunable[key])
+        changes[key] = _coerce(key, value, *tunable[key])
     nested: dict[str, dict[str, object]] = {}
     for key in [k for k in changes if "." in k]:
         outer, inner = key.split(".", 1)
@@ -108,18 +117,38 @@ def apply_params(recipe: Recipe, params: list[str]) -> Recipe:
         raise SrqError(f"--param: {e}")
 
 
-def _coerce(key: str, value: object, current: object) -> object:
-    """``value`` converted to the type of the parameter's current value, or a one-line error."""
-    if isinstance(current, bool) or isinstance(current, str):
-        ok = isinstance(value, type(current))
-    elif isinstance(current, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(current, float) or current is None:
-        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-        value = float(value) if ok and value is not None else value
-    else:  # tuple
-        ok = isinstance(value, list)
-        value = tuple(value) if ok else value
+def _fits(value: object, kind: object) -> tuple[bool, object]:
+    """Whether a JSON ``value`` fits the annotation ``kind``, and the value converted to it."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            ok, converted = _fits(value, option)
+            if ok:
+                return True, converted
+        return False, value
+    if kind is type(None):
+        return value is None, value
+    if kind is bool:
+        return isinstance(value, bool), value
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if kind is str:
+        return isinstance(value, str), value
+    if origin is tuple and isinstance(value, list):
+        item = args[0] if args else object
+        fitted = [_fits(v, item) if item is not object else (True, v) for v in value]
+        return all(ok for ok, _ in fitted), tuple(v for _, v in fitted)
+    return False, value
+
+
+def _coerce(key: str, value: object, kind: object, current: object) -> object:
+    """``value`` converted to the parameter's annotated type ``kind``, or a one-line error."""
+    ok, converted = _fits(value, kind)
     if not ok:
-        raise SrqError(f"--param {key}: {value!r} does not fit (current value {current!r})")
-    return value
+        name = getattr(kind, "__name__", None) if not typing.get_args(kind) else None
+        raise SrqError(f"--param {key}: {value!r} does not fit its type, {name or str(kind).replace('typing.', '')} "
+                       f"(current value {current!r})")
+    return converted

@@ -139,19 +139,20 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
     """
     low, high = span if span is not None else (None, None)
     offsets = [s.quantizer.enable_bit_offset(low, high) for s in slots]
-    sums = [0.0] * len(offsets)
+    carry = {"sums": [0.0] * len(offsets)}  # checkpointed with the stage in a resumable run
     stats = {} if stats is None else stats
 
     def record() -> None:
+        sums = carry["sums"]
         for i, p in enumerate(offsets):
             if p.grad is not None:
                 sums[i] += float(p.grad)
 
     finetune(qmodel, fp_model, inputs, offsets, config, progress=progress, after_backward=record,
-             description=f"bit allocation ({slots[0].kind if slots else '-'})", stats=stats)
+             description=f"bit allocation ({slots[0].kind if slots else '-'})", stats=stats, carry=carry)
     for s in slots:
         s.quantizer.set_bits(s.quantizer.bits)  # drop the continuous offset
-    return [v / max(stats["steps_taken"], 1) for v in sums]
+    return [v / max(stats["steps_taken"], 1) for v in carry["sums"]]
 
 
 @dataclass

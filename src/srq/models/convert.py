@@ -25,9 +25,8 @@ def convert_checkpoint(model_name: str, scale: int, src: str | os.PathLike, dst:
     Raises :class:`SrqError` for unknown models/scales, unreadable or mismatching checkpoints and a
     destination that is not ``.safetensors``.
     """
-    from safetensors.torch import save_file
-
     from ..engine.results import file_sha256
+    from ..fileio import write_safetensors
     from .registry import create_model
 
     dst = Path(dst)
@@ -40,13 +39,7 @@ def convert_checkpoint(model_name: str, scale: int, src: str | os.PathLike, dst:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     metadata = {"srq_model": model_name.lower(), "scale": str(scale), "source": src.name,
                 "source_sha256": file_sha256(src)}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, dst)
+        return write_safetensors(dst, tensors, metadata=metadata)
     except OSError as e:
         raise SrqError(f"could not write {dst} ({e.strerror or e}); check the folder and free space")
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
