@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import random
+import re
 from dataclasses import replace
 
 import pytest
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 import srq
 from srq.engine.distill import FinetuneConfig
 from srq.errors import SrqError
-from srq.methods import GBA, MinMax
+from srq.methods import GBA, MinMax, Percentile
 from srq.methods.base import apply_params
 from srq.methods.gba import activation_elements, bit_slots, budget_sizes
 from srq.quant import Quantizer, calibrate_activations, calibrate_weights
@@ -441,3 +442,16 @@ def test_params_set_nested_config_fields_with_dotted_keys():
                           ["alloc.optimizer=rmsprop", "optimizer must be"]):
         with pytest.raises(SrqError, match=fragment):
             apply_params(GBA(), [bad])
+
+
+def test_params_are_typed_by_their_annotation_not_their_default():
+    """``steps: int | None = None`` takes an int (it was coerced to float from its None default)."""
+    recipe = apply_params(Percentile(fine_tune=True), ["finetune_config.steps=10", "finetune_config.lr_min=null"])
+    assert recipe.finetune_config.steps == 10 and isinstance(recipe.finetune_config.steps, int)
+    assert apply_params(Percentile(fine_tune=True), ["finetune_config.lr=1"]).finetune_config.lr == 1.0
+    assert apply_params(GBA(), ["candidates=[-2, 0, 2]"]).candidates == (-2, 0, 2)
+    for bad, fragment in (["finetune_config.steps=1.5", "int | None"], ["candidates=[1, 0.5]", "tuple"],
+                          ["finetune_config.steps=0", "at least 1"], ["finetune_config.batch=-2", "at least 1"],
+                          ["finetune_config.lr=0", "lr must be above 0"], ["mp_weights=1", "bool"]):
+        with pytest.raises(SrqError, match=re.escape(fragment)):
+            apply_params(GBA() if "candidates" in bad or "mp_" in bad else Percentile(fine_tune=True), [bad])

@@ -2,8 +2,8 @@
 
 On a terminal: a transient rich bar on stderr. Off a terminal (logs, CI, ``nohup``): a plain line on stderr
 whenever another 10 % is done or 30 s have passed since the last line, and at the end, e.g.
-``fine-tuning: 50/100 (50%), 1m02s elapsed, eta 1m02s, loss 0.0123`` — but never two lines within 5 s, so a
-loop that takes less than 5 s prints nothing. Library calls pass ``enabled=False``.
+``fine-tuning: 50/100 (50%), 1m02s elapsed, eta 1m02s, loss 0.0123`` — but never two lines within 5 s (the
+last line excepted), so a loop that takes less than 5 s prints nothing. Library calls pass ``enabled=False``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def _log_lines(items: Iterable[T], total: int | None, description: str, status: 
         now = time.monotonic()
         finished = total is not None and done >= total
         marked = finished or (next_mark is not None and done >= next_mark)
-        if now - last >= LOG_SECONDS or (marked and now - last >= QUIET_SECONDS):
+        if now - last >= LOG_SECONDS or (marked and now - last >= QUIET_SECONDS) \
+                or (finished and now - start >= QUIET_SECONDS):
             parts = [f"{description}: {done}/{total}" if total else f"{description}: {done}"]
             if total:
                 parts[0] += f" ({100 * done // total}%)"
