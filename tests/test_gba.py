@@ -451,7 +451,7 @@ def test_params_are_typed_by_their_annotation_not_their_default():
     assert apply_params(Percentile(fine_tune=True), ["finetune_config.lr=1"]).finetune_config.lr == 1.0
     assert apply_params(GBA(), ["candidates=[-2, 0, 2]"]).candidates == (-2, 0, 2)
     for bad, fragment in (["finetune_config.steps=1.5", "int | None"], ["candidates=[1, 0.5]", "tuple"],
-                          ["finetune_config.steps=0", "at least 1"], ["finetune_config.batch=-2", "at least 1"],
+                          ["finetune_config.steps=-1", "at least 0"], ["finetune_config.batch=-2", "at least 1"],
                           ["finetune_config.lr=0", "lr must be above 0"], ["mp_weights=1", "bool"]):
         with pytest.raises(SrqError, match=re.escape(fragment)):
             apply_params(GBA() if "candidates" in bad or "mp_" in bad else Percentile(fine_tune=True), [bad])

@@ -112,10 +112,10 @@ class FinetuneConfig:
     outlier_factor: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch", "steps"):
+        for name, least in (("epochs", 1), ("batch", 1), ("steps", 0)):  # steps 0: the stage is switched off
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be at least {least}, got {value}")
         if not self.lr > 0 or (self.lr_min is not None and not 0 <= self.lr_min <= self.lr):
             raise ValueError(f"lr must be above 0 and lr_min (if set) within 0 … lr, got lr={self.lr}, "
                              f"lr_min={self.lr_min}")
