@@ -12,7 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-import srq.quant.quantizer as quantizer_module
+import srq.quant.grids.affine
+import srq.quant.grids.binary
+import srq.quant.grids.symmetric
+import srq.quant.grids.uniform
 from srq.quant import QuantConv2d, QuantLinear, Quantizer
 from srq.quant.functional import (binarize, binarize_fwd, fake_quant, fake_quant_affine, fake_quant_affine_fwd,
                                   fake_quant_fwd, fake_quant_symmetric, fake_quant_symmetric_fwd)
@@ -89,11 +92,16 @@ FWD_NAMES = tuple(f"{name}_fwd" for name in STE_NAMES)
 
 
 def _disable(patcher, names: tuple[str, ...]) -> None:
-    """Make the quantizer module's functions ``names`` fail when called."""
+    """Make the functions ``names`` fail when the quantizer's grids call them."""
     def fail(*args, **kwargs):
         raise AssertionError("a disabled quantization path ran")
+    grids = srq.quant.grids
+    modules = (grids.uniform, grids.affine, grids.symmetric, grids.binary)
     for name in names:
-        patcher.setattr(quantizer_module, name, fail)
+        users = [m for m in modules if hasattr(m, name)]
+        assert users, f"no grid calls {name}"
+        for module in users:
+            patcher.setattr(module, name, fail)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Fake-quantization functions with their gradient estimators.
 
 All functions quantize and immediately de-quantize ("QDQ"), so the result is a float tensor on the grid.
-Rounding uses the straight-through estimator (STE): forward ``round(z)``, backward identity.
+Rounding of the data uses the straight-through estimator (STE: forward ``round(z)``, backward identity) unless a
+``rounding`` estimator (``srq.quant.rounding``) is passed.
 
 * :func:`fake_quant` — uniform affine quantizer of SPR²Q Eq. 1 with bounds ``lower``/``upper``:
   ``x̂ = clip(x, a, b)``, ``s = (b − a)/(2ⁿ − 1)``, ``x_q = round((x̂ − a)/s)·s + a``. Autograd through this
@@ -17,6 +18,8 @@ versions (a zero may differ in sign; ``tests/test_quant_fastpath.py``) at a frac
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 __all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_symmetric", "fake_quant_affine", "binarize",
@@ -24,6 +27,8 @@ __all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_symmetric", "fa
            "binarize_fwd"]
 
 _EPS = 1e-8
+
+RoundFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -43,19 +48,20 @@ def clip_bounds(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> to
 
 
 def fake_quant(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-               bits: int | float | torch.Tensor) -> torch.Tensor:
+               bits: int | float | torch.Tensor, rounding: RoundFn = round_ste) -> torch.Tensor:
     """Uniform asymmetric fake quantization (SPR²Q Eq. 1).
 
     Args:
         x: any shape.
         lower, upper: bounds broadcastable to ``x`` (e.g. shape (C, 1, 1, 1) per output channel), upper > lower.
         bits: n ≥ 1 (2ⁿ levels from ``lower`` to ``upper`` inclusive).
+        rounding: estimator for ``round`` of the grid coordinate.
     Returns:
         Tensor like ``x`` whose values lie on the grid ``lower + k·s``, k = 0 … 2ⁿ − 1.
     """
     x_hat = clip_bounds(x, lower, upper)
     s = (upper - lower).clamp_min(_EPS) / num_levels(bits)
-    return round_ste((x_hat - lower) / s) * s + lower
+    return rounding((x_hat - lower) / s) * s + lower
 
 
 def _clamp_levels(v: torch.Tensor, n: int | float | torch.Tensor) -> torch.Tensor:
@@ -73,29 +79,31 @@ def affine_step(lower: torch.Tensor, upper: torch.Tensor, bits: int | float | to
 
 
 def fake_quant_affine(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-                      bits: int | float | torch.Tensor) -> torch.Tensor:
+                      bits: int | float | torch.Tensor, rounding: RoundFn = round_ste) -> torch.Tensor:
     """Uniform asymmetric fake quantization with an integer zero point, so 0 is exactly on the grid.
 
     ``s = (b − a)/(2ⁿ − 1)``, ``z = round(−a/s)``, ``x_q = (clip(round(x/s) + z, 0, 2ⁿ − 1) − z)·s``
     (the usual integer-arithmetic scheme of Jacob et al., 2018). The range is first widened to contain 0
     (``a ← min(a, 0)``, ``b ← max(b, 0)``). Unlike :func:`fake_quant`, zero weights and zero activations stay
-    exactly zero, which avoids a systematic offset on near-zero values.
+    exactly zero, which avoids a systematic offset on near-zero values. ``rounding`` rounds ``x/s``; the zero
+    point always uses the STE.
     """
     n = num_levels(bits)
     s = affine_step(lower, upper, bits)  # the range is widened to contain 0
     z = round_ste(_clamp_levels(-torch.clamp(lower, max=0.0) / s, n))
-    q = _clamp_levels(round_ste(x / s) + z, n)  # clipped values pass no gradient to x
+    q = _clamp_levels(rounding(x / s) + z, n)  # clipped values pass no gradient to x
     return (q - z) * s
 
 
-def fake_quant_symmetric(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
+def fake_quant_symmetric(x: torch.Tensor, alpha: torch.Tensor, bits: int,
+                         rounding: RoundFn = round_ste) -> torch.Tensor:
     """Signed symmetric fake quantization with zero on the grid: steps ``s = α/(2ⁿ⁻¹ − 1)``,
     integers clipped to ±(2ⁿ⁻¹ − 1) (2ⁿ − 1 levels). Needs ``bits ≥ 2``; use :func:`binarize` for 1 bit."""
     if bits < 2:
         raise ValueError("symmetric quantization needs at least 2 bits; use binarize() for 1 bit")
     qmax = 2 ** (bits - 1) - 1
     alpha = alpha.clamp_min(_EPS)
-    return round_ste(clip_bounds(x, -alpha, alpha) / alpha * qmax) * (alpha / qmax)
+    return rounding(clip_bounds(x, -alpha, alpha) / alpha * qmax) * (alpha / qmax)
 
 
 def binarize(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,9 @@
+"""Grids a quantizer can use, registered by name in :data:`GRIDS`; a new grid is one module here plus its import."""
+
+from .base import GRIDS, Grid, Params
+from .uniform import UniformGrid
+from .affine import AffineGrid
+from .symmetric import SymmetricGrid
+from .binary import BinaryGrid
+
+__all__ = ["GRIDS", "AffineGrid", "BinaryGrid", "Grid", "Params", "SymmetricGrid", "UniformGrid"]

@@ -1,0 +1,56 @@
+"""The grid part of a quantizer: which values ``Q(x)`` may take and the learnable bounds that place them."""
+
+from __future__ import annotations
+
+import torch
+
+from ..functional import RoundFn
+from ..registry import Registry
+
+__all__ = ["GRIDS", "Grid", "Params"]
+
+GRIDS = Registry("grid")
+
+Params = dict[str, torch.Tensor]  # the quantizer's bound parameters by name, e.g. {"lower": …, "upper": …}
+
+
+class Grid:
+    """A stateless grid; the quantizer owns the parameters named in :attr:`params` and passes them in.
+
+    Methods that quantize get the parameters broadcast against ``x`` (shape (C, 1, …) per channel, () per
+    tensor); the others get them as stored (shape (C,) or ()).
+    """
+
+    name: str
+    params: tuple[str, ...]  # names of the nn.Parameters the grid reads; the first sets the bound shape
+    variable_bits = False  # whether the bit width may be a tensor (continuous offset, per-sample extra bits)
+    observer: str | None = None  # observer forced on this grid (None: the one asked for)
+
+    def init(self, shape: tuple[int, ...]) -> Params:
+        """Initial parameter values of ``shape`` (before calibration)."""
+        raise NotImplementedError
+
+    def fit(self, lower: torch.Tensor, upper: torch.Tensor) -> Params:
+        """Parameter values for an observed range ``lower … upper`` (flat, one value per bound pair)."""
+        raise NotImplementedError
+
+    def project_(self, p: Params) -> None:
+        """Put trained parameters back into their valid set, in place."""
+        raise NotImplementedError
+
+    def bounds(self, p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        """The represented range ``(lower, upper)``."""
+        raise NotImplementedError
+
+    def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn) -> torch.Tensor:
+        """``Q(x)`` with autograd; ``bits`` an int, or a tensor broadcastable to ``x`` if :attr:`variable_bits`."""
+        raise NotImplementedError
+
+    def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:
+        """:meth:`quantize` without autograd (same values), for parameters of ``x``'s dtype; a new tensor."""
+        raise NotImplementedError
+
+    def snap(self, offset: torch.Tensor, scale: torch.Tensor, p: Params, bits: int | torch.Tensor) -> torch.Tensor:
+        """A normaliser's offset ``m`` of ``Q(x) = s·Q((x − m)/s) + m``, moved where the grid needs it
+        (unchanged here)."""
+        return offset

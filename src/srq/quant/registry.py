@@ -1,0 +1,33 @@
+"""Name → class tables for the parts a :class:`~srq.quant.quantizer.Quantizer` is built from."""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+__all__ = ["Registry"]
+
+T = TypeVar("T", bound=type)
+
+
+class Registry(dict[str, type]):
+    """The registered classes of one kind of part (grid, rounding, bit width, normaliser), by name."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Class decorator: file the class under ``name`` and set its ``name`` attribute."""
+        def add(cls: T) -> T:
+            if name in self:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            cls.name = name
+            self[name] = cls
+            return cls
+        return add
+
+    def get_class(self, name: str) -> type:
+        """The class registered as ``name``; a ValueError naming the choices otherwise."""
+        if name not in self:
+            raise ValueError(f"unknown {self.kind} {name!r}; choose from {', '.join(self)}")
+        return self[name]
