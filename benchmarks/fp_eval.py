@@ -19,7 +19,8 @@ from pathlib import Path
 
 import srq
 from srq.engine.evaluate import DatasetScore, evaluate
-from srq.engine.results import atomic_write_text, file_sha256, provenance, run_script, write_results
+from srq.engine.results import atomic_write_text, provenance, run_script, write_results
+from srq.fileio import file_sha256
 from srq.models.registry import get_model_info, resolve_weights
 
 from ptq_bench import inference_label, recorded_inference

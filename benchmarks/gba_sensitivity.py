@@ -30,7 +30,7 @@ import srq
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import GBA
-from srq.methods.gba import bit_slots, budget_sizes
+from srq.methods.bit_slots import bit_slots, budget_sizes
 from srq.quant import quantizers
 from srq.quant.config import DAN_CHOICES
 from srq.report import chart_svg

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import srq
 from srq.data import calibration_set
+from srq.engine.batches import calibration_batches
 from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text, provenance, run_script
-from srq.methods.ptq import calibration_batches
 from srq.quant import QuantConfig, calibrate, parse_bits, prepare, quantizers
 
 OUT = Path(__file__).resolve().parent / "results" / "ptq"

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from srq.engine.results import atomic_write_text, file_sha256, provenance, run_script
+from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.errors import SrqError
+from srq.fileio import file_sha256
 
 OUT = Path(__file__).resolve().parent / "results" / "resume"
 STAGE = {"percentile_ft": ("fine-tuning", 0), "gba": ("bit allocation (a)", 0)}  # description, stage number

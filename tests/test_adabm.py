@@ -66,7 +66,7 @@ def test_activation_init_is_selectable_and_recorded():
 
 def test_weight_bit_average_is_over_parameters_and_penalised():
     """AdaBM*: the weight-bit average is weighted by parameters and the mapping loss holds it at the base."""
-    from srq.methods.gba import BitSlot
+    from srq.methods.bit_slots import BitSlot
     from srq.quant.quantizer import Quantizer
 
     weight = [BitSlot("small", "w", Quantizer(4, mode="affine")), BitSlot("big", "w", Quantizer(4, mode="affine"))]

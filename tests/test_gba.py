@@ -18,7 +18,7 @@ from srq.engine.distill import FinetuneConfig
 from srq.errors import SrqError
 from srq.methods import GBA, MinMax, Percentile
 from srq.methods.base import apply_params
-from srq.methods.gba import activation_elements, bit_slots, budget_sizes
+from srq.methods.bit_slots import activation_elements, bit_slots, budget_sizes
 from srq.quant import Quantizer, calibrate_activations, calibrate_weights
 from srq.quant.bit_allocation import allocate_bits
 from srq.report import format_bit_map

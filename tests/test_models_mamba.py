@@ -26,7 +26,7 @@ from srq.data.bicubic import imresize
 from srq.errors import SrqError
 from srq.metrics.psnr_ssim import psnr
 from srq.models.checkpoint import read_checkpoint
-from srq.models.markers import QuantPoint
+from srq.quant.markers import QuantPoint
 from srq.models.mambairv2 import adapt_mambairv2_state_dict
 from srq.models.swinir import adapt_swinir_state_dict
 from srq.models.window_attention import shifted_window_mask

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from srq.engine import progress
+from srq.utils import progress
 
 
 def test_log_lines_every_tenth_but_not_within_five_seconds(monkeypatch, capsys):

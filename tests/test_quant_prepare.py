@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srq.errors import SrqError
-from srq.models.markers import QuantPoint
+from srq.quant.markers import QuantPoint
 from srq.quant import (
     LayerRule,
     QuantConfig,

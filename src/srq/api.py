@@ -19,9 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .engine.results import file_sha256
 from .errors import SrqError
-from .fileio import follow_umask, replace_folder
+from .fileio import file_sha256, follow_umask, replace_folder
 from .methods.base import Recipe
 from .models import create_model
 from .quant import QuantConfig, placement, prepare

@@ -120,6 +120,31 @@ def models_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g.
     out.print(table)
 
 
+def _method_help() -> str:
+    from .methods.registry import method_names
+
+    return f"one of {', '.join(method_names())} (`srq methods` describes them)"
+
+
+@app.command("methods")
+def methods_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'gba*'")):
+    """List the quantization methods: what each does, the paper it implements, whether it saves a run folder."""
+    from fnmatch import fnmatch
+
+    from .methods.registry import list_methods
+
+    table = Table(title="srq methods")
+    table.add_column("name", no_wrap=True)
+    for col in ("description", "implements", "run folder"):
+        table.add_column(col)
+    found = [m for m in list_methods() if fnmatch(m.name, pattern)]
+    if not found:
+        raise SrqError(f"no method matches {pattern!r}; `srq methods` lists them all")
+    for m in found:
+        table.add_row(m.name, m.description, m.paper, "yes" if m.savable else "no")
+    out.print(table)
+
+
 @app.command("eval")
 def eval_cmd(
     model: str = typer.Argument(..., help="model name (see `srq models`) or a run folder from `srq quantize`"),
@@ -138,7 +163,8 @@ def eval_cmd(
 ):
     """Evaluate a model on benchmark sets (PSNR/SSIM on Y, crop = scale, MATLAB bicubic LR)."""
     from .engine.evaluate import evaluate
-    from .engine.results import file_sha256, provenance, write_results
+    from .engine.results import provenance, write_results
+    from .fileio import file_sha256
 
     _check_results_path(output)
     check_tile(tile, tile_overlap)
@@ -181,7 +207,7 @@ def upscale_cmd(
     from .data import read_image, write_image
     from .data.io import IMAGE_EXTENSIONS, is_image_file
     from .engine.inference import super_resolve
-    from .engine.progress import progress_bar
+    from .utils.progress import progress_bar
 
     check_tile(tile, tile_overlap)
     pairs = _upscale_pairs(input, output, is_image_file, IMAGE_EXTENSIONS)
@@ -224,9 +250,7 @@ def quantize_cmd(
     model: str = typer.Argument(..., help="model name (see `srq models`)"),
     scale: int = typer.Option(..., "--scale", "-s"),
     weights: str = typer.Option("official", help="checkpoint path or 'official'"),
-    method: str = typer.Option("minmax", help="minmax, percentile, omse, minmax_ft, percentile_ft, ptq4sr, "
-                               "gba (mixed-precision activations), gba_star (mixed weights and activations), "
-                               "spr2q (rectifiers fused before quantization)"),
+    method: str = typer.Option("minmax", help=_method_help()),
     param: list[str] = typer.Option([], "--param", "-p", help="method hyper-parameter key=value, repeatable "
                                     "(e.g. -p iterations=500 -p batch=4 for spr2q; a nested config's field: "
                                     "-p alloc.lambda_feat=10)"),
@@ -255,21 +279,22 @@ def quantize_cmd(
 
     import torch
 
-    from . import __version__, api
+    from . import api
+    from ._version import __version__
     from .cli_support import WORK_AREA
     from .data import calibration_set
     from .engine.checkpoint import WorkArea, resumable
-    from .engine.results import file_sha256, provenance
-    from .methods import METHODS
+    from .engine.results import provenance
+    from .fileio import file_sha256
     from .methods.base import apply_params
+    from .methods.registry import get_method
     from .models import create_model
     from .models.registry import get_model_info, resolve_weights
     from .quant import LayerRule, QuantConfig, format_placement, model_cost, parse_bits, placement
 
     w_bits, a_bits = parse_bits(bits)
-    if method not in METHODS:
-        raise SrqError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if method.startswith("adabm"):
+    info = get_method(method)  # one line naming the choices for an unknown method
+    if not info.savable:
         raise SrqError(f"{method} models choose bits per image and cannot be saved as a run folder yet; "
                        f"run them from Python (srq.methods.AdaBM) or benchmarks/gba_bench.py")
     rules = []
@@ -279,7 +304,7 @@ def quantize_cmd(
             rules = [LayerRule(**r) for r in doc] if isinstance(doc, list) else QuantConfig.from_dict(doc).rules
         except (OSError, ValueError, TypeError, AttributeError) as e:
             raise SrqError(f"cannot read --config {config}: {e}")
-    recipe = apply_params(METHODS[method](w_bits=w_bits, a_bits=a_bits, first_last=first_last, rules=rules), param)
+    recipe = apply_params(info.create(w_bits=w_bits, a_bits=a_bits, first_last=first_last, rules=rules), param)
     recipe.config()  # validate before any work
     check_output_folder(output, overwrite=overwrite, resume=resume)
     weights_path = resolve_weights(get_model_info(model), scale, weights, weights_root)
@@ -379,7 +404,7 @@ def demo_cmd(
                         "first/last layer 8 bit")
     for col in ("model", "bits", "PSNR (dB)", "SSIM", "size (KB)", "BitOPs (G, 720p out)"):
         table.add_column(col, justify="left" if col in ("model", "bits") else "right")
-    scores, rows = [], []
+    scores = []
     for name, label, net in runs:
         score = evaluate_dataset(net, sample_set("test", scale), progress=False,
                                  save_dir=save_images / f"{name}_{label}" if save_images else None)

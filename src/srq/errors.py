@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-__all__ = ["SrqError", "Interrupted", "exit_on_user_error"]
+__all__ = ["SrqError", "ConfigError", "Interrupted", "exit_on_user_error"]
 
 
 class SrqError(Exception):
@@ -14,6 +14,10 @@ class SrqError(Exception):
     The CLI prints ``str(err)`` on one line and exits with code 2, without a traceback.
     The message should say what is wrong and what to do about it.
     """
+
+
+class ConfigError(SrqError, ValueError):
+    """An invalid setting of a recipe or config, raised at construction: a user error and a ``ValueError``."""
 
 
 class Interrupted(Exception):

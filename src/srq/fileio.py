@@ -7,12 +7,13 @@ them for atomicity, so :func:`follow_umask` gives them the permissions a plain `
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import threading
 from pathlib import Path
 
-__all__ = ["current_umask", "follow_umask", "replace_folder", "write_safetensors"]
+__all__ = ["current_umask", "file_sha256", "follow_umask", "replace_folder", "write_safetensors"]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -62,3 +63,12 @@ def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

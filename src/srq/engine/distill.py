@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+from ..typed_config import check_above, check_at_least, check_choice, check_types
 from .checkpoint import active_work_area
-from .memory import release_memory
-from .progress import progress_bar
+from ..utils.memory import release_memory
+from ..utils.progress import progress_bar
 
 __all__ = ["find_blocks", "capture_outputs", "distill_loss", "energy_map", "FinetuneConfig", "finetune"]
 
@@ -93,9 +95,12 @@ def distill_loss(out_q: torch.Tensor, out_fp: torch.Tensor, feats_q: dict, feats
     return loss
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneConfig:
-    """Bound fine-tuning (GBA supplementary defaults: Adam, lr 0.01, 2 epochs, batch 2, λ_feat 10)."""
+    """Bound fine-tuning (GBA supplementary defaults: Adam, lr 0.01, 2 epochs, batch 2, λ_feat 10).
+
+    Frozen and checked when made (one-line :class:`~srq.errors.ConfigError`); change it with ``dataclasses.replace``.
+    """
 
     lr: float = 0.01
     epochs: int = 2
@@ -103,7 +108,7 @@ class FinetuneConfig:
     lambda_feat: float = 10.0
     seed: int = 0
     optimizer: str = "adam"  # or "sgd"
-    steps: int | None = None  # if set, this many steps (epochs repeat as needed) instead of ``epochs``
+    steps: int | None = None  # if set, this many steps (epochs repeat as needed) instead of ``epochs``; 0: none
     lr_min: float | None = None  # if set, cosine annealing from ``lr`` to ``lr_min`` over the run
     feature_loss: str = "mse"  # or "energy" (see distill_loss)
     # if set, a step whose loss exceeds this many times the median loss of the steps taken so far (after 3) is
@@ -112,19 +117,15 @@ class FinetuneConfig:
     outlier_factor: float | None = None
 
     def __post_init__(self) -> None:
-        for name, least in (("epochs", 1), ("batch", 1), ("steps", 0)):  # steps 0: the stage is switched off
-            value = getattr(self, name)
-            if value is not None and value < least:
-                raise ValueError(f"{name} must be at least {least}, got {value}")
+        check_types(self)
+        check_at_least(self, 1, "epochs", "batch")
+        check_at_least(self, 0, "steps", "lambda_feat")  # steps 0: the stage is switched off
         if not self.lr > 0 or (self.lr_min is not None and not 0 <= self.lr_min <= self.lr):
-            raise ValueError(f"lr must be above 0 and lr_min (if set) within 0 … lr, got lr={self.lr}, "
-                             f"lr_min={self.lr_min}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.feature_loss not in ("mse", "energy"):
-            raise ValueError(f"feature_loss must be 'mse' or 'energy', got {self.feature_loss!r}")
-        if self.outlier_factor is not None and not self.outlier_factor > 1:
-            raise ValueError(f"outlier_factor must be above 1 (or None), got {self.outlier_factor}")
+            raise ConfigError(f"FinetuneConfig: lr must be above 0 and lr_min (if set) within 0 … lr, got "
+                              f"lr={self.lr}, lr_min={self.lr_min}")
+        check_choice(self, "optimizer", ("adam", "sgd"))
+        check_choice(self, "feature_loss", ("mse", "energy"))
+        check_above(self, 1, "outlier_factor")
 
 
 def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, params: list,

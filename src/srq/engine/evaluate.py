@@ -16,8 +16,8 @@ from torch import nn
 from ..data import SRBenchmark, write_image
 from ..metrics import psnr_ssim
 from .inference import super_resolve
-from .memory import release_memory
-from .progress import progress_bar
+from ..utils.memory import release_memory
+from ..utils.progress import progress_bar
 
 __all__ = ["ImageScore", "DatasetScore", "ScoreLog", "evaluate", "evaluate_dataset", "score_log_path"]
 

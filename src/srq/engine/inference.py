@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .progress import progress_bar
+from ..utils.progress import progress_bar
 
 __all__ = ["model_device", "super_resolve", "to_uint8_image"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
@@ -24,7 +23,7 @@ import torch
 from ..errors import SrqError
 from .evaluate import DatasetScore
 
-__all__ = ["provenance", "pin_git_revision", "run_script", "file_sha256", "write_results", "atomic_write_text"]
+__all__ = ["provenance", "pin_git_revision", "run_script", "write_results", "atomic_write_text"]
 
 
 def _git_revision() -> str:
@@ -63,7 +62,7 @@ def run_script(main: Callable[[], None]) -> None:
 def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
     """Where and how a result was produced: git revision (pinned at :func:`pin_git_revision` if it was called),
     machine, library versions, command, UTC time."""
-    from .. import __version__
+    from .._version import __version__
 
     argv = list(command) if command is not None else sys.argv
     if argv and Path(argv[0]).name in ("srq", "cli.py", "__main__.py"):  # console script or python -m
@@ -78,15 +77,6 @@ def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "utc_time": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

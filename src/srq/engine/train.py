@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data.bicubic import imresize
 from .inference import model_device
-from .progress import progress_bar
+from ..utils.progress import progress_bar
 
 __all__ = ["TrainConfig", "train_l1", "random_patches"]
 

@@ -37,13 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.batches import shuffled_batches
 from ..engine.distill import FinetuneConfig, finetune
 from ..quant import calibrate_activations, calibrate_weights
 from ..quant.calibrate import split_quantizers
 from ..quant.functional import fake_quant_affine
+from ..typed_config import check_above, check_at_least, check_choice
 from .base import Recipe
-from .gba import BitSlot, bit_slots, budget_sizes
-from .ptq import shuffled_batches
+from .bit_slots import BitSlot, bit_slots, budget_sizes
+from .registry import register_method
 
 __all__ = ["AdaBM", "BitMapper", "image_complexity"]
 
@@ -169,7 +171,12 @@ def _percentile_offsets(values: list[float], low: float = 30, high: float = 70) 
     return torch.tensor([-1.0 if v < lo else 1.0 if v > hi else 0.0 for v in values])
 
 
-@dataclass
+@register_method("adabm_star", preset={"mp_weights": True}, savable=False,
+                 description="AdaBM with layer-adaptive weight bits too (srq's extension)",
+                 paper="AdaBM (Hong & Lee, CVPR 2024), extended to weights")
+@register_method("adabm", savable=False, description="image- and layer-adaptive activation bits, trained bit mapping",
+                 paper="AdaBM (Hong & Lee, CVPR 2024)")
+@dataclass(frozen=True)
 class AdaBM(Recipe):
     """Image- and layer-adaptive activation bits (AdaBM*: layer-adaptive weight bits too)."""
 
@@ -190,9 +197,11 @@ class AdaBM(Recipe):
     w_observer: ClassVar[str] = "omse"
     A_INITS: ClassVar[tuple[str, ...]] = ("ema_minmax", "minmax", "percentile", "omse")
 
-    def __post_init__(self) -> None:
-        if self.a_init not in self.A_INITS:
-            raise ValueError(f"a_init must be one of {', '.join(self.A_INITS)}, got {self.a_init!r}")
+    def validate(self) -> None:
+        check_choice(self, "a_init", self.A_INITS)
+        check_at_least(self, 0, "epochs", "w_bitloss", "lambda_feat")
+        check_at_least(self, 1, "batch", "calib_batch")
+        check_above(self, 0, "lr_w", "lr_a", "lr_layer", "lr_image")
 
     @property
     def a_observer(self) -> str:  # AdaBM's own init is EMA min/max; others are for ablation

@@ -1,27 +1,35 @@
-"""Recipe base class: a small dataclass of hyper-parameters with ``run(model, calib) -> quantized model``."""
+"""Recipe base class: a frozen, validated dataclass of hyper-parameters with ``run(model, calib) -> qmodel``."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
-import types
 import typing
-from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..errors import SrqError
-from ..quant import QuantConfig, prepare
+from ..errors import ConfigError, SrqError
+from ..quant import LayerRule, QuantConfig, prepare
+from ..quant.config import FIRST_LAST_POLICIES
+from ..typed_config import check_bits, check_choice, check_types, fits, plain_kwargs, to_plain, type_name
 
-__all__ = ["Recipe", "apply_params"]
+__all__ = ["Recipe", "RECIPE_VERSION", "apply_params"]
+
+RECIPE_VERSION = 1  # of the dict written by Recipe.to_dict
+_DERIVED = ("method", "w_observer", "a_observer")  # keys of to_dict that follow from the fields
 
 
-@dataclass
+@dataclass(frozen=True)
 class Recipe:
     """Common settings of every quantization method.
+
+    Recipes are frozen and checked when made (one-line :class:`~srq.errors.ConfigError`, a ``ValueError``);
+    change one with ``dataclasses.replace``.
 
     Attributes:
         w_bits, a_bits: weight / activation bits of the body layers (1 … 8).
@@ -32,11 +40,20 @@ class Recipe:
     w_bits: int = 4
     a_bits: int = 4
     first_last: str = "8bit"
-    rules: list = field(default_factory=list)
+    rules: tuple[LayerRule, ...] = ()
 
     name: ClassVar[str] = "recipe"
     w_observer: ClassVar[str] = "minmax"
     a_observer: ClassVar[str] = "minmax"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_bits(self, "w_bits", "a_bits")
+        check_choice(self, "first_last", FIRST_LAST_POLICIES)
+        self.validate()
+
+    def validate(self) -> None:
+        """Method-specific checks of the field values (the types are already checked)."""
 
     def config(self) -> QuantConfig:
         """The quantizer placement and initialisation this method uses."""
@@ -56,17 +73,46 @@ class Recipe:
         if not isinstance(calib, torch.Tensor):
             raise ValueError(f"{what} needs calibration patches of one size (pass patch=...)")
 
+    @property
+    def method(self) -> str:
+        """The name ``to_dict`` records (the recipe's own name; variants may refine it)."""
+        return self.name
+
     def to_dict(self) -> dict:
-        """Method name, every field and the bound initialisation (observers) of weights and activations."""
-        return {"method": self.name, **asdict(self), "w_observer": self.w_observer, "a_observer": self.a_observer}
+        """Method name, every field (JSON-ready), the bound initialisation (observers) and ``recipe_version``."""
+        return {"method": self.method, **to_plain(self), "w_observer": self.w_observer,
+                "a_observer": self.a_observer, "recipe_version": RECIPE_VERSION}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """The recipe :meth:`to_dict` wrote (a dict without ``recipe_version``, from before it, reads as version 1).
+
+        ``Recipe.from_dict`` picks the class by ``method`` from the registry; a subclass checks it is that class.
+        """
+        from .registry import get_method
+
+        data = dict(data)
+        version = data.pop("recipe_version", RECIPE_VERSION)
+        if version != RECIPE_VERSION:
+            raise ConfigError(f"recipe_version {version!r} is not readable by this srq (it reads {RECIPE_VERSION})")
+        derived = {k: data.pop(k) for k in _DERIVED if k in data}
+        if "method" in derived:
+            info = get_method(derived["method"])
+            if not issubclass(info.recipe, cls):
+                raise ConfigError(f"method {derived['method']!r} is not a {cls.__name__} recipe")
+            recipe = info.create(**plain_kwargs(info.recipe, data))
+        elif cls is Recipe:
+            raise ConfigError("a recipe dict needs its 'method' to be read by Recipe.from_dict")
+        else:
+            recipe = cls(**plain_kwargs(cls, data))
+        made = recipe.to_dict()
+        wrong = [f"{k} {v!r} (the fields give {made[k]!r})" for k, v in derived.items() if made[k] != v]
+        if wrong:
+            raise ConfigError(f"recipe dict does not agree with itself: {', '.join(wrong)}")
+        return recipe
 
 
 _SCALAR = (int, float, str, bool, tuple, type(None))
-
-
-def _field_types(cls: type) -> dict[str, object]:
-    """The resolved type annotations of a dataclass's fields (``int | None`` → ``typing.Optional[int]``)."""
-    return typing.get_type_hints(cls)
 
 
 def tunable_params(recipe: Recipe) -> dict[str, tuple[object, object]]:
@@ -74,15 +120,15 @@ def tunable_params(recipe: Recipe) -> dict[str, tuple[object, object]]:
     those of a nested config are named ``<field>.<name>`` (e.g. GBA's ``alloc.lambda_feat``)."""
     fixed = {"w_bits", "a_bits", "first_last", "rules"}  # set through their own options
     out: dict[str, tuple[object, object]] = {}
-    types = _field_types(type(recipe))
+    hints = typing.get_type_hints(type(recipe))
     for f in dataclasses.fields(recipe):
         value = getattr(recipe, f.name)
         if not f.init or f.name in fixed:
             continue
         if isinstance(value, _SCALAR):
-            out[f.name] = (types[f.name], value)
+            out[f.name] = (hints[f.name], value)
         elif dataclasses.is_dataclass(value):
-            inner = _field_types(type(value))
+            inner = typing.get_type_hints(type(value))
             out.update({f"{f.name}.{g.name}": (inner[g.name], getattr(value, g.name)) for g in dataclasses.fields(value)
                         if g.init and isinstance(getattr(value, g.name), _SCALAR)})
     return out
@@ -95,7 +141,7 @@ def apply_params(recipe: Recipe, params: list[str]) -> Recipe:
     wrong type (e.g. ``iterations=1.5``).
     """
     tunable = tunable_params(recipe)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for item in params:
         key, sep, text = (part.strip() for part in item.partition("="))
         if not sep or key not in tunable:
@@ -117,38 +163,9 @@ def apply_params(recipe: Recipe, params: list[str]) -> Recipe:
         raise SrqError(f"--param: {e}")
 
 
-def _fits(value: object, kind: object) -> tuple[bool, object]:
-    """Whether a JSON ``value`` fits the annotation ``kind``, and the value converted to it."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        for option in args:
-            ok, converted = _fits(value, option)
-            if ok:
-                return True, converted
-        return False, value
-    if kind is type(None):
-        return value is None, value
-    if kind is bool:
-        return isinstance(value, bool), value
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if kind is str:
-        return isinstance(value, str), value
-    if origin is tuple and isinstance(value, list):
-        item = args[0] if args else object
-        fitted = [_fits(v, item) if item is not object else (True, v) for v in value]
-        return all(ok for ok, _ in fitted), tuple(v for _, v in fitted)
-    return False, value
-
-
 def _coerce(key: str, value: object, kind: object, current: object) -> object:
     """``value`` converted to the parameter's annotated type ``kind``, or a one-line error."""
-    ok, converted = _fits(value, kind)
+    ok, converted = fits(value, kind)
     if not ok:
-        name = getattr(kind, "__name__", None) if not typing.get_args(kind) else None
-        raise SrqError(f"--param {key}: {value!r} does not fit its type, {name or str(kind).replace('typing.', '')} "
-                       f"(current value {current!r})")
+        raise SrqError(f"--param {key}: {value!r} does not fit its type, {type_name(kind)} (current value {current!r})")
     return converted

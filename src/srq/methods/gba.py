@@ -42,90 +42,24 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ..engine.batches import shuffled_batches
 from ..engine.distill import FinetuneConfig, finetune
-from ..quant import (LayerRule, QuantConfig, Quantizer, calibrate_activations, calibrate_weights, layer_costs,
-                     quantizers)
+from ..errors import ConfigError
+from ..quant import LayerRule, QuantConfig, calibrate_activations, calibrate_weights, quantizers
 from ..quant.bit_allocation import allocate_bits
-from ..quant.layers import QUANT_LAYER_TYPES
+from ..quant.config import DAN_CHOICES
+from ..typed_config import check_at_least, check_choice
 from .base import Recipe
-from .ptq import shuffled_batches
+from .bit_slots import BitSlot, bit_slots, budget_sizes
+from .registry import register_method
 
-__all__ = ["GBA", "BitSlot", "bit_slots", "bit_gradients", "activation_elements", "budget_sizes"]
-
-
-@dataclass
-class BitSlot:
-    """One quantizer that takes part in the allocation: ``owner`` is the layer (or QuantPoint) name."""
-
-    owner: str
-    kind: str  # "w" or "a"
-    quantizer: Quantizer
-
-
-def bit_slots(qmodel: nn.Module, kind: str) -> list[BitSlot]:
-    """The body quantizers of ``kind`` ("w" or "a") on a uniform/affine grid, in module order.
-
-    First/last layers (``srq_role``) are left out; activation slots include QuantPoint operands.
-    """
-    slots = []
-    for name, m in qmodel.named_modules():
-        if isinstance(m, QUANT_LAYER_TYPES) and getattr(m, "srq_role", "body") == "body":
-            q = m.weight_quantizer if kind == "w" else m.input_quantizer
-            if q is not None and q.mode in ("uniform", "affine"):
-                slots.append(BitSlot(name, kind, q))
-        elif kind == "a" and isinstance(m, Quantizer) and hasattr(m, "srq_point_kind") \
-                and m.mode in ("uniform", "affine"):
-            slots.append(BitSlot(name, kind, m))
-    return slots
-
-
-@torch.no_grad()
-def activation_elements(qmodel: nn.Module, slots: list[BitSlot], example: torch.Tensor) -> list[float]:
-    """Elements each activation quantizer sees per LR pixel of ``example`` ((1, 3, h, w)), summed over calls."""
-    counts = {id(s.quantizer): 0 for s in slots}
-    handles = [s.quantizer.register_forward_hook(
-        lambda m, i, o: counts.__setitem__(id(m), counts[id(m)] + i[0].numel())) for s in slots]
-    everything = [q for _, q in quantizers(qmodel)]
-    enabled = [q.enabled for q in everything]
-    try:
-        for q in everything:
-            q.enabled = False  # counting needs no quantization (and works before calibration)
-        qmodel(example.to(next(qmodel.parameters()).device))
-    finally:
-        for h in handles:
-            h.remove()
-        for q, on in zip(everything, enabled):
-            q.enabled = on
-    pixels = example.shape[0] * example.shape[-2] * example.shape[-1]
-    return [counts[id(s.quantizer)] / pixels for s in slots]
-
-
-def budget_sizes(qmodel: nn.Module, slots: list[BitSlot], example: torch.Tensor, by: str = "size") -> list[float]:
-    """Each slot's weight in the bit budget (all slots of one kind); ``example``: (1, 3, h, w).
-
-    ``by="size"``: parameters for weight slots, activation elements per LR pixel of ``example`` for activation
-    slots. ``by="bitops"``: MACs per LR pixel of the layer the slot belongs to × the bits of that layer's other
-    side as they are now (a weight slot × its input's bits, an activation slot × its weight's bits), so that
-    the weighted average at the base keeps BitOPs (:mod:`srq.quant.cost`) at those of uniform bits; 0 for a slot
-    BitOPs do not see (a ``QuantPoint`` operand, which feeds no Conv/Linear).
-    """
-    if by == "bitops":
-        pixels = example.shape[-2] * example.shape[-1]
-        costs = {c.name: c for c in layer_costs(qmodel, input_size=(example.shape[-2], example.shape[-1]))}
-        other = {"w": "a_bits", "a": "w_bits"}
-        return [costs[s.owner].macs * getattr(costs[s.owner], other[s.kind]) / pixels if s.owner in costs else 0.0
-                for s in slots]
-    if by != "size":
-        raise ValueError(f"by must be 'size' or 'bitops', got {by!r}")
-    if slots and slots[0].kind == "a":
-        return activation_elements(qmodel, slots, example)
-    return [float(qmodel.get_submodule(s.owner).weight.numel()) for s in slots]
+__all__ = ["GBA", "bit_gradients"]
 
 
 def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, slots: list[BitSlot],
@@ -155,7 +89,12 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
     return [v / max(stats["steps_taken"], 1) for v in carry["sums"]]
 
 
-@dataclass
+@register_method("gba_star", preset={"mp_weights": True},
+                 description="GBA with mixed precision on weights too (\"4MP/4MP\")",
+                 paper="Gradient Knows Best (supplementary, Appendix A): GBA*")
+@register_method("gba", description="gradient-guided mixed-precision activation bits, DAN, bit-aware fine-tuning "
+                 "(\"4/4MP\")", paper="Gradient Knows Best (supplementary, Appendix A)")
+@dataclass(frozen=True)
 class GBA(Recipe):
     """Gradient-guided bit allocation + DAN + bit-aware fine-tuning (defaults: the paper's).
 
@@ -185,17 +124,24 @@ class GBA(Recipe):
     w_observer: ClassVar[str] = "omse"
     a_observer: ClassVar[str] = "ema_minmax"
     BUDGETS: ClassVar[tuple[str, ...]] = ("size", "bitops")
+    OFFSET_SPANS: ClassVar[tuple[str, ...]] = ("candidates", "full")
 
-    def __post_init__(self) -> None:
-        if self.budget not in self.BUDGETS:
-            raise ValueError(f"budget must be one of {', '.join(self.BUDGETS)}, got {self.budget!r}")
+    def validate(self) -> None:
+        check_choice(self, "dan", DAN_CHOICES)
+        check_choice(self, "budget", self.BUDGETS)
+        check_choice(self, "offset_span", self.OFFSET_SPANS)
+        check_at_least(self, 0, "dan_window")
+        check_at_least(self, 1, "init_batch", "init_epochs")
+        if self.dan_window and self.dan != "range":
+            raise ConfigError(f"GBA.dan_window needs dan='range', got dan={self.dan!r} with "
+                              f"dan_window={self.dan_window}")
+        if 0 not in self.candidates or len(set(self.candidates)) != len(self.candidates) \
+                or not all(-7 <= c <= 7 for c in self.candidates):
+            raise ConfigError(f"GBA.candidates must be distinct bit offsets within -7 … 7 that contain 0, got "
+                              f"{self.candidates!r}")
 
     def config(self) -> QuantConfig:
-        cfg = super().config()
-        cfg.a_dan = self.dan
-        cfg.a_dan_window = self.dan_window
-        cfg.__post_init__()  # validate
-        return cfg
+        return replace(super().config(), a_dan=self.dan, a_dan_window=self.dan_window)
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         self.require_patches(calib, "GBA")

@@ -17,31 +17,20 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..engine.batches import calibration_batches
 from ..engine.distill import FinetuneConfig, finetune
 from ..quant import calibrate, quantizers
 from .base import Recipe
+from .registry import register_method
 
-__all__ = ["MinMax", "Percentile", "OMSE", "calibration_batches", "shuffled_batches"]
-
-
-def calibration_batches(calib: torch.Tensor | list[torch.Tensor], batch: int = 16) -> list[torch.Tensor]:
-    """Split calibration inputs into batches ((N, 3, h, w) tensor) or pass a list of tensors through."""
-    if isinstance(calib, list):
-        return calib
-    return [calib[i:i + batch] for i in range(0, len(calib), batch)]
+__all__ = ["MinMax", "Percentile", "OMSE"]
 
 
-def shuffled_batches(inputs: torch.Tensor, batch: int, epochs: int, seed: int) -> list[torch.Tensor]:
-    """``epochs`` passes over ``inputs`` ((N, 3, h, w)) in batches of ``batch``, reshuffled each pass."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(epochs):
-        order = torch.randperm(len(inputs), generator=gen)
-        out += [inputs[order[i:i + batch]] for i in range(0, len(inputs), batch)]
-    return out
+_FT = "+FT: bounds fine-tuned against the FP model (L1 + feature MSE)"
+_FT_PAPER = "+FT baseline of Gradient Knows Best (supplementary)"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _CalibrateThenTune(Recipe):
     fine_tune: bool = False
     finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -57,24 +46,34 @@ class _CalibrateThenTune(Recipe):
             finetune(qmodel, copy.deepcopy(model).eval(), calib, params, self.finetune_config, progress=progress)
         return qmodel.eval()
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d["method"] = self.name + ("_ft" if self.fine_tune else "")
-        return d
+    @property
+    def method(self) -> str:
+        return self.name + ("_ft" if self.fine_tune else "")
 
 
-@dataclass
+@register_method("minmax_ft", preset={"fine_tune": True}, description=f"MinMax, then {_FT}", paper=_FT_PAPER)
+@register_method("minmax", description="calibration only: weights per channel, activations per tensor from min/max",
+                 paper="classic PTQ baseline")
+@dataclass(frozen=True)
 class MinMax(_CalibrateThenTune):
     name: ClassVar[str] = "minmax"
 
 
-@dataclass
+@register_method("percentile_ft", preset={"fine_tune": True}, description=f"Percentile, then {_FT}",
+                 paper=_FT_PAPER)
+@register_method("percentile", description="calibration only: activations from the 0.01 / 99.99 percentiles, "
+                 "weights per-channel min/max", paper="classic PTQ baseline")
+@dataclass(frozen=True)
 class Percentile(_CalibrateThenTune):
     name: ClassVar[str] = "percentile"
     a_observer: ClassVar[str] = "percentile"
 
 
-@dataclass
+@register_method("omse_ft", preset={"fine_tune": True}, description=f"OMSE, then {_FT}",
+                 paper=f"{_FT_PAPER}, on OMSE bounds (srq's)")
+@register_method("omse", description="calibration only: clipping ratios minimising the quantization MSE",
+                 paper="OMSE (Choukroun et al., ICCVW 2019)")
+@dataclass(frozen=True)
 class OMSE(_CalibrateThenTune):
     name: ClassVar[str] = "omse"
     w_observer: ClassVar[str] = "omse"

@@ -23,11 +23,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..engine.batches import calibration_batches
 from ..engine.distill import FinetuneConfig, finetune
 from ..quant import calibrate
 from ..quant.calibrate import split_quantizers
+from ..typed_config import check_at_least
 from .base import Recipe
-from .ptq import calibration_batches
+from .registry import register_method
 
 __all__ = ["PTQ4SR"]
 
@@ -36,7 +38,9 @@ def _pac(lr: float, lr_min: float) -> FinetuneConfig:
     return FinetuneConfig(lr=lr, lr_min=lr_min, steps=250, batch=2, lambda_feat=5.0, feature_loss="energy")
 
 
-@dataclass
+@register_method("ptq4sr", description="density-based dual clipping, then pixel-aware calibration of the bounds",
+                 paper="PTQ4SR (Tu et al., CVPR 2023)")
+@dataclass(frozen=True)
 class PTQ4SR(Recipe):
     """DBDC activation bounds, then pixel-aware calibration of activation and weight bounds."""
 
@@ -47,6 +51,9 @@ class PTQ4SR(Recipe):
     name: ClassVar[str] = "ptq4sr"
     w_observer: ClassVar[str] = "minmax"
     a_observer: ClassVar[str] = "dbdc"
+
+    def validate(self) -> None:
+        check_at_least(self, 1, "calib_batch")
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         self.require_patches(calib, "PTQ4SR")

@@ -27,22 +27,26 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ..engine.batches import calibration_batches
 from ..engine.distill import FinetuneConfig, finetune
 from ..quant import QuantConfig, calibrate, quantizers
+from ..typed_config import check_above, check_at_least
 from .base import Recipe
-from .ptq import calibration_batches
 from .rectifiers import attach_rectifiers, fuse_rectifiers, mean_routing_weights, rectifier_groups
+from .registry import register_method
 
 __all__ = ["SPR2Q", "static_routing_calibration"]
 
 
-@dataclass
+@register_method("spr2q", description="low-rank rectifier groups with static routing, fused into the weights",
+                 paper="SPR²Q (static priority-based rectifier routing quantization)")
+@dataclass(frozen=True)
 class SPR2Q(Recipe):
     """Rectifier-compensated PTQ (defaults: the paper's, except where ``docs/methods.md`` says otherwise).
 
@@ -71,16 +75,13 @@ class SPR2Q(Recipe):
     w_observer: ClassVar[str] = "omse"
     a_observer: ClassVar[str] = "omse"
 
-    def __post_init__(self) -> None:
-        if self.rank < 0 or self.group_size < 1:
-            raise ValueError(f"rank must be ≥ 0 and group_size ≥ 1, got {self.rank} and {self.group_size}")
-        if self.iterations < 0 or self.osrc_iterations < 0 or self.batch < 1:
-            raise ValueError("iterations must be ≥ 0 and batch ≥ 1")
+    def validate(self) -> None:
+        check_at_least(self, 0, "rank", "iterations", "osrc_iterations", "lambda_feat")
+        check_at_least(self, 1, "group_size", "batch")
+        check_above(self, 0, "lr", "rectifier_lr")
 
     def config(self) -> QuantConfig:
-        cfg = super().config()
-        cfg.one_bit = "levels"  # Eq. 1 holds at n = 1 too: two learnable levels per bound pair
-        return cfg
+        return replace(super().config(), one_bit="levels")  # Eq. 1 holds at n = 1 too: two learnable levels
 
     def _stage_config(self, steps: int) -> FinetuneConfig:
         return FinetuneConfig(lr=self.lr, batch=self.batch, steps=steps, lr_min=0.0,

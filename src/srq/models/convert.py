@@ -25,8 +25,7 @@ def convert_checkpoint(model_name: str, scale: int, src: str | os.PathLike, dst:
     Raises :class:`SrqError` for unknown models/scales, unreadable or mismatching checkpoints and a
     destination that is not ``.safetensors``.
     """
-    from ..engine.results import file_sha256
-    from ..fileio import write_safetensors
+    from ..fileio import file_sha256, write_safetensors
     from .registry import create_model
 
     dst = Path(dst)

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from .adapt import linear_weight_shapes, transpose_linear_weights
 from .edsr import DIV2K_RGB_MEAN
-from .markers import QuantPoint
+from ..quant.markers import QuantPoint
 from .registry import register_model
 from .selective_scan import selective_scan
 from .swinir import PatchEmbed, TokenResidualGroup, init_token_weights

@@ -34,7 +34,7 @@ On whole images Urban100 is lower (x2 33.198, x4 26.802); the other sets move by
 Urban100 has LR sides ≥ 200 px, so the other x4 rows are the same either way).
 Other routing seeds move x4 Set5 by about ±0.008 dB.
 
-Quantization points (identities in FP, see :class:`~srq.models.markers.QuantPoint`): window attention
+Quantization points (identities in FP, see :class:`~srq.quant.markers.QuantPoint`): window attention
 ``attn_q``/``attn_k``/``attn_v``/``attn_prob`` and the scan operands ``scan_x`` (u), ``scan_dt``
 (low-rank Δ before ``dt_proj``), ``scan_delta`` (Δ before bias/softplus), ``scan_B``, ``scan_C``
 (after the prompt is added). MambaIRv2's scan has no ``z`` gate (``z=None`` in the official call).
@@ -53,7 +53,7 @@ from torch.nn import functional as F
 
 from .adapt import check_derived_buffer, linear_weight_shapes, transpose_linear_weights
 from .edsr import DIV2K_RGB_MEAN
-from .markers import QuantPoint
+from ..quant.markers import QuantPoint
 from .registry import register_model
 from .selective_scan import selective_scan
 from .swinir import PatchEmbed, init_token_weights

@@ -35,7 +35,7 @@ from torch import nn
 from ..errors import SrqError
 from .adapt import check_derived_buffer, linear_weight_shapes, transpose_linear_weights
 from .edsr import DIV2K_RGB_MEAN
-from .markers import QuantPoint
+from ..quant.markers import QuantPoint
 from .registry import register_model
 from .window_attention import (pad_symmetric, relative_position_index, shifted_window_mask, window_partition,
                                window_reverse, windowed_attention)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .markers import QuantPoint
+from ..quant.markers import QuantPoint
 
 __all__ = ["window_partition", "window_reverse", "relative_position_index", "shifted_window_mask",
            "pad_symmetric", "windowed_attention", "is_plain_marker", "MASK_VALUE"]

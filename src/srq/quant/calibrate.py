@@ -14,8 +14,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..engine.memory import release_memory
-from ..engine.progress import progress_bar
+from ..utils.memory import release_memory
+from ..utils.progress import progress_bar
 from .layers import QUANT_LAYER_TYPES
 
 __all__ = ["calibrate_weights", "calibrate_activations", "calibrate", "split_quantizers"]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import SrqError
-from ..models.markers import QuantPoint
+from .markers import QuantPoint
 from .config import QuantConfig
 from .layers import QUANT_LAYER_TYPES, QuantConv2d, QuantConvTranspose2d, QuantLinear
 from .quantizer import Quantizer

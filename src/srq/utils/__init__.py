@@ -1,0 +1,1 @@
+"""Helpers with no srq dependencies, usable from every layer: progress display and memory release."""
