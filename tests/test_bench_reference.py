@@ -193,3 +193,18 @@ def test_script_user_error_is_one_line_and_exit_2(capsys):
         exit_on_user_error(main)
     assert e.value.code == 2
     assert capsys.readouterr().err == "error: calibration set 'X' not found: point SRQ_DATA at your data\n"
+
+
+def test_scripts_refuse_a_dirty_tree_unless_allowed(monkeypatch, capsys):
+    """Committed results name a clean revision: a script started on uncommitted changes stops before any work."""
+    from srq.engine import results
+
+    ran = []
+    monkeypatch.setattr(results, "_git_revision", lambda: "c" * 40 + "-dirty")
+    monkeypatch.delenv("SRQ_ALLOW_DIRTY", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        results.run_script(lambda: ran.append(1))
+    assert exit_info.value.code == 2 and not ran and "uncommitted changes" in capsys.readouterr().err
+    monkeypatch.setenv("SRQ_ALLOW_DIRTY", "1")
+    results.run_script(lambda: ran.append(1))
+    assert ran == [1] and results.provenance(["x"])["git_revision"].endswith("-dirty")

@@ -51,12 +51,19 @@ def pin_git_revision() -> str:
 
 
 def run_script(main: Callable[[], None]) -> None:
-    """Run a benchmark script's ``main``: pin the git revision first (:func:`pin_git_revision`), and turn an
-    :class:`~srq.errors.SrqError` into one line and exit code 2 (:func:`~srq.errors.exit_on_user_error`)."""
-    from ..errors import exit_on_user_error
+    """Run a benchmark script's ``main``: pin the git revision first (:func:`pin_git_revision`), refuse a tree
+    with uncommitted changes to tracked files (results must name the code that made them; ``SRQ_ALLOW_DIRTY=1``
+    runs anyway and the results say ``-dirty``), and turn an :class:`~srq.errors.SrqError` into one line and
+    exit code 2 (:func:`~srq.errors.exit_on_user_error`)."""
+    from ..errors import SrqError, exit_on_user_error
 
-    pin_git_revision()
-    exit_on_user_error(main)
+    def checked_main() -> None:
+        if pin_git_revision().endswith("-dirty") and os.environ.get("SRQ_ALLOW_DIRTY") != "1":
+            raise SrqError("the working tree has uncommitted changes to tracked files: commit them first, so the "
+                           "results name the code that made them (or set SRQ_ALLOW_DIRTY=1 for a trial run)")
+        main()
+
+    exit_on_user_error(checked_main)
 
 
 def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
