@@ -29,6 +29,7 @@ from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import AdaBM
 from srq.quant import parse_bits
+from srq.utils.device import device_arg
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 
@@ -102,11 +103,12 @@ def main() -> None:
     p.add_argument("--bits", default="w3a3")
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--w-bitloss", type=float, default=50.0, help="weight of AdaBM's bit loss (its own: 50)")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     args = p.parse_args()
     t0 = time.perf_counter()
     w, a = parse_bits(args.bits)
     calib = calibration_set("DIV2K_test_LRx4", patch=384 // args.scale, n=args.calib_n)
-    fp = srq.create_model(args.model, args.scale, "official").eval()
+    fp = srq.create_model(args.model, args.scale, "official").eval().to(args.device)
     trace = MappingTrace(a)
     adabm_module.finetune = trace
     try:

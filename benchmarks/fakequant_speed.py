@@ -23,6 +23,7 @@ from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import MinMax
 from srq.quant import parse_bits
+from srq.utils.device import device_arg
 
 OUT = Path(__file__).resolve().parent / "results" / "ptq"
 
@@ -35,12 +36,13 @@ def main() -> None:
     p.add_argument("--datasets", default="Set5,Set14")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     args = p.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     w, a = parse_bits(args.bits)
     datasets = args.datasets.split(",")
-    fp = srq.create_model(args.model, args.scale, "official")
+    fp = srq.create_model(args.model, args.scale, "official").to(args.device)
     q = srq.quantize(fp, MinMax(w_bits=w, a_bits=a), calibration_set("DIV2K_test_LRx4", patch=96, n=16),
                      progress=False)
     evaluate(fp, datasets[:1], args.scale, progress=False)  # warm-up

@@ -22,6 +22,7 @@ from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, provenance, run_script, write_results
 from srq.fileio import file_sha256
 from srq.models.registry import get_model_info, resolve_weights
+from srq.utils.device import device_arg
 
 from ptq_bench import inference_label, recorded_inference
 
@@ -32,10 +33,10 @@ RUNS = [("imdn", 2), ("imdn", 3), ("imdn", 4), ("rfdn", 4), ("rlfn", 2), ("rlfn"
         ("pan", 4), ("carn_m", 2), ("carn_m", 3), ("carn_m", 4), ("fsrcnn", 2), ("fsrcnn", 3), ("fsrcnn", 4)]
 
 
-def run(name: str, scale: int, sets: list[str] = SETS, split: int | None = None) -> Path:
+def run(name: str, scale: int, sets: list[str] = SETS, split: int | None = None, device="cpu") -> Path:
     info = get_model_info(name)
     path = resolve_weights(info, scale, "official")
-    model = srq.create_model(name, scale, path)
+    model = srq.create_model(name, scale, path).to(device)
     scores = evaluate(model, sets, scale, split=split)
     meta = {"model": name, "scale": scale, "weights": path.name, "weights_sha256": file_sha256(path),
             "protocol": "HR mod-crop, MATLAB bicubic LR, uint8 SR, Y (BT.601, unrounded), crop = scale, SSIM 11x11 "
@@ -98,11 +99,12 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(SETS), help="sets to run, merged into an existing file")
     parser.add_argument("--split", type=int, default=None,
                         help="partitioned inference as in the official MambaIR/MambaIRv2 tests (e.g. 200 LR px)")
+    parser.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     wanted = [(a.split(":")[0], int(a.split(":")[1])) for a in args.runs] or RUNS
     for name, scale in wanted:
-        run(name, scale, args.datasets.split(","), args.split)
+        run(name, scale, args.datasets.split(","), args.split, args.device)
     summary()
 
 

@@ -30,6 +30,7 @@ from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import GBA
 from srq.models.registry import get_model_info, resolve_weights
 from srq.quant import parse_bits
+from srq.utils.device import device_arg
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 VARIANTS = ["uniform", "sgd-lr0.1-full", "sgd-lr0.1-cand", "adam-lr0.1-cand", "sgd-lr0-full"]
@@ -60,9 +61,11 @@ def main() -> None:
     p.add_argument("--bits", default="w4a4")
     p.add_argument("--datasets", default="Set5,Set14")
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     args = p.parse_args()
     w, a = parse_bits(args.bits)
     model = srq.create_model(args.model, args.scale, resolve_weights(get_model_info(args.model), args.scale, "official"))
+    model = model.to(args.device)
     fp = copy.deepcopy(model).eval()
     calib = calibration_set("DIV2K_test_LRx4", patch=384 // args.scale, n=100)
     recipe = GBA(w_bits=w, a_bits=a)

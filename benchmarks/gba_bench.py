@@ -31,7 +31,7 @@ from srq.quant import parse_bits
 from srq.quant.config import DAN_CHOICES
 from srq.report import bit_offsets_svg, format_bit_map
 
-from ptq_bench import (add_fp_scores_option, add_split_option, average_bits, fp_reference, result_key, result_tag,
+from ptq_bench import (add_device_option, add_fp_scores_option, add_split_option, average_bits, fp_reference, result_key, result_tag,
                         run, summary)
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
@@ -82,6 +82,7 @@ def main() -> None:
     add_split_option(p)
     p.add_argument("--replot", action="store_true",
                    help="only redraw the bit-map SVGs from the saved results and rebuild summary.md and table.md")
+    add_device_option(p)
     args = p.parse_args()
     if args.replot:
         replot()
@@ -127,7 +128,8 @@ def main() -> None:
             else:
                 tag = method
             doc, q = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=OUT,
-                         recipe=recipe, tag=tag, fp_source=fp_source, split=args.split)
+                         recipe=recipe, tag=tag, fp_source=fp_source, split=args.split,
+                         device=args.device)
             if doc.get("report"):
                 print(format_bit_map(doc["report"]))
                 write_bits_svg(OUT / f"{args.model}_x{args.scale}_{tag}_{bits.lower()}.json", doc)

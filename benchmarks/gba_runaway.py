@@ -27,17 +27,19 @@ from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import GBA
 from srq.quant.config import DAN_CHOICES
+from srq.utils.device import device_arg
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 RATIOS = (10, 1000)  # ratio thresholds to the median that the summary counts
 
 
-def patch_errors(model_name: str, scale: int, bits: int, calib: torch.Tensor, dan: str = "range") -> list[float]:
+def patch_errors(model_name: str, scale: int, bits: int, calib: torch.Tensor, dan: str = "range",
+                 device: torch.device | str = "cpu") -> list[float]:
     """Output MSE vs FP of each calibration patch alone, at GBA's stage-1 bounds."""
-    fp = srq.create_model(model_name, scale, "official").eval()
+    fp = srq.create_model(model_name, scale, "official").eval().to(device)
     q = GBA(w_bits=bits, a_bits=bits, dan=dan).initial_bounds(copy.deepcopy(fp), calib, progress=False).eval()
     with torch.no_grad():
-        return [float(torch.mean((q(x) - fp(x)) ** 2)) for x in calib.split(1)]
+        return [float(torch.mean((q(x) - fp(x)) ** 2)) for x in calib.to(device).split(1)]
 
 
 def chance_of_meeting(share: float, batch: int) -> float:
@@ -65,13 +67,14 @@ def main() -> None:
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--dan", default="range", choices=DAN_CHOICES)
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     args = p.parse_args()
     patch = 384 // args.scale
     calib = calibration_set("DIV2K_test_LRx4", patch=patch, n=args.calib_n)
     rows = []
     for name in args.models.split(","):
         t0 = time.perf_counter()
-        row = {"model": name, **summarise(patch_errors(name, args.scale, args.bits, calib, args.dan)),
+        row = {"model": name, **summarise(patch_errors(name, args.scale, args.bits, calib, args.dan, args.device)),
                "seconds": round(time.perf_counter() - t0, 1)}
         rows.append(row)
         print(f"{name}: {row['non_finite']} non-finite, {row[f'above_{RATIOS[-1]}x_median']} above "

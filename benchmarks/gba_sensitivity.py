@@ -33,6 +33,7 @@ from srq.methods import GBA
 from srq.methods.bit_slots import bit_slots, budget_sizes
 from srq.quant import quantizers
 from srq.quant.config import DAN_CHOICES
+from srq.utils.device import device_arg
 from srq.report import chart_svg
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
@@ -42,6 +43,7 @@ OUT = Path(__file__).resolve().parent / "results" / "gba"
 def single_layer_errors(qmodel, fp_model, slots, inputs: torch.Tensor) -> list[float]:
     """Output MSE vs FP with only one slot's quantizer enabled, for each slot."""
     everything = [q for _, q in quantizers(qmodel)]
+    inputs = inputs.to(next(fp_model.parameters()).device)
     target = fp_model(inputs)
     errors = []
     for s in slots:
@@ -65,6 +67,7 @@ def main() -> None:
     p.add_argument("--lambda-feat", type=float, default=0.0,
                    help="feature-alignment weight of the gradient's loss (GBA's allocation: 0; its fine-tuning: 10)")
     p.add_argument("--replot", action="store_true", help="only redraw every saved result's SVG from its JSON")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     args = p.parse_args()
     if args.replot:
         replot()
@@ -73,7 +76,7 @@ def main() -> None:
     patch = 384 // args.scale
     calib = calibration_set("DIV2K_test_LRx4", patch=patch, n=args.calib_n)
     heldout = calibration_set("DIV2K_test_LRx4", patch=patch, n=args.heldout_n, seed=1)
-    fp = srq.create_model(args.model, args.scale, "official").eval()
+    fp = srq.create_model(args.model, args.scale, "official").eval().to(args.device)
     recipe = GBA(w_bits=args.bits, a_bits=args.bits, dan=args.dan)
     recipe = replace(recipe, alloc=replace(recipe.alloc, lambda_feat=args.lambda_feat))
     q = recipe.initial_bounds(fp, calib, progress=False)  # GBA stage 1

@@ -26,6 +26,7 @@ from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import METHODS
 from srq.quant import model_cost, parse_bits, placement
+from srq.utils.device import device_arg
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "ptq"
@@ -165,6 +166,11 @@ def saved_fp_scores(model: str, scale: int, datasets: list[str],
     return [DatasetScore.from_dict(saved[d]) for d in datasets], str(path.relative_to(HERE.parent))
 
 
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    """``--device``: where models are quantized and evaluated (default auto: CUDA if present, else CPU)."""
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+
+
 def add_fp_scores_option(p: argparse.ArgumentParser) -> None:
     """``--fp-scores run|saved``: how a benchmark gets its FP reference scores (see :func:`fp_reference`)."""
     p.add_argument("--fp-scores", default="run", choices=["run", "saved"],
@@ -245,13 +251,15 @@ def main() -> None:
     p.add_argument("--patch", type=int, default=96)
     add_fp_scores_option(p)
     add_split_option(p)
+    add_device_option(p)
     args = p.parse_args()
     datasets = args.datasets.split(",")
     calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
     fp_scores, fp_source = fp_reference(args, datasets)
     for bits in args.bits.split(","):
         for method in args.methods.split(","):
-            run(args.model, args.scale, method, bits, datasets, calib, fp_scores, fp_source=fp_source, split=args.split)
+            run(args.model, args.scale, method, bits, datasets, calib, fp_scores, fp_source=fp_source, split=args.split,
+                device=args.device)
     summary()
 
 

@@ -20,6 +20,7 @@ from srq.engine.batches import calibration_batches
 from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.quant import QuantConfig, calibrate, parse_bits, prepare, quantizers
+from srq.utils.device import device_arg
 
 OUT = Path(__file__).resolve().parent / "results" / "ptq"
 
@@ -34,14 +35,15 @@ def main() -> None:
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--bits", default="w8a8")
     p.add_argument("--datasets", default="Set5,Set14")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     args = p.parse_args()
     w, a = parse_bits(args.bits)
     datasets = args.datasets.split(",")
     calib = calibration_set("DIV2K_test_LRx4", patch=96, n=100)
-    fp = srq.create_model(args.model, args.scale, "official")
+    fp = srq.create_model(args.model, args.scale, "official").to(args.device)
     doc = {"model": args.model, "scale": args.scale, "bits": args.bits, "fp": scores(fp, datasets, args.scale)}
     for dan in ("none", "range"):
-        q = prepare(srq.create_model(args.model, args.scale, "official"), QuantConfig(w_bits=w, a_bits=a, a_dan=dan),
+        q = prepare(srq.create_model(args.model, args.scale, "official").to(args.device), QuantConfig(w_bits=w, a_bits=a, a_dan=dan),
                     calib[:1])
         calibrate(q, calibration_batches(calib), progress=False)
         qs = quantizers(q)

@@ -95,10 +95,11 @@ def main() -> None:
     p.add_argument("--checkpoint-every", type=int, default=5)
     p.add_argument("--kill-after", type=int, default=12, help="kill once the stage checkpoint has this many steps")
     p.add_argument("--methods", default="percentile_ft,gba")
+    p.add_argument("--device", default="auto", help="passed to `srq quantize --device`")
     args = p.parse_args()
     common = [args.model, "--scale", str(args.scale), "--bits", args.bits, "--calib-n", str(args.calib_n),
               "--patch", str(args.patch), "--threads", str(args.threads), "--checkpoint-every",
-              str(args.checkpoint_every)]
+              str(args.checkpoint_every), "--device", args.device]
     root = Path(tempfile.mkdtemp(prefix="srq-resume-"))
     try:
         rows = [check(m, common, root, args.kill_after) for m in args.methods.split(",")]

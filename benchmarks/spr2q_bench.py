@@ -32,7 +32,7 @@ from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
 
-from ptq_bench import add_fp_scores_option, add_split_option, fp_reference, recorded_inference, result_key, run, summary
+from ptq_bench import add_device_option, add_fp_scores_option, add_split_option, fp_reference, recorded_inference, result_key, run, summary
 
 OUT = Path(__file__).resolve().parent / "results" / "spr2q"
 VARIANTS = {
@@ -159,7 +159,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--patch", type=int, default=32, help="LR patch size of the calibration inputs")
     p.add_argument("--calib-n", type=int, default=100)
-    p.add_argument("--device", default="cpu", help="e.g. cuda for the paper's budget")
+    add_device_option(p)  # cuda for the paper's budget
     add_fp_scores_option(p)
     add_split_option(p)
     p.add_argument("--save-dir", type=Path, default=None,

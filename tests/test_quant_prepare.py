@@ -21,6 +21,7 @@ from srq.quant import (
     calibrate,
     calibrate_activations,
     fake_quant,
+    float_layers,
     parse_bits,
     placement,
     prepare,
@@ -479,3 +480,37 @@ def test_layers_that_do_not_run_stay_float_and_calibration_works():
     assert type(model.up2) is nn.Conv2d
     calibrate(model, [torch.rand(2, 3, 8, 8)])  # the idle branch needs no data
     assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 8, 8)
+
+
+def _reasons(model: nn.Module) -> dict[str, str]:
+    return {f.name: f.reason for f in float_layers(model)}
+
+
+def test_float_layers_say_why_each_layer_stays_float():
+    model = prepare(_net(), QuantConfig(first_last="fp", rules=[LayerRule(r"body\.3", fp=True),
+                                                                LayerRule(r"body\.2\.point", fp=True)]))
+    assert _reasons(model) == {"tail": "last layer, first_last='fp'",
+                               "mean_shift": "frozen parameters (fixed preprocessing)",
+                               "body.2.point": r"layer rule 'body\\.2\\.point' has fp=True",
+                               "body.3": r"layer rule 'body\\.3' has fp=True",
+                               "head": "first layer, first_last='fp'"}
+    table = format_placement(placement(model), float_layers(model))
+    assert table.startswith(format_placement(placement(model)))  # the placement columns as before, then why
+    assert "mean_shift" in table and "frozen parameters" in table and "run in float" in table
+
+
+def test_float_layers_name_idle_branches_other_types_and_points_switched_off():
+    model = _TwoBranches()
+    model.mid = nn.Sequential(model.mid, nn.GroupNorm(2, 4))
+    model = prepare(model, QuantConfig(w_bits=4, a_bits=4))
+    assert _reasons(model) == {"up2": "did not run on the example input (idle at this scale)",
+                               "mid.1": "srq does not quantize this type; its parameters (weight, bias) stay float"}
+    assert _reasons(prepare(_net(), QuantConfig(quant_points=False)))["body.2.point"] == \
+        "operand quantizers are off (quant_points=False)"
+    assert _reasons(prepare(_net(), QuantConfig())) == {"mean_shift": "frozen parameters (fixed preprocessing)"}
+
+
+def test_first_last_side_that_a_rule_requantizes_keeps_its_reason_for_the_other_side():
+    model = prepare(_net(), QuantConfig(first_last="fp", rules=[LayerRule("head", w_bits=3)]))
+    assert _bits(model)["head"] == ("first", 3, None)
+    assert _reasons(model)["head"] == "first layer, first_last='fp'"

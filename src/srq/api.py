@@ -3,11 +3,14 @@
 A saved quantized model is a folder with ``model.safetensors`` (every parameter and buffer: FP weights,
 quantizer bounds) and ``srq.json`` (architecture, scale, quantization config, placement, bit map, method,
 cost, provenance). ``load`` rebuilds the architecture from the registry, re-inserts the quantizers from
-the config and loads the tensors strictly, so outputs are bit-identical.
+the config and loads the tensors strictly, so outputs are bit-identical. A model of the user's own
+architecture is saved with ``architecture: null`` and its class under ``user_model``; ``load(folder,
+model=float_model)`` rebuilds it on a float instance of that architecture.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -23,7 +26,7 @@ from .errors import SrqError
 from .fileio import file_sha256, follow_umask, replace_folder
 from .methods.base import Recipe
 from .models import create_model
-from .quant import QuantConfig, placement, prepare
+from .quant import QuantConfig, float_layers, placement, prepare
 
 __all__ = ["quantize", "save", "load", "FORMAT_VERSION"]
 
@@ -33,7 +36,12 @@ MODEL_FILE = "model.safetensors"
 
 def quantize(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.Tensor],
              progress: bool = True) -> nn.Module:
-    """Quantize a float model with a method recipe on calibration inputs; the float model is not modified."""
+    """Quantize a float model with a method recipe on calibration inputs; the float model is not modified.
+
+    The quantized model is on the float model's device (move it first, e.g. ``model.to("cuda")``): quantizers,
+    observers, rectifiers and bit offsets are made there, and ``calib`` (which may stay on the CPU) is moved
+    there one batch at a time.
+    """
     qmodel = recipe.run(model, calib, progress=progress)
     qmodel.srq_spec = getattr(model, "srq_spec", None)
     qmodel.srq_recipe = recipe.to_dict()
@@ -42,23 +50,24 @@ def quantize(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.
 
 def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
          files: dict[str, str] | None = None) -> Path:
-    """Write ``model`` (made by :func:`srq.create_model` and quantized by srq) to ``folder`` atomically.
+    """Write ``model`` (quantized by srq; from :func:`srq.create_model` or any ``nn.Module``) to ``folder`` atomically.
 
     The folder gets ``model.safetensors``, ``srq.json`` (with ``extra`` merged in, and the model file's size
     and SHA-256, checked by :func:`load`) and any text ``files`` (name → content). It is written beside its
     final place and renamed into it, replacing whatever ``folder`` held; it follows the umask like any file.
+    A model not made by :func:`srq.create_model` is recorded with its class; load it with ``model=``.
     """
     refusal = getattr(model, "srq_savable", None)
     if isinstance(refusal, str):
         raise SrqError(f"this model cannot be saved: {refusal}")
     spec = getattr(model, "srq_spec", None)
-    if spec is None:
-        raise SrqError("srq.save needs a model made by srq.create_model (its architecture must be rebuildable)")
     config = getattr(model, "srq_quant_config", None)
     folder = Path(folder)
     meta = {"format_version": FORMAT_VERSION, "architecture": spec,
+            **({} if spec is not None else {"user_model": _user_model_info(model)}),
             "quant_config": config.to_dict() if config is not None else None,
             "placement": [e.to_dict() for e in placement(model)],
+            "float_layers": [f.to_dict() for f in float_layers(model)],
             "recipe": getattr(model, "srq_recipe", None), "report": current_report(model),
             **(extra or {})}
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +89,12 @@ def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | No
     return folder
 
 
+def _user_model_info(model: nn.Module) -> dict:
+    """What ``srq.json`` records of a user's architecture: its class and the example input ``prepare`` ran."""
+    cls = type(model)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "example_shape": getattr(model, "srq_example_shape", None)}
+
+
 def current_report(model: nn.Module) -> dict | None:
     """The method's report (``model.srq_report``: a dict, or a callable giving the report as of now)."""
     report = getattr(model, "srq_report", None)
@@ -97,12 +112,25 @@ def read_meta(folder: str | os.PathLike) -> dict:
         raise SrqError(f"{path} is not valid JSON ({e}); the run folder is damaged")
 
 
-def load(folder: str | os.PathLike) -> nn.Module:
-    """Rebuild a model saved by :func:`save`; its outputs equal the saved model's bit for bit."""
+def load(folder: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a model saved by :func:`save`; its outputs equal the saved model's bit for bit.
+
+    ``model``: for a model of your own architecture, a float instance of it built as before quantization
+    (weights need not be loaded: every tensor comes from the folder). It is copied, not modified.
+
+    The folder holds CPU tensors (:func:`save` writes them from any device); the rebuilt model is on the CPU, or on
+    ``model``'s device when one is given: ``srq.load(folder).to("cuda")`` runs it on a GPU.
+    """
     meta = read_meta(folder)
     if meta.get("format_version") != FORMAT_VERSION:
         raise SrqError(f"{folder} has format version {meta.get('format_version')}, this srq reads {FORMAT_VERSION}")
     spec = meta["architecture"]
+    if model is not None:
+        return _load_onto(copy.deepcopy(model), Path(folder), meta)
+    if spec is None:
+        cls = meta.get("user_model", {}).get("class", "your model's class")
+        raise SrqError(f"{folder} holds a model of your own architecture ({cls}); pass a float instance of it: "
+                       f"srq.load(folder, model={cls.rpartition('.')[2]}(...))")
     model = create_model(spec["model"], spec["scale"], None, wrap=spec.get("wrapped", True))
     if meta.get("quant_config") is not None:
         prepare(model, QuantConfig.from_dict(meta["quant_config"]))
@@ -117,6 +145,40 @@ def load(folder: str | os.PathLike) -> nn.Module:
     model.srq_recipe = meta.get("recipe")
     model.srq_report = meta.get("report")
     return model.eval()
+
+
+def _load_onto(model: nn.Module, folder: Path, meta: dict) -> nn.Module:
+    """Quantize the float ``model`` as saved in ``folder`` and load its tensors; checks it is the same model."""
+    saved = meta.get("user_model", {}).get("class", "the saved model")
+    if meta.get("quant_config") is not None:
+        shape = meta.get("user_model", {}).get("example_shape")
+        try:
+            prepare(model, QuantConfig.from_dict(meta["quant_config"]), None if shape is None else torch.rand(shape))
+        except SrqError as e:
+            raise SrqError(f"cannot rebuild {folder} on the model passed ({e}); pass the float model of {saved}")
+    state = _read_model_file(folder, meta)
+    problem = _state_mismatch(model.state_dict(), state)
+    if problem is None and [e.to_dict() for e in placement(model)] != meta["placement"]:
+        problem = "its quantizer placement differs from the saved one"
+    if problem is not None:
+        raise SrqError(f"the model passed is not the architecture saved in {folder} ({saved}): {problem}; "
+                       f"pass a float instance built with the same configuration")
+    model.load_state_dict(state, strict=True)
+    model.srq_spec = meta["architecture"]
+    model.srq_recipe = meta.get("recipe")
+    model.srq_report = meta.get("report")
+    return model.eval()
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """A short description of how ``state``'s keys or shapes differ from ``expected``'s; None if they match."""
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+              for k in sorted(set(expected) & set(state)) if state[k].shape != expected[k].shape]
+    found = (("keys not in the file", missing), ("keys not in the model", unexpected), ("shapes differ", shapes))
+    parts = [f"{what} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+             for what, keys in found if keys]
+    return "; ".join(parts) or None
 
 
 def _read_model_file(folder: Path, meta: dict) -> dict[str, torch.Tensor]:

@@ -29,20 +29,20 @@ def _split(value: str) -> list[str]:
 
 
 def _setup_device(device: str, threads: Optional[int]):
-    """The torch device for ``--device`` (checked before any work) and ``--threads`` applied."""
+    """The torch device for ``--device`` (auto, cpu, cuda, cuda:N; checked before any work) and ``--threads`` applied."""
     import torch
+
+    from .utils.device import resolve_device
 
     if threads:
         torch.set_num_threads(threads)
     try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise SrqError(f"unknown device {device!r} ({e}); use cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SrqError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise SrqError(f"--device {device!r} is not supported; use cpu, cuda or cuda:N")
-    return dev
+        return resolve_device(device)
+    except ValueError as e:
+        raise SrqError(f"--device: {e}")
+
+
+DEVICE_HELP = "auto (CUDA if present, else CPU), cpu, cuda or cuda:N"
 
 
 def _check_results_path(path: Optional[Path]) -> None:
@@ -158,7 +158,7 @@ def eval_cmd(
     rgb: bool = typer.Option(False, "--rgb", help="score RGB instead of the Y channel"),
     save_images: Optional[Path] = typer.Option(None, help="write SR images to this folder"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results file (.json or .csv)"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
 ):
     """Evaluate a model on benchmark sets (PSNR/SSIM on Y, crop = scale, MATLAB bicubic LR)."""
@@ -200,7 +200,7 @@ def upscale_cmd(
     tile: int = typer.Option(0, help="LR tile size (0: whole image); use e.g. 256 for large photos"),
     tile_overlap: int = typer.Option(32, min=0, help="LR context pixels around each tile"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace output images that exist"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
 ):
     """Upscale an image, or every image of a folder, with a model or a quantized run folder."""
@@ -271,6 +271,7 @@ def quantize_cmd(
                                 "last checkpoint (same command otherwise)"),
     checkpoint_every: int = typer.Option(25, min=1, help="checkpoint long stages every this many steps "
                                          "(and at least every minute)"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
 ):
     """Quantize a model with a PTQ method on calibration images and save it as a run folder."""
@@ -290,7 +291,7 @@ def quantize_cmd(
     from .methods.registry import get_method
     from .models import create_model
     from .models.registry import get_model_info, resolve_weights
-    from .quant import LayerRule, QuantConfig, format_placement, model_cost, parse_bits, placement
+    from .quant import LayerRule, QuantConfig, float_layers, format_placement, model_cost, parse_bits, placement
 
     w_bits, a_bits = parse_bits(bits)
     info = get_method(method)  # one line naming the choices for an unknown method
@@ -308,10 +309,11 @@ def quantize_cmd(
     recipe.config()  # validate before any work
     check_output_folder(output, overwrite=overwrite, resume=resume)
     weights_path = resolve_weights(get_model_info(model), scale, weights, weights_root)
-    _setup_device("cpu", threads)
-    net = create_model(model, scale, weights_path)
+    dev = _setup_device(device, threads)
+    net = create_model(model, scale, weights_path).to(dev)  # quantizers follow; calibration batches move one by one
     data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root)
     fingerprint = {"srq": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "device": dev.type,
                    "model": model, "scale": scale,
                    "weights_sha256": file_sha256(weights_path) if weights_path else None,
                    "recipe": recipe.to_dict(), "calibration": {"set": calib, "images": len(data), "patch": patch,
@@ -329,11 +331,11 @@ def quantize_cmd(
         _remove_if_empty(output)
         raise
     seconds = time.perf_counter() - t0
-    entries = placement(qnet)
+    placed = format_placement(placement(qnet), float_layers(qnet))  # with the layers left float, and why
     if show_placement:
-        out.print(format_placement(entries), highlight=False, soft_wrap=True)
+        out.print(placed, highlight=False, soft_wrap=True)
     cost = model_cost(qnet, scale=scale)
-    files = {"placement.txt": format_placement(entries) + "\n"}
+    files = {"placement.txt": placed + "\n"}
     report = api.current_report(qnet)
     if report and ("a" in report or "w" in report):
         from .report import bit_offsets_svg, format_bit_map
@@ -429,6 +431,8 @@ def train_cmd(
     lr: float = typer.Option(2e-3, min=0.0),
     seed: int = typer.Option(0),
     output: Path = typer.Option(..., "--output", "-o", help="weights file (.safetensors)"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
 ):
     """Train a small SR model from scratch with L1 loss (how srq's embedded model is made)."""
     import json
@@ -442,6 +446,7 @@ def train_cmd(
     from .models import create_model
 
     check_output_file(output, (".safetensors",))
+    dev = _setup_device(device, threads)
     if images == "skimage":
         hr = [img for _, img in sample_images("train")]
     else:
@@ -451,16 +456,16 @@ def train_cmd(
             raise SrqError(f"no images found in {folder}; pass --images skimage or a folder of HR images")
         hr = [read_image(p) for p in files]
     torch.manual_seed(seed)
-    net = create_model(model, scale, None, wrap=False)
+    net = create_model(model, scale, None, wrap=False).to(dev)  # initialised on the CPU, then moved
     cfg = TrainConfig(steps=steps, batch=batch, patch=patch, lr=lr, seed=seed)
     try:
         losses = train_l1(net, hr, scale, cfg)
     except ValueError as e:
         raise SrqError(f"{e}; change --patch")
-    write_safetensors(output, {k: v.contiguous() for k, v in net.state_dict().items()},
+    write_safetensors(output, {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
                       metadata={"model": model, "scale": str(scale), "config": json.dumps(cfg.__dict__)})
     atomic_write_text(output.with_suffix(".json"), json.dumps(
-        {"model": model, "scale": scale, "images": images, "config": cfg.__dict__,
+        {"model": model, "scale": scale, "images": images, "config": cfg.__dict__, "device": dev.type,
          "final_loss_mean_last_100": sum(losses[-100:]) / len(losses[-100:]), "provenance": provenance()}, indent=2))
     err.print(f"trained {model} x{scale} for {steps} steps (final L1 {losses[-1]:.4f}) → {output}")
 

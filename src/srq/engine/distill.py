@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import statistics
 import warnings
 from collections import defaultdict
@@ -21,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SrqError
 from ..typed_config import check_above, check_at_least, check_choice, check_types
 from .checkpoint import active_work_area
+from .inference import model_device
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
 
@@ -165,7 +167,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
         schedule = schedule[:config.steps]
     scheduler = None if config.lr_min is None else \
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(len(schedule), 1), eta_min=config.lr_min)
-    device = params[0].device if params else inputs.device
+    device = model_device(qmodel)  # the batches go where the model is (``inputs`` may stay on the CPU)
     bounded = [m for m in qmodel.modules() if hasattr(m, "project_bounds_")]  # quantizers
     losses: list[float] = []
     taken: list[float] = []  # losses of the steps taken (the outlier test's reference)
@@ -198,7 +200,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
                 if extra_loss is not None:
                     loss = loss + extra_loss()
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                _backward(loss)
                 value = loss.item()
                 if config.outlier_factor is not None and len(taken) >= 3 \
                         and not value <= config.outlier_factor * statistics.median(taken):
@@ -241,6 +243,20 @@ def step_stats(losses: list[float], taken: int) -> dict:
     ratios = sorted((v / median if 0 < median < math.inf else math.inf) for v in losses)[-25:]
     return {"steps": len(losses), "steps_taken": taken, "loss_median": median if math.isfinite(median) else None,
             "largest_loss_ratios": [float(f"{r:.3g}") if math.isfinite(r) else None for r in reversed(ratios)]}
+
+
+def _backward(loss: torch.Tensor) -> None:
+    """``loss.backward()``, with autograd's in-place error turned into a one-line hint for the model's author."""
+    try:
+        loss.backward()
+    except RuntimeError as e:
+        if "modified by an inplace operation" not in str(e):
+            raise
+        found = re.search(r"(\[[^\]]*\]\]?), which is output \d+ of (\w+)", str(e))
+        what = f" (a tensor {found[1]} made by {found[2]})" if found else ""
+        raise SrqError(f"the model's forward modifies a tensor in place{what} that autograd needs to fine-tune it "
+                       f"(e.g. `x *= y`, `h += x` after an activation); write `x = x * y` / `h = h + x` "
+                       f"instead") from None
 
 
 def _finite_gradients(params: list[torch.Tensor]) -> bool:

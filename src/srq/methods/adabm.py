@@ -39,6 +39,7 @@ from torch import nn
 
 from ..engine.batches import shuffled_batches
 from ..engine.distill import FinetuneConfig, finetune
+from ..engine.inference import model_device
 from ..quant import calibrate_activations, calibrate_weights
 from ..quant.calibrate import split_quantizers
 from ..quant.functional import fake_quant_affine
@@ -121,7 +122,7 @@ class BitMapper(nn.Module):
 
     def budget_excess(self, a_base: int, w_base: int) -> torch.Tensor:
         """max(avg activation bits − a_base, 0) + max(avg weight bits − w_base, 0) of the last batch (bits)."""
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=self.layer_m.device)
         for avg, base in ((self.last_average_bits, a_base), (self.last_average_weight_bits, w_base)):
             if avg is not None:
                 loss = loss + torch.relu(avg - base)
@@ -214,7 +215,7 @@ class AdaBM(Recipe):
         act, weight = bit_slots(qmodel, "a"), (bit_slots(qmodel, "w") if self.mp_weights else [])
         batches = shuffled_batches(calib, self.calib_batch, 1, self.seed)
         sensitivity = self._calibrate(qmodel, act, batches, progress)
-        mapper = BitMapper(act, weight, budget_sizes(qmodel, weight, calib[:1]))
+        mapper = BitMapper(act, weight, budget_sizes(qmodel, weight, calib[:1])).to(model_device(qmodel))
         with torch.no_grad():
             lo, hi = self._image_thresholds(batches)
             mapper.img_lower.fill_(lo)
@@ -264,7 +265,7 @@ class AdaBM(Recipe):
         handles = [s.quantizer.register_forward_hook(lambda m, i, o: seen.setdefault(id(m), i[0].detach()))
                    for s in mapper._act]
         try:
-            qmodel(x)
+            qmodel(x.to(model_device(qmodel)))
         finally:
             for h in handles:
                 h.remove()

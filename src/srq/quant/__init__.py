@@ -11,13 +11,13 @@ from .grids import GRIDS
 from .layers import QuantConv2d, QuantConvTranspose2d, QuantLinear
 from .normalisers import NORMALISERS
 from .observers import EMAMinMaxObserver, MinMaxObserver, OMSEObserver, PercentileObserver, make_observer
-from .prepare import PlacementEntry, format_placement, placement, prepare, quantizers
+from .prepare import FloatLayer, PlacementEntry, float_layers, format_placement, placement, prepare, quantizers
 from .quantizer import Quantizer
 from .rounding import ROUNDINGS
 
 __all__ = [
     "BITWIDTHS", "GRIDS", "NORMALISERS", "ROUNDINGS",
-    "EMAMinMaxObserver", "LayerCost", "LayerRule", "ModelCost", "layer_costs", "model_cost", "MinMaxObserver", "OMSEObserver", "PercentileObserver", "PlacementEntry",
+    "EMAMinMaxObserver", "FloatLayer", "float_layers", "LayerCost", "LayerRule", "ModelCost", "layer_costs", "model_cost", "MinMaxObserver", "OMSEObserver", "PercentileObserver", "PlacementEntry",
     "QuantConfig", "QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "Quantizer", "binarize", "calibrate", "calibrate_activations",
     "calibrate_weights", "fake_quant", "fake_quant_affine", "fake_quant_symmetric", "format_placement", "make_observer", "parse_bits",
     "placement", "prepare", "quantizers", "round_ste",

@@ -186,10 +186,11 @@ class OMSEObserver(Observer):
             x = self.tensor
             dims = _reduce_dims(x, self.channel_axis)
             best_err = best_r = None
-            for r in self.ratios():
+            ratios = self.ratios()
+            for value, r in zip(ratios.tolist(), ratios.to(x.device)):  # r on x's device: no sync per ratio
                 err = (fake_quant(x, lo * r, hi * r, self.bits) - x).pow(2).mean(dim=dims)
                 if best_err is None:
-                    best_err, best_r = err, torch.full_like(err, float(r))
+                    best_err, best_r = err, torch.full_like(err, value)
                 else:
                     better = err < best_err
                     best_err, best_r = torch.where(better, err, best_err), torch.where(better, r, best_r)

@@ -7,7 +7,7 @@ float. First and last layers are found by execution order on an example input. L
 are all frozen (``requires_grad=False``, e.g. CARN's constant mean shift) are fixed preprocessing and stay
 in float. Layers that do not run on the example input are idle (e.g. the x2/x3 upsampling branches of a
 multi-scale CARN built for x4): they stay in float, as they could never be calibrated, and cost accounting
-leaves them out of the model size.
+leaves them out of the model size. :func:`float_layers` lists every layer that stays in float, and why.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from .config import QuantConfig
 from .layers import QUANT_LAYER_TYPES, QuantConv2d, QuantConvTranspose2d, QuantLinear
 from .quantizer import Quantizer
 
-__all__ = ["PlacementEntry", "prepare", "placement", "format_placement", "quantizable_layers", "execution_order",
-           "quantizers"]
+__all__ = ["PlacementEntry", "FloatLayer", "prepare", "placement", "float_layers", "format_placement",
+           "quantizable_layers", "execution_order", "quantizers"]
 
 
 @dataclass
@@ -36,6 +36,18 @@ class PlacementEntry:
     role: str  # "first", "last", "body", "point"
     w_bits: int | None
     a_bits: int | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FloatLayer:
+    """A layer (or marked operand) that computes in float, at least on one side, and why."""
+
+    name: str
+    kind: str  # the module's class name
+    reason: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,36 +140,38 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
 
     used = [False] * len(config.rules)
 
-    def bits_for(name: str, w: int | None, a: int | None) -> tuple[int | None, int | None]:
+    def bits_for(name: str, w: int | None, a: int | None,
+                 why: str | None = None) -> tuple[int | None, int | None, str | None]:
         for i, rule in enumerate(config.rules):
             if rule.matches(name):
                 used[i] = True
                 if rule.fp:
-                    w, a = None, None
+                    w, a, why = None, None, f"layer rule {rule.pattern!r} has fp=True"
                 else:
                     w = rule.w_bits if rule.w_bits is not None else w
                     a = rule.a_bits if rule.a_bits is not None else a
-        return w, a
+        return w, a, why
 
     # decide everything first, so that a bad rule leaves the model untouched
     layer_plan = []
     ran = set(order)
     for name, layer in layers:
         role = "first" if name == first else "last" if name == last else "body"
-        w, a = config.w_bits, config.a_bits
+        w, a, why = config.w_bits, config.a_bits, None
         if role != "body" and config.first_last != "same":
             w, a = (8, 8) if config.first_last == "8bit" else (None, None)
-        w, a = bits_for(name, w, a)
+            why = None if w else f"{role} layer, first_last='fp'"
+        w, a, why = bits_for(name, w, a, why)
         if name in ran:
-            layer_plan.append((name, layer, role, w, a))
-    point_plan = [(name, point, bits_for(name, None, config.a_bits)[1]) for name, point in points]
+            layer_plan.append((name, layer, role, w, a, why))
+    point_plan = [(name, point, *bits_for(name, None, config.a_bits)[1:]) for name, point in points]
     unused = [config.rules[i].pattern for i, u in enumerate(used) if not u]
     if unused:
         example = ", ".join(n for n, _ in layers[:3])
         raise SrqError(f"layer rule {unused[0]!r} matches no layer; layer names look like {example} "
                        f"(see `srq quantize ... --show-placement`)")
 
-    for name, layer, role, w, a in layer_plan:
+    for name, layer, role, w, a, why in layer_plan:
         cls, _, axis = _swap_for(layer)
         channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
         wq = None if w is None else _quantizer(w, config.w_mode, config.w_observer,
@@ -168,15 +182,21 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
                                               dan_axis=-1 if isinstance(layer, nn.Linear) else 1,
                                               dan_window=config.a_dan_window, dan_channels=_in_channels(layer),
                                               one_bit=config.one_bit)
-        q = cls.from_float(layer, wq, aq)
+        device = layer.weight.device  # quantizers are made on the CPU: put them where the layer is
+        q = cls.from_float(layer, None if wq is None else wq.to(device), None if aq is None else aq.to(device))
         q.srq_role = role
+        q.srq_float_reason = why
         _set_module(model, name, q)
-    for name, point, a in point_plan:
+    for name, point, a, why in point_plan:
         if a is not None:
             q = _quantizer(a, config.a_mode, config.a_observer, None, False, one_bit=config.one_bit)
+            q = q.to(example_input.device)  # the model's device (points hold no tensors)
             q.srq_point_kind = point.kind
             _set_module(model, name, q)
+        else:
+            point.srq_float_reason = why
     model.srq_quant_config = config
+    model.srq_example_shape = list(example_input.shape)
     return model
 
 
@@ -201,10 +221,52 @@ def placement(model: nn.Module) -> list[PlacementEntry]:
     return entries
 
 
-def format_placement(entries: list[PlacementEntry]) -> str:
-    """A plain-text table of a placement (one row per point)."""
-    width = max([len(e.name) for e in entries] + [5])
+def _float_reason(module: nn.Module, prepared: bool) -> str | None:
+    """Why ``module`` computes in float (on at least one side); None if it is quantized or has nothing to quantize."""
+    if isinstance(module, QUANT_LAYER_TYPES):
+        if module.weight_quantizer is not None and module.input_quantizer is not None:
+            return None
+        return getattr(module, "srq_float_reason", None) or "its quantizer was removed after prepare"
+    if isinstance(module, QuantPoint):
+        return getattr(module, "srq_float_reason", None) or "operand quantizers are off (quant_points=False)"
+    if isinstance(module, _FLOAT_TYPES):
+        if not _is_learned(module):
+            return "frozen parameters (fixed preprocessing)"
+        return "did not run on the example input (idle at this scale)" if prepared else "model not prepared"
+    own = [n for n, _ in module.named_parameters(recurse=False)]
+    return f"srq does not quantize this type; its parameters ({', '.join(own)}) stay float" if own else None
+    return None
+
+
+def float_layers(model: nn.Module) -> list[FloatLayer]:
+    """Every layer with parameters (and every marked operand) that computes in float, with the reason.
+
+    Covers quantized layers kept in float (first/last policy, ``fp`` rules), unswapped Conv2d/Linear (frozen,
+    or idle on the example input) and modules of other types with their own parameters (LayerNorm, BatchNorm,
+    PReLU, a custom ``nn.Parameter``). Quantizers and what lives inside quantized layers are not listed.
+    """
+    prepared = hasattr(model, "srq_quant_config")
+    found: list[FloatLayer] = []
+    inside: tuple[str, ...] = ()
+    for name, m in model.named_modules():
+        if inside and name.startswith(inside):
+            continue
+        if isinstance(m, (Quantizer, *QUANT_LAYER_TYPES)):
+            inside += (name + ".",)
+        if not isinstance(m, Quantizer) and (why := _float_reason(m, prepared)) is not None:
+            found.append(FloatLayer(name, type(m).__name__, why))
+    return found
+
+
+def format_placement(entries: list[PlacementEntry], floats: list[FloatLayer] | None = None) -> str:
+    """A plain-text table of a placement (one row per point), then (given ``floats``) what stays float and why."""
+    width = max([len(e.name) for e in entries] + [len(f.name) for f in floats or []] + [5])
     rows = [f"{'layer':<{width}}  {'kind':<16} {'role':<6} {'W':>3} {'A':>3}"]
     for e in entries:
         rows.append(f"{e.name:<{width}}  {e.kind:<16} {e.role:<6} {e.w_bits or 'fp':>3} {e.a_bits or 'fp':>3}")
+    if floats is not None:
+        rows += ["", "in float (wholly, or on the side marked fp above):",
+                 *(f"{f.name or '(model)':<{width}}  {f.kind:<16} {f.reason}" for f in floats),
+                 "operations without weights (activations, pooling, interpolation, unmarked matmuls) run in float "
+                 "on the quantized values they are given"]
     return "\n".join(rows)

@@ -1,0 +1,46 @@
+"""Choosing the torch device from a user's ``--device`` text: ``auto`` (CUDA when present, else CPU), ``cpu``,
+``cuda`` or ``cuda:N``.
+
+Models are moved with ``model.to(device)``; srq creates every quantizer, observer statistic, rectifier and bit
+offset on the device of the model it is given, and moves calibration batches there one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+__all__ = ["DEVICE_CHOICES", "resolve_device", "device_arg"]
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """The device for ``spec``; raises ``ValueError`` (one line) for an unknown or unavailable one."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    text = spec.strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(text)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {spec!r} ({str(e).splitlines()[0]}); use {DEVICE_CHOICES}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {spec!r} is not supported; use {DEVICE_CHOICES}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} was asked for but no CUDA GPU is available; use cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: there are only {torch.cuda.device_count()} CUDA GPU(s) "
+                             f"(cuda:0 … cuda:{torch.cuda.device_count() - 1})")
+    return dev
+
+
+def device_arg(spec: str) -> torch.device:
+    """``argparse`` type for a ``--device`` option (``p.add_argument("--device", type=device_arg, default="auto")``)."""
+    try:
+        return resolve_device(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
