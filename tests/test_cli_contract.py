@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -204,15 +205,20 @@ def test_upscale_a_folder_with_a_run_folder(files, tmp_path):
                       "x4 model")
 
 
-def _interrupt_when(proc: subprocess.Popen, ready, timeout: float = 120) -> tuple[int, str]:
+def _interrupt_when(proc: subprocess.Popen, ready, timeout: float = 300) -> tuple[int, str]:
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, "finished before it could be interrupted: " + proc.stderr.read()
         assert time.monotonic() < deadline, "never got going"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=120)
     return proc.returncode, stderr
+
+
+def _without_progress(stderr: str) -> list[str]:
+    """stderr's lines but the progress lines a slow (loaded) machine prints off a terminal."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not re.match(r"^.+: \d+/\d+ \(\d+%\), ", ln)]
 
 
 def _popen(*args: str) -> subprocess.Popen:
@@ -232,7 +238,7 @@ def test_ctrl_c_during_eval_exits_130(tmp_path):
                   "-o", str(tmp_path / "r.json"))
     code, stderr = _interrupt_when(proc, lambda: saved.exists() and any(saved.rglob("*.png")))
     assert code == 130, stderr
-    assert [ln for ln in stderr.splitlines() if ln.strip()] == ["interrupted"], stderr
+    assert _without_progress(stderr) == ["interrupted"], stderr
     assert not (tmp_path / "r.json").exists()
 
 
@@ -243,6 +249,6 @@ def test_ctrl_c_during_quantize_exits_130_and_keeps_the_run_resumable(files, tmp
     proc = _popen(*args)
     code, stderr = _interrupt_when(proc, lambda: (run_folder / ".srq-work" / "fingerprint.json").exists())
     assert code == 130, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    lines = _without_progress(stderr)
     assert len(lines) == 1 and lines[0].startswith("interrupted") and "--resume" in lines[0], stderr
     assert_user_error(run(*args), "--resume")
