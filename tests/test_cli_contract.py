@@ -222,9 +222,11 @@ def _without_progress(stderr: str) -> list[str]:
 
 
 def _popen(*args: str) -> subprocess.Popen:
+    """Start srq with Ctrl-C's default disposition: a test run started in the background by a non-interactive
+    shell (``pytest &``, as CI may) inherits SIGINT ignored, and so would srq."""
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.Popen([console_script(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_ctrl_c_during_eval_exits_130(tmp_path):
