@@ -135,16 +135,10 @@ def load(folder: str | os.PathLike, model: nn.Module | None = None) -> nn.Module
     if meta.get("quant_config") is not None:
         prepare(model, QuantConfig.from_dict(meta["quant_config"]))
     state = _read_model_file(Path(folder), meta)
-    expected = model.state_dict()
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
-    if missing or unexpected:
-        raise SrqError(f"{folder}/model.safetensors does not match its srq.json (missing {sorted(missing)[:3]}, "
-                       f"unexpected {sorted(unexpected)[:3]}); the run folder is damaged")
-    model.load_state_dict(state, strict=True)
-    model.srq_spec = spec
-    model.srq_recipe = meta.get("recipe")
-    model.srq_report = meta.get("report")
-    return model.eval()
+    problem = _state_mismatch(model.state_dict(), state)
+    if problem is not None:
+        raise SrqError(f"{folder}/{MODEL_FILE} does not match its srq.json ({problem}); the run folder is damaged")
+    return _loaded(model, state, meta)
 
 
 def _load_onto(model: nn.Module, folder: Path, meta: dict) -> nn.Module:
@@ -163,6 +157,11 @@ def _load_onto(model: nn.Module, folder: Path, meta: dict) -> nn.Module:
     if problem is not None:
         raise SrqError(f"the model passed is not the architecture saved in {folder} ({saved}): {problem}; "
                        f"pass a float instance built with the same configuration")
+    return _loaded(model, state, meta)
+
+
+def _loaded(model: nn.Module, state: dict[str, torch.Tensor], meta: dict) -> nn.Module:
+    """``model`` with the saved tensors (keys and shapes already checked) and ``srq.json``'s records, in eval mode."""
     model.load_state_dict(state, strict=True)
     model.srq_spec = meta["architecture"]
     model.srq_recipe = meta.get("recipe")
