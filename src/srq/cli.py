@@ -205,12 +205,11 @@ def upscale_cmd(
 ):
     """Upscale an image, or every image of a folder, with a model or a quantized run folder."""
     from .data import read_image, write_image
-    from .data.io import IMAGE_EXTENSIONS, is_image_file
     from .engine.inference import super_resolve
     from .utils.progress import progress_bar
 
     check_tile(tile, tile_overlap)
-    pairs = _upscale_pairs(input, output, is_image_file, IMAGE_EXTENSIONS)
+    pairs = _upscale_pairs(input, output)
     existing = [dst for _, dst in pairs if dst.exists()]
     if existing and not overwrite:
         raise SrqError(f"{existing[0]} exists{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''}; "
@@ -229,19 +228,21 @@ def upscale_cmd(
         err.print(f"{len(pairs)} images from {input} upscaled x{scale} by {name} → {output}")
 
 
-def _upscale_pairs(source: Path, target: Path, is_image, extensions) -> list[tuple[Path, Path]]:
+def _upscale_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:
     """(input, output) image paths of ``srq upscale``, checked before any model is loaded."""
+    from .data.io import IMAGE_EXTENSIONS, is_image_file
+
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.is_file() and is_image(p))
+        files = sorted(p for p in source.iterdir() if p.is_file() and is_image_file(p))
         if not files:
-            raise SrqError(f"no images in {source}; srq reads {', '.join(extensions)}")
+            raise SrqError(f"no images in {source}; srq reads {', '.join(IMAGE_EXTENSIONS)}")
         if target.resolve() == source.resolve():
             raise SrqError("the output folder is the input folder; choose another one")
         check_writable_folder(target, "output folder")
         return [(p, target / f"{p.stem}.png") for p in files]
     if not source.is_file():
         raise SrqError(f"input {source} does not exist")
-    check_output_file(target, extensions, option="output")
+    check_output_file(target, IMAGE_EXTENSIONS, option="output")
     return [(source, target)]
 
 
