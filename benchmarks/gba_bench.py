@@ -31,8 +31,8 @@ from srq.quant import parse_bits
 from srq.quant.config import DAN_CHOICES
 from srq.report import bit_offsets_svg, format_bit_map
 
-from ptq_bench import (add_device_option, add_fp_scores_option, add_split_option, average_bits, fp_reference, result_key, result_tag,
-                        run, summary)
+from ptq_bench import (add_device_option, add_fp_scores_option, add_param_option, add_split_option, average_bits,
+                        fp_reference, result_key, result_tag, run, summary, with_params)
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision and machine in each JSON file). "
@@ -83,6 +83,7 @@ def main() -> None:
     p.add_argument("--replot", action="store_true",
                    help="only redraw the bit-map SVGs from the saved results and rebuild summary.md and table.md")
     add_device_option(p)
+    add_param_option(p)
     args = p.parse_args()
     if args.replot:
         replot()
@@ -127,6 +128,7 @@ def main() -> None:
                 tag = f"{method}_init-{args.adabm_init}"
             else:
                 tag = method
+            recipe, tag = with_params(recipe or METHODS[method](w_bits=w, a_bits=a), args.param, tag)
             doc, q = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=OUT,
                          recipe=recipe, tag=tag, fp_source=fp_source, split=args.split,
                          device=args.device)

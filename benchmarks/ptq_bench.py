@@ -3,6 +3,7 @@
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/ptq_bench.py --model imdn --scale 4 --bits w8a8,w6a6,w4a4,w3a3,w2a2 \
         --methods minmax,percentile,omse,minmax_ft,percentile_ft --datasets Set5,Set14,B100,Urban100
+Recipe hyper-parameters as in `srq quantize`: -p key=value (repeatable; the result files' tag names them).
 Each (model, method, bits) run writes benchmarks/results/ptq/<model>_x<scale>_<method>_<bits>.json with
 per-set PSNR/SSIM, cost (size, BitOPs), calibration/fine-tuning wall time, the eval time of the
 fake-quantized model and of the FP model on the same images (ratio), placement and provenance;
@@ -14,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
-import time
 from pathlib import Path
 
 import torch
 
 import srq
+from srq import pipeline
 from srq.data import calibration_set
 from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, provenance, run_script
@@ -32,14 +32,23 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "ptq"
 
 
-QUANTIZE_SECONDS = "bench.json"  # beside a saved run: how long its quantization took
 SCORE_LOGS = "scores"  # in a saved run: per-image scores kept as they are made (an interrupted eval goes on)
 
 
+def _recorded(folder: Path) -> dict:
+    """What a saved run recorded about its making: ``srq.json``, or the ``bench.json`` beside older run folders
+    (their ``srq.json`` had no time or provenance)."""
+    meta = srq.api.read_meta(folder)
+    if "quantize_seconds" not in meta and (folder / "bench.json").is_file():
+        return json.loads((folder / "bench.json").read_text())
+    return meta
+
+
 def _recorded_quantize_seconds(folder: Path, q: torch.nn.Module) -> float:
-    """The quantization time saved beside a run folder, else the sum of its report's stage times."""
-    if (folder / QUANTIZE_SECONDS).is_file():
-        return json.loads((folder / QUANTIZE_SECONDS).read_text())["quantize_seconds"]
+    """The quantization time a saved run recorded, else the sum of its report's stage times."""
+    seconds = _recorded(folder).get("quantize_seconds")
+    if seconds is not None:
+        return seconds
     stages = (getattr(q, "srq_report", None) or {}).get("seconds")
     if not isinstance(stages, dict):
         raise SystemExit(f"error: {folder} has no recorded quantization time; run again without --resume")
@@ -48,9 +57,10 @@ def _recorded_quantize_seconds(folder: Path, q: torch.nn.Module) -> float:
 
 def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores,
         out_dir: Path = OUT, recipe=None, tag: str | None = None, device: str = "cpu",
-        fp_source: str | None = None, save_dir: Path | None = None,
-        resume: bool = False, split: int | None = None) -> tuple[dict, torch.nn.Module]:
-    """Quantize, evaluate and write ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model).
+        fp_source: str | None = None, save_dir: Path | None = None, resume: bool = False,
+        split: int | None = None, calibration: dict | None = None) -> tuple[dict, torch.nn.Module]:
+    """Quantize and evaluate through :func:`srq.pipeline.run`, and write
+    ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model).
 
     ``fp_source``: the results file ``fp_scores`` were read from (None: measured in this process); the
     eval-time ratio is only reported for FP scores measured in the same process. ``save_dir``: write the
@@ -62,42 +72,36 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     partitioned inference (MambaIRv2's official test, e.g. 200 LR px), recorded in the file as ``inference``.
     """
     w, a = parse_bits(bits)
+    recipe = recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a)
     stem = f"{model_name}_x{scale}_{tag or method}_{bits.lower()}"
     folder = Path(save_dir) / stem if save_dir is not None else None
     resumed = resume and folder is not None and (folder / "srq.json").is_file()
+    calibration = calibration or {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])}
+    eval_options = {"split": split, "score_logs": None if folder is None else folder / SCORE_LOGS}
     if resumed:
         q = srq.load(folder).to(device)
         quant_seconds = _recorded_quantize_seconds(folder, q)
         print(f"{stem}: evaluating the saved run {folder}", flush=True)
+        scores = evaluate(q, datasets, scale, progress=False, **eval_options)
     else:
         fp = srq.create_model(model_name, scale, "official").to(device)
-        t0 = time.perf_counter()
-        q = srq.quantize(fp, recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a), calib,
-                         progress=False)
-        quant_seconds = time.perf_counter() - t0
-        if folder is not None:
-            shutil.rmtree(folder / SCORE_LOGS, ignore_errors=True)  # scores of an earlier model
-            srq.save(q, folder)
-            atomic_write_text(folder / QUANTIZE_SECONDS,
-                              json.dumps({"quantize_seconds": quant_seconds, "provenance": provenance()}) + "\n")
-    scores = evaluate(q, datasets, scale, progress=False, split=split,
-                      score_logs=None if folder is None else folder / SCORE_LOGS)
+        made = pipeline.run(fp, recipe, calib, name=model_name, scale=scale, output=folder, calibration=calibration,
+                            datasets=datasets, eval_options=eval_options, progress=False)
+        q, quant_seconds, scores = made.model, made.quantize_seconds, made.scores
     cost = model_cost(q, scale=scale)
     doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),
-           "calibration": {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])},
+           "calibration": calibration,
            "quantize_seconds": quant_seconds,
            "eval_seconds": {s.dataset: s.seconds for s in scores},
            "fp_eval_seconds": {s.dataset: s.seconds for s in fp_scores}, "fp_source": fp_source,
            "inference": inference_label(split),
            "results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in scores],
            "fp_results": [{k: v for k, v in s.to_dict().items() if k != "images"} for s in fp_scores],
-           "cost": cost.to_dict(), "recipe": q.srq_recipe,
+           "cost": cost.to_dict(), "recipe": q.srq_recipe, "recipe_hash": pipeline.recipe_hash(recipe),
            "placement": [e.to_dict() for e in placement(q)], "report": srq.api.current_report(q),
            "provenance": provenance()}
     if resumed:  # quantized by an earlier process: where, and (if it was recorded) by which revision and command
-        saved = folder / QUANTIZE_SECONDS
-        doc["resumed_from"] = {"run": str(folder), "provenance": json.loads(saved.read_text()).get("provenance")
-                               if saved.is_file() else None}
+        doc["resumed_from"] = {"run": str(folder), "provenance": _recorded(folder).get("provenance")}
         keep_earlier_rows(doc, out_dir / f"{stem}.json")
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
     print(f"{model_name} x{scale} {tag or method} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
@@ -169,6 +173,24 @@ def saved_fp_scores(model: str, scale: int, datasets: list[str],
 def add_device_option(p: argparse.ArgumentParser) -> None:
     """``--device``: where models are quantized and evaluated (default auto: CUDA if present, else CPU)."""
     p.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+
+
+def add_param_option(p: argparse.ArgumentParser) -> None:
+    """``-p key=value`` (repeatable): a recipe hyper-parameter, as in ``srq quantize -p`` (see :func:`with_params`)."""
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe hyper-parameter for every method run, as in `srq quantize -p` (repeatable; a nested "
+                        "config's field: -p finetune_config.epochs=3); the result files' tag names them")
+
+
+def with_params(recipe, params: list[str], tag: str):
+    """``recipe`` with ``-p`` hyper-parameters applied (one-line error for a bad key or value) and the result tag
+    extended by them (``gba`` + ``-p iterations=100`` → ``gba_iterations-100``)."""
+    from srq.methods.base import apply_params
+
+    if not params:
+        return recipe, tag
+    parts = [re.sub(r"[^A-Za-z0-9.+-]+", "-", item.replace("=", "-")).strip("-") for item in params]
+    return apply_params(recipe, params), "_".join([tag, *parts])
 
 
 def add_fp_scores_option(p: argparse.ArgumentParser) -> None:
@@ -252,14 +274,17 @@ def main() -> None:
     add_fp_scores_option(p)
     add_split_option(p)
     add_device_option(p)
+    add_param_option(p)
     args = p.parse_args()
     datasets = args.datasets.split(",")
     calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
     fp_scores, fp_source = fp_reference(args, datasets)
     for bits in args.bits.split(","):
+        w, a = parse_bits(bits)
         for method in args.methods.split(","):
-            run(args.model, args.scale, method, bits, datasets, calib, fp_scores, fp_source=fp_source, split=args.split,
-                device=args.device)
+            recipe, tag = with_params(METHODS[method](w_bits=w, a_bits=a), args.param, method)
+            run(args.model, args.scale, method, bits, datasets, calib, fp_scores, recipe=recipe, tag=tag,
+                fp_source=fp_source, split=args.split, device=args.device)
     summary()
 
 

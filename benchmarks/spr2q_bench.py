@@ -32,7 +32,8 @@ from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
 
-from ptq_bench import add_device_option, add_fp_scores_option, add_split_option, fp_reference, recorded_inference, result_key, run, summary
+from ptq_bench import (add_device_option, add_fp_scores_option, add_param_option, add_split_option, fp_reference,
+                        recorded_inference, result_key, run, summary, with_params)
 
 OUT = Path(__file__).resolve().parent / "results" / "spr2q"
 VARIANTS = {
@@ -160,6 +161,7 @@ def main() -> None:
     p.add_argument("--patch", type=int, default=32, help="LR patch size of the calibration inputs")
     p.add_argument("--calib-n", type=int, default=100)
     add_device_option(p)  # cuda for the paper's budget
+    add_param_option(p)
     add_fp_scores_option(p)
     add_split_option(p)
     p.add_argument("--save-dir", type=Path, default=None,
@@ -181,7 +183,7 @@ def main() -> None:
         for v in variants:
             recipe = SPR2Q(w_bits=w, a_bits=a, iterations=args.iterations, osrc_iterations=args.osrc_iterations,
                            batch=args.batch, **VARIANTS[v])
-            tag = "spr2q" if v == "spr2q" else f"spr2q-{v}"
+            recipe, tag = with_params(recipe, args.param, "spr2q" if v == "spr2q" else f"spr2q-{v}")
             run(args.model, args.scale, tag, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe, tag=tag,
                 device=args.device, fp_source=fp_source, save_dir=args.save_dir, resume=args.resume,
                 split=args.split)

@@ -277,22 +277,20 @@ def quantize_cmd(
 ):
     """Quantize a model with a PTQ method on calibration images and save it as a run folder."""
     import json
-    import time
 
     import torch
 
-    from . import api
+    from . import pipeline
     from ._version import __version__
     from .cli_support import WORK_AREA
     from .data import calibration_set
     from .engine.checkpoint import WorkArea, resumable
-    from .engine.results import provenance
     from .fileio import file_sha256
     from .methods.base import apply_params
     from .methods.registry import get_method
     from .models import create_model
     from .models.registry import get_model_info, resolve_weights
-    from .quant import LayerRule, QuantConfig, float_layers, format_placement, model_cost, parse_bits, placement
+    from .quant import LayerRule, QuantConfig, parse_bits
 
     w_bits, a_bits = parse_bits(bits)
     info = get_method(method)  # one line naming the choices for an unknown method
@@ -313,17 +311,15 @@ def quantize_cmd(
     dev = _setup_device(device, threads)
     net = create_model(model, scale, weights_path).to(dev)  # quantizers follow; calibration batches move one by one
     data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root)
+    calibration = {"set": calib, "images": len(data), "patch": patch}
     fingerprint = {"srq": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                   "device": dev.type,
-                   "model": model, "scale": scale,
+                   "device": dev.type, "model": model, "scale": scale,
                    "weights_sha256": file_sha256(weights_path) if weights_path else None,
-                   "recipe": recipe.to_dict(), "calibration": {"set": calib, "images": len(data), "patch": patch,
-                                                               "sha256": _tensor_sha256(data)}}
+                   "recipe": recipe.to_dict(), "calibration": {**calibration, "sha256": pipeline.tensor_sha256(data)}}
     work = WorkArea.open(output / WORK_AREA, fingerprint, resume=resume, every_steps=checkpoint_every)
-    t0 = time.perf_counter()
     try:
-        with resumable(work):
-            qnet = api.quantize(net, recipe, data)
+        result = pipeline.run(net, recipe, data, name=model, scale=scale, output=output, calibration=calibration,
+                              checkpoints=resumable(work), extra={"resumed": resume})
     except KeyboardInterrupt:
         raise Interrupted("interrupted; the run can continue from its last checkpoint: repeat the command with "
                           "--resume") from None
@@ -331,42 +327,12 @@ def quantize_cmd(
         work.remove()
         _remove_if_empty(output)
         raise
-    seconds = time.perf_counter() - t0
-    placed = format_placement(placement(qnet), float_layers(qnet))  # with the layers left float, and why
     if show_placement:
-        out.print(placed, highlight=False, soft_wrap=True)
-    cost = model_cost(qnet, scale=scale)
-    files = {"placement.txt": placed + "\n"}
-    report = api.current_report(qnet)
-    if report and ("a" in report or "w" in report):
-        from .report import bit_offsets_svg, format_bit_map
-
-        table = format_bit_map(report)
-        out.print(table, highlight=False, soft_wrap=True)
-        files["bitmap.txt"] = table + "\n"
-        files["bitmap.svg"] = bit_offsets_svg(report, f"{model} x{scale} {method} w{w_bits}a{a_bits}: bit offset per layer")
-    if report and "routing" in report:
-        from .report import format_routing
-
-        table = format_routing(report)
-        out.print(table, highlight=False, soft_wrap=True)
-        files["routing.txt"] = table + "\n"
-    api.save(qnet, output, files=files,
-             extra={"calibration": fingerprint["calibration"], "quantize_seconds": seconds, "resumed": resume,
-                    "cost": cost.to_dict(), "provenance": provenance()})
-    err.print(f"{model} x{scale} {method} w{w_bits}a{a_bits}: {seconds:.1f} s{' (resumed part)' if resume else ''}; "
-              f"size {cost.size_kb:.1f} KB (FP32 {cost.fp32_size_kb:.1f} KB), BitOPs {cost.bitops / 1e9:.1f} G "
-              f"(FP32 {cost.fp32_bitops / 1e9:.1f} G) → {output}")
-
-
-def _tensor_sha256(data) -> str:
-    """SHA-256 of calibration inputs (a tensor or a list of tensors), to tell a resumed run's inputs apart."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for t in data if isinstance(data, list) else [data]:
-        h.update(t.detach().contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()
+        out.print(result.files["placement.txt"].rstrip("\n"), highlight=False, soft_wrap=True)
+    for table in ("bitmap.txt", "routing.txt"):
+        if table in result.files:
+            out.print(result.files[table].rstrip("\n"), highlight=False, soft_wrap=True)
+    err.print(f"{result.summary}{' (resumed part)' if resume else ''} → {output}")
 
 
 def _remove_if_empty(folder: Path) -> None:
