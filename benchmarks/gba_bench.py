@@ -3,7 +3,8 @@
 Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS):
     python benchmarks/gba_bench.py --model imdn --scale 4 --bits w4a4,w3a3 \\
         --methods minmax_ft,percentile_ft,gba,gba_star --datasets Set5,Set14,B100,Urban100
-Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the value starts with "-"), --calib-n 20, --alloc-lambda-feat 10, --budget bitops (each adds a tag to the file name);
+Ablations: --dan none|range|std|capped, --dan-window N (not in the paper), --candidates=-2,-1,0,1,2 (with "=": the
+value starts with "-"), --calib-n 20, --alloc-lambda-feat 10, --budget bitops (each adds a tag to the file name);
 --adabm-init percentile (AdaBM from percentile instead of EMA min/max activation bounds); --ptq4sr-weight-lr 0.01
 (PTQ4SR whose PaC trains the weight bounds at lr 0.01 instead of the released 5e-6); --reinit-weights
 (GBA*: weight bounds by OMSE again at the allocated widths). --fp-scores saved reads the FP row from results/fp.
@@ -177,8 +178,9 @@ TABLE_ROWS = [("MinMax+FT", "minmax_ft", "{b} / {b}"), ("Percentile+FT", "percen
               ("GBA*, allocation loss with feature term (λ_feat 10)", "gba_star_alloclf10", "{b}MP / {b}MP")]
 
 # The issue's GBA ablations, one setting changed each (same row format; the first row is the reference).
-ABLATION_ROWS = [("GBA (DAN, {−1, 0, 1}, 100 images)", "gba", "{b} / {b}MP"), ("no DAN", "gba_dan-none", "{b} / {b}MP"),
-                 ("candidates {−2 … 2}", "gba_cand2", "{b} / {b}MP"), ("candidates {−3 … 3}", "gba_cand3", "{b} / {b}MP"),
+ABLATION_ROWS = [("GBA (DAN, {−1, 0, 1}, 100 images)", "gba", "{b} / {b}MP"),
+                 ("no DAN", "gba_dan-none", "{b} / {b}MP"), ("candidates {−2 … 2}", "gba_cand2", "{b} / {b}MP"),
+                 ("candidates {−3 … 3}", "gba_cand3", "{b} / {b}MP"),
                  ("20 calibration images", "gba_calib20", "{b} / {b}MP")]
 
 

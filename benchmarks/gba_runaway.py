@@ -54,7 +54,8 @@ def summarise(errors: list[float]) -> dict:
     # a non-finite error counts as above every threshold, also when it makes the median itself infinite
     above = {f"above_{r}x_median": sum(not (math.isfinite(e) and e <= r * median) for e in errors) for r in RATIOS}
     runaway_share = above[f"above_{RATIOS[-1]}x_median"] / len(errors)
-    return {"patches": len(errors), "median_mse": median if math.isfinite(median) else None, "non_finite": len(errors) - len(finite), **above,
+    return {"patches": len(errors), "median_mse": median if math.isfinite(median) else None,
+            "non_finite": len(errors) - len(finite), **above,
             "largest_finite_ratios": [float(f"{e / median:.3g}") for e in sorted(finite, reverse=True)[:12]],
             "share_of_stage2_batches_meeting_one": round(chance_of_meeting(runaway_share, 16), 3),
             "share_of_stage3_batches_meeting_one": round(chance_of_meeting(runaway_share, 2), 3)}

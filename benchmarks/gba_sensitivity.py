@@ -63,7 +63,8 @@ def main() -> None:
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--heldout-n", type=int, default=16)
     p.add_argument("--dan", default="range", choices=DAN_CHOICES)
-    p.add_argument("--kind", default="a", choices=["a", "w"], help="activation (the paper's figure) or weight quantizers")
+    p.add_argument("--kind", default="a", choices=["a", "w"],
+                   help="activation (the paper's figure) or weight quantizers")
     p.add_argument("--lambda-feat", type=float, default=0.0,
                    help="feature-alignment weight of the gradient's loss (GBA's allocation: 0; its fine-tuning: 10)")
     p.add_argument("--replot", action="store_true", help="only redraw every saved result's SVG from its JSON")

@@ -21,6 +21,8 @@ import torch
 
 import srq
 from srq import pipeline
+from srq.cli_support import WORK_AREA
+from srq.engine.checkpoint import WorkArea, resumable
 from srq.data import calibration_set
 from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, provenance, run_script
@@ -58,7 +60,8 @@ def _recorded_quantize_seconds(folder: Path, q: torch.nn.Module) -> float:
 def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str], calib, fp_scores,
         out_dir: Path = OUT, recipe=None, tag: str | None = None, device: str = "cpu",
         fp_source: str | None = None, save_dir: Path | None = None, resume: bool = False,
-        split: int | None = None, calibration: dict | None = None) -> tuple[dict, torch.nn.Module]:
+        split: int | None = None, calibration: dict | None = None,
+        checkpoint_every: int | None = None) -> tuple[dict, torch.nn.Module]:
     """Quantize and evaluate through :func:`srq.pipeline.run`, and write
     ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model).
 
@@ -70,6 +73,9 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     quantizing again (its quantization time is the one it recorded), go on from the images already scored, and
     keep the rows of other data sets from the result file of that run (:func:`keep_earlier_rows`). ``split``:
     partitioned inference (MambaIRv2's official test, e.g. 200 LR px), recorded in the file as ``inference``.
+    ``checkpoint_every``: with ``save_dir``, checkpoint the quantization's long stages (fine-tuning, QAT) in the run
+    folder's work area every this many steps (and every minute); with ``resume``, an interrupted quantization
+    continues from its last checkpoint, to the same result as an uninterrupted one.
     """
     w, a = parse_bits(bits)
     recipe = recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a)
@@ -85,8 +91,15 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
         scores = evaluate(q, datasets, scale, progress=False, **eval_options)
     else:
         fp = srq.create_model(model_name, scale, "official").to(device)
+        checkpoints = None
+        if folder is not None and checkpoint_every:
+            fingerprint = {"model": model_name, "scale": scale, "recipe": recipe.to_dict(), "device": str(device),
+                           "threads": torch.get_num_threads(), "calibration": pipeline.tensor_sha256(calib)}
+            work = WorkArea.open(folder / WORK_AREA, fingerprint, resume=resume and (folder / WORK_AREA).is_dir(),
+                                 every_steps=checkpoint_every)
+            checkpoints = resumable(work)
         made = pipeline.run(fp, recipe, calib, name=model_name, scale=scale, output=folder, calibration=calibration,
-                            datasets=datasets, eval_options=eval_options, progress=False)
+                            datasets=datasets, eval_options=eval_options, checkpoints=checkpoints, progress=False)
         q, quant_seconds, scores = made.model, made.quantize_seconds, made.scores
     cost = model_cost(q, scale=scale)
     doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),
@@ -250,8 +263,8 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
     for f in sorted([*out_dir.glob("*_x*_*.json"), *also], key=lambda f: f.name):
         d = json.loads(f.read_text())
         fp = {r["dataset"]: r for r in d["fp_results"]}
-        cells = "; ".join(f"{r['dataset']} {r['psnr']:.2f}/{r['ssim']:.4f} ({r['psnr'] - fp[r['dataset']]['psnr']:+.2f})"
-                          for r in d["results"])
+        cells = "; ".join(f"{r['dataset']} {r['psnr']:.2f}/{r['ssim']:.4f} "
+                          f"({r['psnr'] - fp[r['dataset']]['psnr']:+.2f})" for r in d["results"])
         ratio = "—" if d.get("fp_source") else \
             f'{sum(d["eval_seconds"].values()) / max(sum(d["fp_eval_seconds"].values()), 1e-9):.2f}'
         inference = recorded_inference(d)

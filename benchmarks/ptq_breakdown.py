@@ -43,8 +43,8 @@ def main() -> None:
     fp = srq.create_model(args.model, args.scale, "official").to(args.device)
     doc = {"model": args.model, "scale": args.scale, "bits": args.bits, "fp": scores(fp, datasets, args.scale)}
     for dan in ("none", "range"):
-        q = prepare(srq.create_model(args.model, args.scale, "official").to(args.device), QuantConfig(w_bits=w, a_bits=a, a_dan=dan),
-                    calib[:1])
+        q = prepare(srq.create_model(args.model, args.scale, "official").to(args.device),
+                    QuantConfig(w_bits=w, a_bits=a, a_dan=dan), calib[:1])
         calibrate(q, calibration_batches(calib), progress=False)
         qs = quantizers(q)
         for label, keep in (("weights_only", lambda n: n.endswith("weight_quantizer")),

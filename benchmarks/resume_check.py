@@ -3,10 +3,11 @@
 Usage (from the repository root; weights and calibration images from $SRQ_WEIGHTS / $SRQ_DATA):
     python benchmarks/resume_check.py --model imdn --scale 4 --calib-n 40 --patch 48
 For each method (percentile_ft: killed during bound fine-tuning; gba: killed during the activation bit
-allocation) three ``srq quantize`` runs with the same settings and thread count: one uninterrupted; one killed
+allocation; lsq: killed during quantization-aware training, 40 steps on T91 crops with validation every 10, with
+--methods lsq) three ``srq quantize`` runs with the same settings and thread count: one uninterrupted; one killed
 with SIGKILL once its stage checkpoint has passed ``--kill-after`` steps; then the same command with
 ``--resume``. The SHA-256 of the uninterrupted and the resumed ``model.safetensors`` must be equal. Writes
-benchmarks/results/resume/resume-<model>-x<scale>.json.
+benchmarks/results/resume/resume-<model>-x<scale>[-<methods>].json (the suffix when --methods is not the default).
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from srq.errors import SrqError
 from srq.fileio import file_sha256
 
 OUT = Path(__file__).resolve().parent / "results" / "resume"
-STAGE = {"percentile_ft": ("fine-tuning", 0), "gba": ("bit allocation (a)", 0)}  # description, stage number
+STAGE = {"percentile_ft": ("fine-tuning", 0), "gba": ("bit allocation (a)", 0),  # description, stage number
+         "lsq": ("lsq QAT", 0)}
+# a short QAT run on T91 crops that validates (and so keeps a best state) on either side of the kill
+QAT_ARGS = ["--train-data", "train/T91", "-p", "train.iterations=40", "-p", "train.batch=4", "-p",
+            "train.hr_patch=96", "-p", "train.validate_every=10", "-p", "train.val_images=2"]
+EXTRA_ARGS = {"lsq": QAT_ARGS}
+DEFAULT_METHODS = "percentile_ft,gba"
 
 
 def _srq() -> list[str]:
@@ -58,6 +65,7 @@ def _quantize(args: list[str]) -> float:
 def check(method: str, common: list[str], root: Path, kill_after: int) -> dict:
     description, index = STAGE[method]
     ref, run = root / f"{method}_uninterrupted", root / f"{method}_resumed"
+    common = [*common, *EXTRA_ARGS.get(method, [])]
     seconds_ref = _quantize(["quantize", *common, "--method", method, "-o", str(ref)])
     t0 = time.perf_counter()
     proc = subprocess.Popen(_srq() + ["quantize", *common, "--method", method, "-o", str(run)],
@@ -94,7 +102,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=5)
     p.add_argument("--kill-after", type=int, default=12, help="kill once the stage checkpoint has this many steps")
-    p.add_argument("--methods", default="percentile_ft,gba")
+    p.add_argument("--methods", default=DEFAULT_METHODS)
     p.add_argument("--device", default="auto", help="passed to `srq quantize --device`")
     args = p.parse_args()
     common = [args.model, "--scale", str(args.scale), "--bits", args.bits, "--calib-n", str(args.calib_n),
@@ -107,7 +115,8 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     doc = {"settings": vars(args), "runs": rows, "provenance": provenance()}
     OUT.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(OUT / f"resume-{args.model}-x{args.scale}.json", json.dumps(doc, indent=2) + "\n")
+    suffix = "" if args.methods == DEFAULT_METHODS else "-" + args.methods.replace(",", "-")
+    atomic_write_text(OUT / f"resume-{args.model}-x{args.scale}{suffix}.json", json.dumps(doc, indent=2) + "\n")
     if not all(r["identical"] for r in rows):
         sys.exit(1)
 

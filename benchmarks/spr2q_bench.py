@@ -57,12 +57,18 @@ NOTE = ("Made by `python benchmarks/spr2q_bench.py` (exact command, git revision
 
 # The paper's Table 1 (MambaIRv2-light, its budget on a GPU): FP and SPR²Q rows, (PSNR, SSIM) per set.
 PAPER_TABLE1 = {
-    (2, "fp"): {"Set5": (38.26, 0.9615), "Set14": (34.09, 0.9221), "B100": (32.36, 0.9019), "Urban100": (33.26, 0.9378)},
-    (2, "w4a4"): {"Set5": (37.72, 0.9589), "Set14": (33.27, 0.9156), "B100": (31.94, 0.8964), "Urban100": (31.53, 0.9223)},
-    (2, "w2a2"): {"Set5": (35.97, 0.9495), "Set14": (31.98, 0.9020), "B100": (30.95, 0.8827), "Urban100": (28.55, 0.8819)},
-    (4, "fp"): {"Set5": (32.51, 0.8992), "Set14": (28.84, 0.7878), "B100": (27.75, 0.7426), "Urban100": (26.82, 0.8079)},
-    (4, "w4a4"): {"Set5": (31.60, 0.8844), "Set14": (28.27, 0.7725), "B100": (27.33, 0.7274), "Urban100": (25.64, 0.7713)},
-    (4, "w2a2"): {"Set5": (29.37, 0.8327), "Set14": (26.73, 0.7319), "B100": (26.42, 0.6949), "Urban100": (23.69, 0.6874)},
+    (2, "fp"): {"Set5": (38.26, 0.9615), "Set14": (34.09, 0.9221),
+                "B100": (32.36, 0.9019), "Urban100": (33.26, 0.9378)},
+    (2, "w4a4"): {"Set5": (37.72, 0.9589), "Set14": (33.27, 0.9156),
+                  "B100": (31.94, 0.8964), "Urban100": (31.53, 0.9223)},
+    (2, "w2a2"): {"Set5": (35.97, 0.9495), "Set14": (31.98, 0.9020),
+                  "B100": (30.95, 0.8827), "Urban100": (28.55, 0.8819)},
+    (4, "fp"): {"Set5": (32.51, 0.8992), "Set14": (28.84, 0.7878),
+                "B100": (27.75, 0.7426), "Urban100": (26.82, 0.8079)},
+    (4, "w4a4"): {"Set5": (31.60, 0.8844), "Set14": (28.27, 0.7725),
+                  "B100": (27.33, 0.7274), "Urban100": (25.64, 0.7713)},
+    (4, "w2a2"): {"Set5": (29.37, 0.8327), "Set14": (26.73, 0.7319),
+                  "B100": (26.42, 0.6949), "Urban100": (23.69, 0.6874)},
 }
 
 
@@ -84,8 +90,10 @@ def paper_table(out_dir: Path = OUT) -> None:
         for label, ours, paper in (("FP", d["fp_results"], PAPER_TABLE1[(scale, "fp")]),
                                    ("SPR²Q", d["results"], PAPER_TABLE1[(scale, bits)])):
             ours = {x["dataset"]: x for x in ours}
-            lines.append(f"| {label}, ours | " + " | ".join(f"{ours[s]['psnr']:.2f} / {ours[s]['ssim']:.4f}" for s in sets) + " |")
-            lines.append(f"| {label}, paper | " + " | ".join(f"{paper[s][0]:.2f} / {paper[s][1]:.4f}" for s in sets) + " |")
+            lines.append(f"| {label}, ours | "
+                         + " | ".join(f"{ours[s]['psnr']:.2f} / {ours[s]['ssim']:.4f}" for s in sets) + " |")
+            lines.append(f"| {label}, paper | "
+                         + " | ".join(f"{paper[s][0]:.2f} / {paper[s][1]:.4f}" for s in sets) + " |")
             lines.append(f"| {label}, Δ | " + " | ".join(f"{ours[s]['psnr'] - paper[s][0]:+.2f}" for s in sets) + " |")
         lines.append("")
     atomic_write_text(out_dir / "table1.md", "\n".join(lines) + "\n")
@@ -94,7 +102,8 @@ def paper_table(out_dir: Path = OUT) -> None:
 def comparison_files(out_dir: Path = OUT) -> list[Path]:
     """PTQ and GBA result files of every (model, scale, bits) that SPR²Q was run on."""
     keys = {result_key(f) for f in out_dir.glob("*_x*_*.json")}
-    return [f for d in ("ptq", "gba") for f in sorted((out_dir.parent / d).glob("*_x*_*.json")) if result_key(f) in keys]
+    return [f for d in ("ptq", "gba") for f in sorted((out_dir.parent / d).glob("*_x*_*.json"))
+            if result_key(f) in keys]
 
 
 ABLATIONS = [("Table 2a: components", [("bounds only", "bounds"), ("+PQFR", "pqfr"), ("+PQFR +RGT", "rgt"),
@@ -128,8 +137,9 @@ def ablation_tables(out_dir: Path = OUT) -> None:
         r, t = d["recipe"], d["report"]["seconds"]
         m = d["provenance"]["machine"]
         where = m["cuda"] or f"CPU, {m['torch_threads']} thread(s) of {m['cpu_count']}"
-        lines.append(f"| {stem} | {r['iterations']} / {r['osrc_iterations']} × {r['batch']}, {d['calibration']['patch']} | "
-                     f"{t['calibration']:.0f} | {t['rgt']:.0f} | {t['osrc']:.0f} | {t['fusion']:.2f} | {where} |")
+        lines.append(f"| {stem} | {r['iterations']} / {r['osrc_iterations']} × {r['batch']}, "
+                     f"{d['calibration']['patch']} | {t['calibration']:.0f} | {t['rgt']:.0f} | {t['osrc']:.0f} | "
+                     f"{t['fusion']:.2f} | {where} |")
     atomic_write_text(out_dir / "ablation.md", "\n".join(lines) + "\n")
 
 
@@ -145,7 +155,8 @@ def comparison_charts(out_dir: Path = OUT) -> None:
         fp = {r["dataset"]: r["psnr"] for r in docs[0]["fp_results"]}
         series = {s: [next(r["psnr"] for r in d["results"] if r["dataset"] == s) - fp[s] for d in docs] for s in sets}
         title = f"{key.replace('_', ' ')}: PSNR change vs FP (dB)"
-        atomic_write_text(out_dir / f"{key}-compare.svg", chart_svg([d["method"] for d in docs], series, title, "Δ PSNR (dB)"))
+        atomic_write_text(out_dir / f"{key}-compare.svg",
+                          chart_svg([d["method"] for d in docs], series, title, "Δ PSNR (dB)"))
 
 
 def main() -> None:

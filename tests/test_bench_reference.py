@@ -33,7 +33,8 @@ def test_saved_fp_scores_match_the_inference(saved):
     assert ptq_bench.saved_fp_scores("m", 4, ["Urban100"], split=200)[0][0].dataset == "Urban100"
 
 
-@pytest.mark.parametrize("datasets, split, bad", [(["Set5", "Urban100"], 200, "Set5"), (["Urban100"], None, "Urban100")])
+@pytest.mark.parametrize("datasets, split, bad",
+                         [(["Set5", "Urban100"], 200, "Set5"), (["Urban100"], None, "Urban100")])
 def test_saved_fp_scores_refuse_another_inference(saved, datasets, split, bad):
     with pytest.raises(SystemExit, match=f"FP scores of {bad} in m_x4.json were not inferred by"):
         ptq_bench.saved_fp_scores("m", 4, datasets, split)
@@ -129,7 +130,8 @@ def test_gba_paper_table_adds_ablation_blocks(tmp_path):
     text = (tmp_path / "gba" / "table.md").read_text()
     main, ablations = text.split("# Ablations")
     assert "no DAN" not in main and "| GBA* |" in main
-    rows = [line.split(" | ")[0].lstrip("| ") for line in ablations.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [line.split(" | ")[0].lstrip("| ") for line in ablations.splitlines()
+            if line.startswith("| ") and "---" not in line]
     assert rows == ["method", "GBA (DAN, {−1, 0, 1}, 100 images)", "no DAN", "20 calibration images"]  # no FP row
     assert "| **30.00 / 0.8000** |" in ablations  # bold: the best of the ablation block, not of the main table
 
@@ -141,7 +143,8 @@ def test_result_key_allows_underscores_in_model_names(stem, key):
     assert ptq_bench.result_key(Path(f"{stem}.json")) == key
 
 
-@pytest.mark.parametrize("stem, tag", [("imdn_x4_gba_w4a4", "gba"), ("carn_m_x4_gba_star_alloclf10_w3a3", "gba_star_alloclf10"),
+@pytest.mark.parametrize("stem, tag", [("imdn_x4_gba_w4a4", "gba"),
+                                       ("carn_m_x4_gba_star_alloclf10_w3a3", "gba_star_alloclf10"),
                                        ("mambairv2_light_x2_spr2q-n2_w2a2", "spr2q-n2")])
 def test_result_tag_keeps_the_options_of_the_run(stem, tag):
     assert ptq_bench.result_tag(Path(f"{stem}.json")) == tag

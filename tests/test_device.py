@@ -71,7 +71,8 @@ def test_every_model_command_takes_device_auto_by_default(command):
 
     from srq import cli
 
-    fn = {"quantize": cli.quantize_cmd, "eval": cli.eval_cmd, "train": cli.train_cmd, "upscale": cli.upscale_cmd}[command]
+    fn = {"quantize": cli.quantize_cmd, "eval": cli.eval_cmd, "train": cli.train_cmd,
+          "upscale": cli.upscale_cmd}[command]
     option = inspect.signature(fn).parameters["device"].default
     assert option.default == "auto"
 
@@ -138,7 +139,8 @@ def test_adabm_bit_mapper_is_made_on_the_model_device(calib, monkeypatch):
     def stop(*args, **kwargs):
         raise Stop
 
-    monkeypatch.setattr(adabm.AdaBM, "_calibrate", staticmethod(lambda qmodel, act, batches, progress: [1.0] * len(act)))
+    monkeypatch.setattr(adabm.AdaBM, "_calibrate",
+                        staticmethod(lambda qmodel, act, batches, progress: [1.0] * len(act)))
     monkeypatch.setattr(adabm.AdaBM, "_image_thresholds", staticmethod(lambda batches: (1.0, 2.0)))
     monkeypatch.setattr(adabm, "_attach", lambda qmodel, mapper: made.append(mapper))
     monkeypatch.setattr(adabm.AdaBM, "_bit_aware_clipping", staticmethod(stop))
@@ -166,7 +168,8 @@ CUDA_RECIPES = {
         finetune_config=dataclasses.replace(srq.methods.Percentile().finetune_config, steps=6)), 0.2),
     "gba": (lambda: dataclasses.replace(srq.methods.GBA(w_bits=4, a_bits=4, init_batch=4),
                                         alloc=dataclasses.replace(srq.methods.GBA().alloc, steps=4),
-                                        finetune_config=dataclasses.replace(srq.methods.GBA().finetune_config, steps=4)),
+                                        finetune_config=dataclasses.replace(srq.methods.GBA().finetune_config,
+                                                                            steps=4)),
             0.3),
     "spr2q": (lambda: srq.methods.SPR2Q(w_bits=4, a_bits=4, rank=2, group_size=2, iterations=6, osrc_iterations=3,
                                         batch=2), 0.3),

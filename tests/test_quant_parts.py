@@ -19,7 +19,7 @@ from srq.quant.rounding import ROUNDINGS, STE
 
 
 def test_registries_name_every_part():
-    assert list(GRIDS) == ["uniform", "affine", "symmetric", "binary"]
+    assert list(GRIDS) == ["uniform", "affine", "symmetric", "binary", "lsq", "lsqplus", "pams", "dorefa"]
     assert list(ROUNDINGS) == ["ste"] and list(BITWIDTHS) == ["fixed", "offset"]
     assert list(NORMALISERS) == ["range", "std", "capped"]
     assert GRIDS["affine"] is AffineGrid and AffineGrid.name == "affine"
@@ -38,8 +38,8 @@ def test_a_new_grid_is_one_class_and_one_registration(monkeypatch):
     class HalfRange(UniformGrid):
         """Uniform grid over half the calibrated range (a toy estimator)."""
 
-        def fit(self, lower, upper):
-            return super().fit(lower / 2, upper / 2)
+        def fit(self, lower, upper, bits=None):
+            return super().fit(lower / 2, upper / 2, bits)
 
     monkeypatch.setitem(GRIDS, "half", HalfRange)
     monkeypatch.setattr(HalfRange, "name", "half", raising=False)

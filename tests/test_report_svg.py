@@ -26,4 +26,5 @@ def test_chart_ticks_and_legend():
     labels = re.findall(r'text-anchor="end">([^<]+)</text>', svg)
     assert labels == ["-0.25", "0", "0.25", "0.5", "0.75", "1"]
     legend_x = [float(x) for x in re.findall(r'<rect x="([\d.]+)" y="26" width="10"', svg)]
-    assert legend_x[1] - legend_x[0] > 6 * len("single-layer output MSE (÷ max)")  # the second entry starts after the first
+    # the second entry starts after the first
+    assert legend_x[1] - legend_x[0] > 6 * len("single-layer output MSE (÷ max)")

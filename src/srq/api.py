@@ -42,9 +42,9 @@ def quantize(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.
     observers, rectifiers and bit offsets are made there, and ``calib`` (which may stay on the CPU) is moved
     there one batch at a time.
     """
-    qmodel = recipe.run(model, calib, progress=progress)
-    qmodel.srq_spec = getattr(model, "srq_spec", None)
-    qmodel.srq_recipe = recipe.to_dict()
+    qmodel = recipe.run(model, calib, progress=progress)  # type: ignore[arg-type]  # methods that batch check
+    setattr(qmodel, "srq_spec", getattr(model, "srq_spec", None))
+    setattr(qmodel, "srq_recipe", recipe.to_dict())
     return qmodel
 
 
@@ -163,9 +163,9 @@ def _load_onto(model: nn.Module, folder: Path, meta: dict) -> nn.Module:
 def _loaded(model: nn.Module, state: dict[str, torch.Tensor], meta: dict) -> nn.Module:
     """``model`` with the saved tensors (keys and shapes already checked) and ``srq.json``'s records, in eval mode."""
     model.load_state_dict(state, strict=True)
-    model.srq_spec = meta["architecture"]
-    model.srq_recipe = meta.get("recipe")
-    model.srq_report = meta.get("report")
+    for name, value in (("srq_spec", meta["architecture"]), ("srq_recipe", meta.get("recipe")),
+                        ("srq_report", meta.get("report"))):
+        setattr(model, name, value)
     return model.eval()
 
 

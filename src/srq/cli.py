@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import typer
 from rich.console import Console
@@ -29,7 +29,7 @@ def _split(value: str) -> list[str]:
 
 
 def _setup_device(device: str, threads: Optional[int]):
-    """The torch device for ``--device`` (auto, cpu, cuda, cuda:N; checked before any work) and ``--threads`` applied."""
+    """The torch device for ``--device`` (auto, cpu, cuda, cuda:N; checked before any work); ``--threads`` applied."""
     import torch
 
     from .utils.device import resolve_device
@@ -50,7 +50,7 @@ def _check_results_path(path: Optional[Path]) -> None:
 
 
 class _LoadedModel(NamedTuple):
-    net: object
+    net: Any  # an nn.Module (torch is imported only by the commands that need it)
     name: str
     scale: int
     weights: Optional[Path]  # the checkpoint file (None for a run folder or a parameterless model)
@@ -93,7 +93,8 @@ def _score_table(title: str, rows: list[tuple[str, list]]) -> Table:
 
 @app.command("models")
 def models_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'edsr*'"),
-               weights_root: Optional[Path] = typer.Option(None, help="folder with official checkpoints [env SRQ_WEIGHTS]")):
+               weights_root: Optional[Path] = typer.Option(None, help="folder with official checkpoints "
+                                                                 "[env SRQ_WEIGHTS]")):
     """List the model zoo: names, scales, parameters and whether official weights are at hand."""
     from .models import get_model_info, list_models
     from .models.registry import resolve_weights
@@ -180,7 +181,8 @@ def eval_cmd(
         meta = {"model": name, "scale": scale, **extra, "weights": str(path) if path else None,
                 "weights_sha256": file_sha256(path) if path else None,
                 "protocol": {"lr": "MATLAB bicubic (antialiased) of the mod-cropped HR", "metric_channel":
-                             "RGB" if rgb else "Y (BT.601 coefficients of MATLAB rgb2ycbcr, unrounded)", "crop_border": scale,
+                             "RGB" if rgb else "Y (BT.601 coefficients of MATLAB rgb2ycbcr, unrounded)",
+                             "crop_border": scale,
                              "ssim": "11x11 Gaussian, sigma 1.5, float64", "tile": tile or None,
                              "tile_overlap": tile_overlap if tile else None},
                 "provenance": provenance()}
@@ -261,6 +263,9 @@ def quantize_cmd(
                                           "{pattern, w_bits, a_bits, fp}) or a QuantConfig (only its rules "
                                           "are used; the method sets the rest)"),
     calib: str = typer.Option("DIV2K_test_LRx4", help="calibration set name (under <data-root>/calibration) or folder"),
+    train_data: Optional[str] = typer.Option(None, help="QAT methods (lsq, lsq_plus, pams, dorefa): comma-separated "
+                                             "folders of HR training images, or names under the data root "
+                                             "[default: train/T91,train/BSD200]"),
     calib_n: int = typer.Option(100, min=1, help="number of calibration images"),
     patch: int = typer.Option(96, min=8, help="LR patch size cut from each calibration image"),
     data_root: Optional[Path] = typer.Option(None, help="data root [env SRQ_DATA]"),
@@ -275,7 +280,8 @@ def quantize_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
 ):
-    """Quantize a model with a PTQ method on calibration images and save it as a run folder."""
+    """Quantize a model (PTQ on calibration images, or QAT on HR training images) and save it as a run folder."""
+    import dataclasses
     import json
 
     import torch
@@ -305,7 +311,13 @@ def quantize_cmd(
         except (OSError, ValueError, TypeError, AttributeError) as e:
             raise SrqError(f"cannot read --config {config}: {e}")
     recipe = apply_params(info.create(w_bits=w_bits, a_bits=a_bits, first_last=first_last, rules=rules), param)
+    if train_data is not None:
+        if not hasattr(recipe, "train_data"):
+            raise SrqError(f"--train-data is for quantization-aware training; {method} calibrates on --calib")
+        recipe = dataclasses.replace(recipe, **{"train_data": tuple(_split(train_data))})  # type: ignore[arg-type]
     recipe.config()  # validate before any work
+    if hasattr(recipe, "training_folders"):
+        recipe.training_folders()  # one line for a missing folder, before any work
     check_output_folder(output, overwrite=overwrite, resume=resume)
     weights_path = resolve_weights(get_model_info(model), scale, weights, weights_root)
     dev = _setup_device(device, threads)
@@ -406,6 +418,7 @@ def train_cmd(
 
     import torch
     from .data import read_image
+    from .data.io import is_image_file
     from .data.samples import sample_images
     from .engine.results import atomic_write_text, provenance
     from .engine.train import TrainConfig, train_l1
@@ -418,7 +431,7 @@ def train_cmd(
         hr = [img for _, img in sample_images("train")]
     else:
         folder = Path(images)
-        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"))
+        files = sorted(p for p in folder.glob("*") if is_image_file(p))
         if not files:
             raise SrqError(f"no images found in {folder}; pass --images skimage or a folder of HR images")
         hr = [read_image(p) for p in files]

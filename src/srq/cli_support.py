@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol, cast
 
 from .errors import Interrupted, SrqError
 
@@ -28,6 +28,17 @@ WORK_AREA = ".srq-work"  # hidden folder inside a run folder where an unfinished
 
 def _class_names(error: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(error).__mro__}
+
+
+class _ClickError(Protocol):
+    """What srq uses of click's exceptions (``ClickException``, ``UsageError``, ...), recognised by class name."""
+
+    def format_message(self) -> str: ...
+
+
+def _message(error: BaseException) -> str:
+    """``format_message()`` of an exception recognised as one of click's by its class name."""
+    return cast(_ClickError, error).format_message()
 
 
 def _stderr(text: str) -> None:
@@ -62,16 +73,16 @@ def run_app(app: Callable[..., object], argv: list[str] | None = None) -> int:
             _stderr("interrupted")
             return 130
         if "NoArgsIsHelpError" in names:  # bare `srq`: the help, as a usage error
-            _stderr(e.format_message())
+            _stderr(_message(e))
             return 2
         if "UsageError" in names:
             ctx = getattr(e, "ctx", None)
             if ctx is not None:
                 _stderr(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.")
-            _stderr(f"error: {e.format_message()}")
+            _stderr(f"error: {_message(e)}")
             return 2
         if "ClickException" in names or "TyperException" in names:
-            _stderr(f"error: {e.format_message()}")
+            _stderr(f"error: {_message(e)}")
             return 2
         if debug:
             raise

@@ -46,7 +46,7 @@ class Run:
     @property
     def summary(self) -> str:
         """One line: model, method, bits, time, size and BitOPs against FP32."""
-        r = self.model.srq_recipe or {}
+        r: dict[str, Any] = getattr(self.model, "srq_recipe", None) or {}
         c = self.cost
         return (f"{self.name} x{self.scale} {r.get('method', '?')} w{r.get('w_bits', '?')}a{r.get('a_bits', '?')}: "
                 f"{self.quantize_seconds:.1f} s; size {c.size_kb:.1f} KB (FP32 {c.fp32_size_kb:.1f} KB), "
@@ -86,7 +86,7 @@ def run(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.Tenso
 
 def artefacts(qmodel: nn.Module, title: str) -> dict[str, str]:
     """The text files of a run folder: the placement (with the layers left float, and why), and the method's bit
-    map (text and SVG) and routing table where its report has them."""
+    map (text and SVG), routing table and training log (CSV and SVG) where its report has them."""
     files = {"placement.txt": format_placement(placement(qmodel), float_layers(qmodel)) + "\n"}
     report = api.current_report(qmodel)
     if report and ("a" in report or "w" in report):
@@ -101,6 +101,12 @@ def artefacts(qmodel: nn.Module, title: str) -> dict[str, str]:
         from .report import format_routing
 
         files["routing.txt"] = format_routing(report) + "\n"
+    if report and report.get("training", {}).get("log"):
+        from .report import training_csv, training_svg
+
+        log = report["training"]["log"]
+        files["training.csv"] = training_csv(log)
+        files["training.svg"] = training_svg(log, f"{title}: quantization-aware training")
     return files
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from numbers import Real
+from typing import Callable, cast
 
 import numpy as np
 import torch
@@ -50,10 +51,12 @@ def cubic(x: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=64)
 def _weights(in_len: int, out_len: int, scale: float, antialias: bool) -> np.ndarray:
     width = 4.0
+    kernel: Callable[[np.ndarray], np.ndarray]
     if scale < 1 and antialias:
-        def kernel(t: np.ndarray) -> np.ndarray:
+        def stretched(t: np.ndarray) -> np.ndarray:
             return scale * cubic(scale * t)
 
+        kernel = stretched
         width = width / scale
     else:
         kernel = cubic
@@ -108,12 +111,13 @@ def _passes(
     if (scale is None) == (size is None):
         raise ValueError("imresize: give exactly one of scale or size")
     if scale is not None:
-        sh, sw = (scale, scale) if isinstance(scale, Real) else scale
+        sh, sw = (scale, scale) if isinstance(scale, Real) else cast("tuple[float, float]", scale)
         sh, sw = float(sh), float(sw)
         if sh <= 0 or sw <= 0:
             raise ValueError(f"imresize: scale must be positive, got {scale}")
         oh, ow = math.ceil(sh * h), math.ceil(sw * w)
     else:
+        assert size is not None  # exactly one of scale and size (checked above)
         oh, ow = int(size[0]), int(size[1])
         if oh < 1 or ow < 1:
             raise ValueError(f"imresize: size must be positive, got {size}")

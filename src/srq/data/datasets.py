@@ -73,7 +73,8 @@ def _find_child_dir(parent: Path, names: set[str], preferred: str) -> Path | Non
 
 
 def _setup_hint(root: Path, name: str = "<Set>") -> str:
-    where = f"put the HR images in {root / 'benchmarks' / name}/ or point --data-root or SRQ_DATA at a data root that has them"
+    where = (f"put the HR images in {root / 'benchmarks' / name}/ or point --data-root or SRQ_DATA at a data root "
+             "that has them")
     if name == "Manga109":  # licensed per user, not downloadable
         return f"request Manga109 at http://www.manga109.org/, then {where}"
     return f"{where}, or fetch them with `srq download`"

@@ -116,6 +116,7 @@ def extract_benchmark(
                     if out.exists():
                         raise SrqError(f"archive {archive} holds two images named {out.name} for {canonical}")
                     source = tar.extractfile(member)
+                    assert source is not None  # a regular file (_hr_members keeps no others)
                     with source, open(out, "wb") as f:
                         shutil.copyfileobj(source, f)
         except (tarfile.TarError, OSError, EOFError) as err:

@@ -22,10 +22,14 @@ import sys
 import tempfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from PIL.ImageFile import _Tile
 
 from ..errors import SrqError
 from ..fileio import follow_umask
@@ -61,18 +65,18 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _rawmode(tile: tuple) -> str:
+def _rawmode(tile: _Tile) -> str:
     """The raw mode of a Pillow tile (``ImageFile._Tile``): how the file stores the samples."""
     args = tile.args
-    return args[0] if isinstance(args, tuple) else args
+    return cast(str, args[0] if isinstance(args, tuple) else args)  # image decoders' args start with it
 
 
-def _with_rawmode(tile: tuple, rawmode: str) -> tuple:
+def _with_rawmode(tile: _Tile, rawmode: str) -> _Tile:
     args = tile.args
     return tile._replace(args=(rawmode, *args[1:]) if isinstance(args, tuple) else rawmode)
 
 
-def _low_bytes(path: Path, tiles: list) -> np.ndarray:
+def _low_bytes(path: Path, tiles: list[_Tile]) -> np.ndarray:
     """Decode the low byte of each 16-bit sample of an image Pillow reduces to 8 bit (its high byte).
 
     Pillow decodes ``RGB;16B`` data to 8 bit by keeping the most significant byte; decoding the same

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -84,15 +85,17 @@ class WorkArea:
 
 class Stage:
     """One stage's checkpoint, ``stage-NNN.safetensors``, replaced atomically at each save. Tensors: ``model.<key>``
-    (the model's full state_dict), ``rng`` (torch's global RNG state) and, until the stage is complete,
-    ``optim.<i>.<key>`` (the optimiser's per-parameter tensors). Metadata ``srq`` (JSON): ``description``,
-    ``steps``, ``step`` (steps done; ``steps`` once complete), ``record`` (the caller's JSON-able results so
-    far) and, until complete, ``optimizer`` (param groups, non-tensor per-parameter state) and ``scheduler``."""
+    (the model's full state_dict), ``rng`` (torch's global RNG state), ``extra.<key>`` (the caller's own) and,
+    until the stage is complete, ``optim.<i>.<key>`` (the optimiser's per-parameter tensors). Metadata ``srq``
+    (JSON): ``description``, ``steps``, ``step`` (steps done; ``steps`` once complete), ``record`` (the caller's
+    JSON-able results so far) and, until complete, ``optimizer`` (param groups, non-tensor per-parameter state)
+    and ``scheduler``."""
 
     def __init__(self, work: WorkArea, index: int, description: str, steps: int) -> None:
         self.work, self.description, self.steps = work, description, steps
         self.path = work.folder / f"stage-{index:03d}.safetensors"
         self._saved = (0, time.monotonic())  # step and time of the last save
+        self.tensors: dict[str, torch.Tensor] = {}  # the caller's extra tensors, as restored
 
     def restore(self, model: nn.Module, opt: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> tuple[int, dict] | None:
@@ -115,12 +118,13 @@ class Stage:
             if step < self.steps:
                 _load_optimizer(opt, meta["optimizer"], tensors)
                 if scheduler is not None:
-                    scheduler.load_state_dict(meta["scheduler"])
+                    scheduler.load_state_dict(_scheduler_state(meta["scheduler"]))
             torch.set_rng_state(tensors["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise SrqError(f"damaged checkpoint {self.path} (does not fit the run: {e}); "
                            "rerun with --overwrite") from None
         self._saved = (step, time.monotonic())
+        self.tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
         return step, record
 
     def due(self, step: int) -> bool:
@@ -129,24 +133,37 @@ class Stage:
             or time.monotonic() - self._saved[1] >= self.work.every_seconds
 
     def save(self, step: int, record: dict, model: nn.Module, opt: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> None:
-        """Checkpoint the stage after ``step`` steps; ``record``: the caller's JSON-able results so far."""
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+             tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Checkpoint the stage after ``step`` steps; ``record``: the caller's JSON-able results so far; ``tensors``:
+        more of the caller's tensors (e.g. a best state), given back in :attr:`tensors` by :meth:`restore`."""
+        extra = tensors or {}
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"extra.{k}": v for k, v in extra.items()})
         tensors["rng"] = torch.get_rng_state()
         meta = {"description": self.description, "steps": self.steps, "step": step, "record": record}
         if step < self.steps:  # a complete stage needs no optimiser to go on
             state = opt.state_dict()
-            meta["optimizer"] = {"param_groups": state["param_groups"], "other": {}}
+            other: dict[str, dict] = {}  # the optimiser's non-tensor state, by parameter index
+            meta["optimizer"] = {"param_groups": state["param_groups"], "other": other}
             for i, per_param in state["state"].items():
                 for k, v in per_param.items():
                     if torch.is_tensor(v):
                         tensors[f"optim.{i}.{k}"] = v
                     else:
-                        meta["optimizer"]["other"].setdefault(str(i), {})[k] = v
+                        other.setdefault(str(i), {})[k] = v
             meta["scheduler"] = scheduler.state_dict() if scheduler is not None else None
         tensors = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
         _write_atomically(self.path, lambda tmp: save_file(tensors, tmp, metadata={"srq": json.dumps(meta)}))
         self._saved = (step, time.monotonic())
+
+
+def _scheduler_state(saved: dict) -> dict:
+    """A scheduler's state_dict as JSON gave it back: MultiStepLR's ``milestones`` (a Counter of step → count)
+    had its int keys turned into text, and a text key would never match the step."""
+    if isinstance(saved.get("milestones"), dict):
+        saved = {**saved, "milestones": Counter({int(k): v for k, v in saved["milestones"].items()})}
+    return saved
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, saved: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -161,7 +178,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, saved: dict, tensors: dict[str, 
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
+def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
     """``write(tmp)`` a file next to ``path``, then move it over ``path``: a kill leaves the old file intact."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     os.close(fd)

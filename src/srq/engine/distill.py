@@ -168,7 +168,8 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     scheduler = None if config.lr_min is None else \
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(len(schedule), 1), eta_min=config.lr_min)
     device = model_device(qmodel)  # the batches go where the model is (``inputs`` may stay on the CPU)
-    bounded = [m for m in qmodel.modules() if hasattr(m, "project_bounds_")]  # quantizers
+    project_bounds: list[Callable[[], None]] = [getattr(m, "project_bounds_") for m in qmodel.modules()
+                                                if hasattr(m, "project_bounds_")]  # the quantizers'
     losses: list[float] = []
     taken: list[float] = []  # losses of the steps taken (the outlier test's reference)
     skipped = outliers = done = 0  # done: steps done before this call (resumed from a checkpoint)
@@ -176,6 +177,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     stage = work.stage(description, len(schedule)) if work is not None else None
 
     def checkpoint(step: int) -> None:
+        assert stage is not None  # called only with a work area
         stage.save(step, {"losses": losses, "taken": taken, "skipped": skipped, "outliers": outliers,
                           "carry": carry}, qmodel, opt, scheduler)
 
@@ -209,8 +211,8 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
                     if after_backward is not None:
                         after_backward()
                     opt.step()
-                    for m in bounded:
-                        m.project_bounds_()
+                    for project in project_bounds:
+                        project()
                     taken.append(value)
                 else:  # skip the update (as AMP's grad scaler does) and count it
                     skipped += 1

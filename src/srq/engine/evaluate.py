@@ -7,19 +7,39 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
 
-from ..data import SRBenchmark, write_image
+from ..data import Sample, SRBenchmark, write_image
 from ..metrics import psnr_ssim
 from .inference import super_resolve
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
 
-__all__ = ["ImageScore", "DatasetScore", "ScoreLog", "evaluate", "evaluate_dataset", "score_log_path"]
+__all__ = ["ImageScore", "DatasetScore", "ScoreLog", "BenchmarkSet", "evaluate", "evaluate_dataset", "validation_psnr",
+           "score_log_path"]
+
+
+class _Samples(Protocol):
+    """An indexable set of ``(name, lr, hr)`` samples."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
+
+
+class BenchmarkSet(_Samples, Protocol):
+    """What :func:`evaluate_dataset` needs of a set (e.g. :class:`~srq.data.SRBenchmark`): indexable
+    ``(name, lr, hr)`` samples, a ``name`` and a ``scale``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def scale(self) -> int: ...
 
 
 @dataclass
@@ -60,7 +80,7 @@ class DatasetScore:
         return cls(d["dataset"], d["scale"], [ImageScore(**i) for i in d["images"]], d.get("seconds", 0.0))
 
 
-def _prefetch(dataset: Sequence, pool: ThreadPoolExecutor) -> Iterator:
+def _prefetch(dataset: _Samples, pool: ThreadPoolExecutor) -> Iterator[Sample]:
     """Yield ``dataset[i]`` while ``dataset[i + 1]`` is read and downsampled in ``pool``."""
     if len(dataset) == 0:
         return
@@ -75,13 +95,14 @@ def _prefetch(dataset: Sequence, pool: ThreadPoolExecutor) -> Iterator:
 class _Subset:
     """The items ``indices`` of ``dataset`` (same ``name`` / ``scale``), for a resumed evaluation."""
 
-    def __init__(self, dataset: Sequence, indices: list[int]) -> None:
+    def __init__(self, dataset: _Samples, indices: list[int]) -> None:
         self.dataset, self.indices = dataset, indices
+        self.name, self.scale = getattr(dataset, "name", ""), getattr(dataset, "scale", 1)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Sample:
         return self.dataset[self.indices[i]]
 
 
@@ -124,7 +145,7 @@ def _json_or_none(line: str):
 
 
 @torch.no_grad()
-def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = None, overlap: int = 32,
+def evaluate_dataset(model: nn.Module, dataset: BenchmarkSet, *, tile: int | None = None, overlap: int = 32,
                      y_channel: bool = True, save_dir: str | os.PathLike | None = None,
                      progress: bool = True, split: int | None = None,
                      score_log: str | os.PathLike | None = None) -> DatasetScore:
@@ -148,7 +169,8 @@ def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = 
     earlier = {} if log is None else log.done  # scores from an interrupted run of this evaluation
     todo = [i for i in range(len(dataset)) if i not in earlier]
     done = dict(earlier)
-    pending, writes = [], []
+    pending: list[tuple[int, str, float, Future[tuple[float, float]]]] = []  # (index, name, seconds, scores)
+    writes: list[Future[Path]] = []
 
     def collect(wait: bool) -> None:  # record finished scores in image order
         while pending and (wait or pending[0][3].done()):
@@ -168,7 +190,8 @@ def evaluate_dataset(model: nn.Module, dataset: Sequence, *, tile: int | None = 
             collect(wait=False)
             pending.append((index, name, seconds, pool.submit(psnr_ssim, sr, hr, scale, y_channel)))
             if save_dir is not None:
-                writes.append(pool.submit(write_image, Path(save_dir) / dataset.name / f"{Path(name).stem}_x{scale}.png", sr))
+                png = Path(save_dir) / dataset.name / f"{Path(name).stem}_x{scale}.png"
+                writes.append(pool.submit(write_image, png, sr))
         collect(wait=True)
         for w in writes:
             w.result()
@@ -197,7 +220,7 @@ def evaluate(model: nn.Module, datasets: Sequence[str | os.PathLike] | str, scal
     was_training = model.training
     model.eval()
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented; not in the stubs
     try:
         return [evaluate_dataset(model, s, tile=tile, overlap=overlap, y_channel=y_channel, save_dir=save_dir,
                                  progress=progress, split=split,
@@ -214,3 +237,18 @@ def score_log_path(folder: str | os.PathLike, dataset: str, scale: int, *, tile:
     parts = [f"{dataset}_x{scale}"] + ([f"split{split}"] if split else []) + ([f"tile{tile}"] if tile else []) \
         + ([] if y_channel else ["rgb"])
     return Path(folder) / ("_".join(parts) + ".jsonl")
+
+
+def validation_psnr(model: nn.Module, dataset: str | os.PathLike, scale: int, *, images: int = 0,
+                    data_root: str | os.PathLike | None = None) -> float:
+    """Mean PSNR (dB, Y channel, benchmark protocol) of ``model`` on the first ``images`` images of ``dataset``
+    (0: all of them), for validation during training. The model's memory format is left as it is and its
+    train/eval mode is restored."""
+    data = SRBenchmark(dataset, scale, data_root=data_root)
+    n = len(data) if images == 0 else min(images, len(data))
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_dataset(model, _Subset(data, list(range(n))), progress=False).psnr
+    finally:
+        model.train(was_training)

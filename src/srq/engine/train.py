@@ -38,7 +38,7 @@ def random_patches(images: Sequence[np.ndarray], n: int, patch: int, rng: np.ran
     """``n`` random (patch × patch) crops with random flips/rotations → (n, 3, patch, patch) float [0, 1]."""
     out = np.empty((n, patch, patch, 3), np.uint8)
     for i in range(n):
-        img = images[rng.integers(len(images))]
+        img = images[int(rng.integers(len(images)))]
         top = rng.integers(img.shape[0] - patch + 1)
         left = rng.integers(img.shape[1] - patch + 1)
         crop = img[top:top + patch, left:left + patch]

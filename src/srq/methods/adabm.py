@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from ..engine.inference import model_device
 from ..quant import calibrate_activations, calibrate_weights
 from ..quant.calibrate import split_quantizers
 from ..quant.functional import fake_quant_affine
+from ..quant.layers import QuantLayerMixin
 from ..typed_config import check_above, check_at_least, check_choice
 from .base import Recipe
 from .bit_slots import BitSlot, bit_slots, budget_sizes
@@ -71,6 +72,8 @@ class BitMapper(nn.Module):
     module names (and block features for distillation) stay as they were.
     """
 
+    _weight_sizes: torch.Tensor  # buffer: parameters of each weight slot's layer
+
     def __init__(self, act: list[BitSlot], weight: list[BitSlot], weight_sizes: list[float] | None = None) -> None:
         """``weight_sizes``: parameters of each weight slot's layer (weights the weight-bit average; default 1)."""
         super().__init__()
@@ -98,7 +101,8 @@ class BitMapper(nn.Module):
     def layer_offsets(m: torch.Tensor) -> torch.Tensor:
         return _ste(torch.tanh(m), torch.round(torch.clamp(m, -1, 1)))
 
-    def apply(self, x: torch.Tensor) -> None:
+    # shadows nn.Module.apply(fn) (public API, kept as is): Module.apply on a model holding a BitMapper fails
+    def apply(self, x: torch.Tensor) -> None:  # type: ignore[override]
         """Set the extra bits of every adaptive quantizer for the batch ``x``."""
         img = self.image_offsets(x)
         if self.recording:
@@ -132,7 +136,8 @@ class BitMapper(nn.Module):
         """Per-layer bits and the average bits over layers and every image seen since :attr:`recording`."""
         offsets = self.image_offsets_seen or [0.0]
         a_bits = [min(8, max(2, s.quantizer.bits + o)) for s in self._act for o in offsets]
-        out = {"image_thresholds": [self.img_lower.item(), self.img_upper.item()], "images_seen": len(self.image_offsets_seen),
+        out = {"image_thresholds": [self.img_lower.item(), self.img_upper.item()],
+               "images_seen": len(self.image_offsets_seen),
                "image_offset_counts": {str(v): self.image_offsets_seen.count(v) for v in (-1.0, 0.0, 1.0)},
                "a": {"base_bits": a_base, "average_bits": float(np.mean(a_bits)) if a_bits else float(a_base),
                      "average_weighted_by": "layers × images seen (unweighted)",
@@ -140,9 +145,11 @@ class BitMapper(nn.Module):
                                 for s in self._act]}}
         if self._weight:
             bits = [s.quantizer.bits for s in self._weight]
-            out["w"] = {"base_bits": w_base, "average_bits": float(np.average(bits, weights=self._weight_sizes.cpu().numpy())),
+            out["w"] = {"base_bits": w_base,
+                        "average_bits": float(np.average(bits, weights=self._weight_sizes.cpu().numpy())),
                         "average_weighted_by": "parameters",
-                        "layers": [{"name": s.owner, "bits": b, "offset": b - w_base} for s, b in zip(self._weight, bits)]}
+                        "layers": [{"name": s.owner, "bits": b, "offset": b - w_base}
+                                   for s, b in zip(self._weight, bits)]}
         return out
 
     def clear(self) -> None:
@@ -164,7 +171,8 @@ def _attach(qmodel: nn.Module, mapper: BitMapper) -> None:
     qmodel.adabm = mapper
     qmodel.register_forward_pre_hook(lambda module, args: mapper.apply(args[0]))
     qmodel.register_forward_hook(lambda module, args, out: mapper.clear())
-    qmodel.srq_savable = "AdaBM models choose bits per image; evaluate them in the process that made them"
+    # a plain attribute (setattr: nn.Module's __setattr__ is typed for tensors and modules)
+    setattr(qmodel, "srq_savable", "AdaBM models choose bits per image; evaluate them in the process that made them")
 
 
 def _percentile_offsets(values: list[float], low: float = 30, high: float = 70) -> torch.Tensor:
@@ -204,8 +212,9 @@ class AdaBM(Recipe):
         check_at_least(self, 1, "batch", "calib_batch")
         check_above(self, 0, "lr_w", "lr_a", "lr_layer", "lr_image")
 
+    # a read-only override of Recipe's class default, on purpose: the observer follows the a_init field
     @property
-    def a_observer(self) -> str:  # AdaBM's own init is EMA min/max; others are for ablation
+    def a_observer(self) -> str:  # type: ignore[override]  # AdaBM's own init is EMA min/max; others: ablation
         return self.a_init
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
@@ -223,14 +232,16 @@ class AdaBM(Recipe):
             if act:
                 mapper.layer_m.copy_(_percentile_offsets(sensitivity))
             if weight:
-                stds = [float(qmodel.get_submodule(s.owner).weight.std()) for s in weight]
+                # weight slots belong to quantized layers (bit_slots)
+                stds = [float(cast(QuantLayerMixin, qmodel.get_submodule(s.owner)).weight.std()) for s in weight]
                 mapper.weight_m.copy_(_percentile_offsets(stds))
         _attach(qmodel, mapper)
         self._bit_aware_clipping(qmodel, mapper, calib[:self.batch])
         self._finetune(qmodel, fp_model, mapper, calib, progress)
         mapper.fix_layer_offsets()
         mapper.recording = True
-        qmodel.srq_report = lambda: mapper.report(self.w_bits, self.a_bits)  # averages over the images seen
+        # averages over the images seen; a plain attribute (nn.Module's __setattr__ is typed for modules)
+        setattr(qmodel, "srq_report", lambda: mapper.report(self.w_bits, self.a_bits))
         return qmodel.eval()
 
     # ---- stage 1: calibration ------------------------------------------------------------------------
@@ -251,11 +262,13 @@ class AdaBM(Recipe):
 
     @staticmethod
     def _image_thresholds(batches: list[torch.Tensor]) -> tuple[float, float]:
-        lo = hi = None
+        lo: float | None = None
+        hi: float | None = None
         for x in batches:
             g = image_complexity(x)
             blo, bhi = float(torch.quantile(g, 0.1)), float(torch.quantile(g, 0.9))
-            lo, hi = (blo, bhi) if lo is None else (0.9 * lo + 0.1 * blo, 0.9 * hi + 0.1 * bhi)
+            lo, hi = (blo, bhi) if lo is None or hi is None else (0.9 * lo + 0.1 * blo, 0.9 * hi + 0.1 * bhi)
+        assert lo is not None and hi is not None  # there is at least one batch (run() requires patches)
         return lo, max(hi, lo + 1e-3)
 
     @staticmethod
@@ -275,7 +288,8 @@ class AdaBM(Recipe):
             if inp is None or q.dan is not None:
                 continue
             bits = min(8, max(2, q.bits + int(o)))
-            lo, hi = q.lower.detach().clone(), q.upper.detach().clone()
+            # the parameters of the slot's uniform/affine grid
+            lo, hi = q.get_parameter("lower").detach().clone(), q.get_parameter("upper").detach().clone()
             errs = [(float((fake_quant_affine(inp, lo * r, hi * r, bits) - inp).pow(2).mean()), r)
                     for r in (1 - 0.01 * i for i in range(100))]
             r = min(errs)[1]
@@ -285,7 +299,7 @@ class AdaBM(Recipe):
     def _finetune(self, qmodel: nn.Module, fp_model: nn.Module, mapper: BitMapper, calib: torch.Tensor,
                   progress: bool) -> None:
         weight_q, act_q = split_quantizers(qmodel)
-        stages = {
+        stages: dict[str, list[dict[str, Any]]] = {  # torch.optim's parameter groups per stage
             "w": [{"params": [p for q in weight_q for p in q.parameters()], "lr": self.lr_w}],
             "a": [{"params": [p for q in act_q for p in q.parameters()], "lr": self.lr_a}],
             "m": [{"params": [mapper.layer_m] + ([mapper.weight_m] if mapper._weight else []), "lr": self.lr_layer},

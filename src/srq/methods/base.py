@@ -45,6 +45,8 @@ class Recipe:
     name: ClassVar[str] = "recipe"
     w_observer: ClassVar[str] = "minmax"
     a_observer: ClassVar[str] = "minmax"
+    w_mode: ClassVar[str] = "affine"  # the grids (see QuantConfig)
+    a_mode: ClassVar[str] = "affine"
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -58,7 +60,8 @@ class Recipe:
     def config(self) -> QuantConfig:
         """The quantizer placement and initialisation this method uses."""
         return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, first_last=self.first_last,
-                           w_observer=self.w_observer, a_observer=self.a_observer, rules=list(self.rules))
+                           w_observer=self.w_observer, a_observer=self.a_observer, w_mode=self.w_mode,
+                           a_mode=self.a_mode, rules=list(self.rules))
 
     def prepare(self, model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
         """A quantizer-equipped deep copy of ``model`` (the FP model is left untouched)."""

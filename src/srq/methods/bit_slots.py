@@ -6,12 +6,13 @@ Shared by the mixed-precision methods (GBA's allocation, AdaBM's bit mapping).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
 from ..quant import Quantizer, layer_costs, quantizers
-from ..quant.layers import QUANT_LAYER_TYPES
+from ..quant.layers import QUANT_LAYER_TYPES, QuantLayerMixin
 
 __all__ = ["BitSlot", "bit_slots", "activation_elements", "budget_sizes"]
 
@@ -82,4 +83,5 @@ def budget_sizes(qmodel: nn.Module, slots: list[BitSlot], example: torch.Tensor,
         raise ValueError(f"by must be 'size' or 'bitops', got {by!r}")
     if slots and slots[0].kind == "a":
         return activation_elements(qmodel, slots, example)
-    return [float(qmodel.get_submodule(s.owner).weight.numel()) for s in slots]
+    # weight slots belong to quantized layers (bit_slots)
+    return [float(cast(QuantLayerMixin, qmodel.get_submodule(s.owner)).weight.numel()) for s in slots]

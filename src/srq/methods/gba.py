@@ -154,7 +154,7 @@ class GBA(Recipe):
                 report[kind] = row
         report["finetune"] = self.tune_bounds(qmodel, fp_model, calib, progress)
         self._record_bit_map(qmodel, report)
-        qmodel.srq_report = report
+        setattr(qmodel, "srq_report", report)  # a plain attribute (nn.Module's __setattr__ is typed for modules)
         return qmodel.eval()
 
     def initial_bounds(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
@@ -214,7 +214,7 @@ class GBA(Recipe):
     @staticmethod
     def _record_bit_map(qmodel: nn.Module, report: dict) -> None:
         """Write the allocation into the model's config as exact-name rules, so save/load rebuild it."""
-        config: QuantConfig = qmodel.srq_quant_config
+        config: QuantConfig = getattr(qmodel, "srq_quant_config")  # set by prepare()
         bits: dict[str, dict] = {}
         for kind in ("a", "w"):
             for row in report.get(kind, {}).get("layers", []):

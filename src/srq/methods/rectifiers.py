@@ -21,12 +21,14 @@ plain quantized one.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
-from ..quant.layers import QUANT_LAYER_TYPES
+from ..quant.layers import QUANT_LAYER_TYPES, QuantConv2d, QuantConvTranspose2d, QuantLinear
 
 __all__ = ["RectifierGroup", "attach_rectifiers", "rectifier_groups", "fuse_rectifiers", "mean_routing_weights"]
 
@@ -85,9 +87,11 @@ class RectifierGroup(nn.Module):
         if self.group_size == 1:
             return torch.ones(1, dtype=self.A.dtype, device=self.A.device)
         if self.mode == "static":
+            assert self.static_logits is not None  # set by make_static
             return torch.softmax(self.static_logits, dim=0)
         if self._context is None:
             raise RuntimeError("dynamic routing needs the layer input: the rectifier's pre-hook was not called")
+        assert self.gate is not None  # there is one when group_size > 1
         return torch.softmax(self.gate(self._context.to(self.A)), dim=0)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -101,8 +105,8 @@ class RectifierGroup(nn.Module):
         return f"N={self.group_size}, rank={self.A.shape[1]}, weight={self.weight_shape}, routing={self.mode}"
 
 
-def _pre_hook(layer: nn.Module, args: tuple) -> None:
-    layer.weight_delta.set_context(args[0])
+def _pre_hook(layer: QuantConv2d | QuantLinear | QuantConvTranspose2d, args: tuple) -> None:
+    cast(RectifierGroup, layer.weight_delta).set_context(args[0])  # registered with the group (attach_rectifiers)
 
 
 def attach_rectifiers(qmodel: nn.Module, rank: int = 8, group_size: int = 4) -> list[str]:
@@ -113,10 +117,11 @@ def attach_rectifiers(qmodel: nn.Module, rank: int = 8, group_size: int = 4) -> 
             if m.weight_delta is not None:
                 raise ValueError(f"layer {name} already has a weight increment attached")
             linear = isinstance(m, nn.Linear)
-            in_ch = m.in_features if linear else m.in_channels
+            in_ch = m.in_features if isinstance(m, nn.Linear) else m.in_channels
             m.weight_delta = RectifierGroup(tuple(m.weight.shape), in_ch, rank, group_size,
                                             channel_axis=-1 if linear else 1).to(m.weight)
-            m.srq_rectifier_hook = m.register_forward_pre_hook(_pre_hook)
+            # a plain attribute (setattr: nn.Module's __setattr__ is typed for tensors and modules)
+            setattr(m, "srq_rectifier_hook", m.register_forward_pre_hook(_pre_hook))
             names.append(name)
     return names
 
@@ -140,7 +145,8 @@ def fuse_rectifiers(qmodel: nn.Module) -> int:
                 raise RuntimeError(f"layer {name}: fix the routing (static) before fusing")
             m.weight.copy_(m.float_weight())
             m.weight_delta = None
-            m.srq_rectifier_hook.remove()
+            hook: RemovableHandle = getattr(m, "srq_rectifier_hook")
+            hook.remove()
             del m.srq_rectifier_hook
             fused += 1
     return fused

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from torch import nn
 from ..engine.batches import calibration_batches
 from ..engine.distill import FinetuneConfig, finetune
 from ..quant import QuantConfig, calibrate, quantizers
+from ..quant.layers import QUANT_LAYER_TYPES
 from ..typed_config import check_above, check_at_least
 from .base import Recipe
 from .rectifiers import attach_rectifiers, fuse_rectifiers, mean_routing_weights, rectifier_groups
@@ -103,7 +104,7 @@ class SPR2Q(Recipe):
         bounds = [p for _, q in quantizers(qmodel) for p in q.parameters()]
         rect = [p for g in groups.values() for p in (g.A, g.B)]
         gates = [p for g in groups.values() if g.gate is not None for p in g.gate.parameters()]
-        param_groups = [{"params": bounds + gates}]
+        param_groups: list[dict[str, Any]] = [{"params": bounds + gates}]  # torch.optim's parameter groups
         if rect:
             param_groups.append({"params": rect, **({} if self.rectifier_lr is None else {"lr": self.rectifier_lr})})
         t0 = time.perf_counter()
@@ -125,7 +126,7 @@ class SPR2Q(Recipe):
         fuse_rectifiers(qmodel)
         seconds["fusion"] = time.perf_counter() - t0
         report["seconds"] = seconds
-        qmodel.srq_report = report
+        setattr(qmodel, "srq_report", report)  # a plain attribute (nn.Module's __setattr__ is typed for modules)
         return qmodel.eval()
 
 
@@ -151,6 +152,7 @@ def static_routing_calibration(qmodel: nn.Module, fp_model: nn.Module, calib: to
 @torch.no_grad()
 def _relative_norm(layer: nn.Module) -> float:
     """‖ΔW‖ / ‖W‖ of a layer's current (static) increment."""
+    assert isinstance(layer, QUANT_LAYER_TYPES) and layer.weight_delta is not None  # a layer with rectifiers
     delta = layer.weight_delta(layer.weight)
     return float(delta.norm() / layer.weight.norm().clamp_min(1e-12))
 

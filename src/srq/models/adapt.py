@@ -23,7 +23,8 @@ __all__ = ["linear_weight_shapes", "transpose_linear_weights", "check_derived_bu
 def linear_weight_shapes(cls: type, **kwargs) -> dict[str, tuple[int, int]]:
     """``{"<module>.weight": (out, in)}`` for every ``nn.Linear`` in ``cls(**kwargs)`` (built once, cached)."""
     net = cls(**kwargs)
-    return {f"{name}.weight": tuple(m.weight.shape) for name, m in net.named_modules() if isinstance(m, nn.Linear)}
+    return {f"{name}.weight": (m.out_features, m.in_features)  # the weight's shape
+            for name, m in net.named_modules() if isinstance(m, nn.Linear)}
 
 
 def transpose_linear_weights(state: dict[str, torch.Tensor], linear_shapes: dict[str, tuple[int, int]],

@@ -47,6 +47,7 @@ class MeanShift(nn.Module):
         self.shifter = nn.Conv2d(3, 3, 1, 1, 0)
         with torch.no_grad():
             self.shifter.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            assert self.shifter.bias is not None  # (a Conv2d with bias)
             self.shifter.bias.copy_(torch.tensor([sign * m for m in mean_rgb]))
         self.shifter.requires_grad_(False)
 
@@ -143,6 +144,7 @@ class _CascadingBlock(nn.Module):
     def __init__(self, channels: int, group: int, mobile: bool) -> None:
         super().__init__()
         self.mobile = mobile
+        self.b1: _EResidualBlock | _ResidualBlock
         if mobile:
             self.b1 = _EResidualBlock(channels, group)
         else:

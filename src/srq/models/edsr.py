@@ -59,6 +59,9 @@ class MeanShift(nn.Module):
     (an ``nn.Conv2d`` subclass with frozen parameters), so its checkpoints load unchanged.
     """
 
+    weight: torch.Tensor  # buffers (see above)
+    bias: torch.Tensor
+
     def __init__(self, rgb_range: float, sign: int, rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN) -> None:
         super().__init__()
         self.register_buffer("weight", torch.eye(3).view(3, 3, 1, 1))

@@ -79,7 +79,7 @@ class IMDModule(nn.Module):
         self.cca = CCALayer(self.distilled * 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split = (self.distilled, self.remaining)
+        split = [self.distilled, self.remaining]
         d1, r1 = torch.split(self.act(self.c1(x)), split, dim=1)
         d2, r2 = torch.split(self.act(self.c2(r1)), split, dim=1)
         d3, r3 = torch.split(self.act(self.c3(r2)), split, dim=1)

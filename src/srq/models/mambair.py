@@ -171,6 +171,8 @@ class ResidualGroup(TokenResidualGroup):
 class MambaIR(nn.Module):
     """MambaIR with the ``pixelshuffledirect`` tail: (N, 3, H, W) in [0, 1] → (N, 3, s·H, s·W); any H, W."""
 
+    mean: torch.Tensor  # buffer
+
     def __init__(self, upscale: int = 2, embed_dim: int = 60, depths: tuple[int, ...] = (6, 6, 6, 6),
                  d_state: int = 10, mlp_ratio: float = 1.2, img_range: float = 1.0) -> None:
         super().__init__()

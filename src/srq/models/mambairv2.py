@@ -297,6 +297,9 @@ class MambaIRv2Light(nn.Module):
             lower on Set5 x4 than sampling, which the published numbers use).
     """
 
+    mean: torch.Tensor  # buffers
+    relative_position_index_SA: torch.Tensor
+
     def __init__(self, upscale: int = 2, embed_dim: int = 48, d_state: int = 8, depths: tuple[int, ...] = (5, 5, 5, 5),
                  num_heads: tuple[int, ...] = (4, 4, 4, 4), window_size: int = 16, inner_rank: int = 32,
                  num_tokens: int = 64, mlp_ratio: float = 1.0, img_range: float = 1.0,

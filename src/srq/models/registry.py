@@ -19,7 +19,8 @@ from torch import nn
 from ..errors import SrqError
 from ..paths import weights_root as _weights_root
 
-__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info", "resolve_weights", "check_scale"]
+__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info", "resolve_weights",
+           "check_scale"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ModelInfo:
     name: str
     scales: tuple[int, ...]
     builder: Callable[[int], nn.Module]
-    weights: Mapping[int, str] = field(default_factory=dict)
+    weights: Mapping[int, str | os.PathLike] = field(default_factory=dict)
     color: str = "rgb"
     pixel_range: float = 1.0
     description: str = ""
@@ -59,7 +60,7 @@ def register_model(
     name: str,
     *,
     scales: tuple[int, ...],
-    weights: Mapping[int, str] | None = None,
+    weights: Mapping[int, str | os.PathLike] | None = None,
     color: str = "rgb",
     pixel_range: float = 1.0,
     description: str = "",
@@ -153,6 +154,7 @@ def create_model(name: str, scale: int, weights: str | os.PathLike | bool | None
         load_weights(net, path, model_name=f"{info.name} x{scale}", adapt=info.adapt_state_dict)
     net.eval()
     model = wrap_model(net, info, scale) if wrap else net
-    model.srq_spec = {"model": info.name, "scale": scale, "wrapped": wrap,
-                      "weights": path.name if path is not None else None}  # lets srq.save rebuild it
+    # lets srq.save rebuild it; a plain attribute (setattr: nn.Module's __setattr__ is typed for modules)
+    setattr(model, "srq_spec", {"model": info.name, "scale": scale, "wrapped": wrap,
+                                "weights": path.name if path is not None else None})
     return model

@@ -176,6 +176,9 @@ class SRResNet(nn.Module):
     Input (N, 3, H, W) in [0, 1]; output (N, 3, scale*H, scale*W) in [0, 1].
     """
 
+    input_mean: torch.Tensor  # buffers
+    input_std: torch.Tensor
+
     def __init__(self, scale: int = 4, n_channels: int = 64, n_blocks: int = 16, large_kernel_size: int = 9,
                  small_kernel_size: int = 3) -> None:
         super().__init__()

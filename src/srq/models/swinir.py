@@ -59,6 +59,8 @@ class Mlp(nn.Module):
 class WindowAttention(nn.Module):
     """Window multi-head self-attention with a relative-position bias table (Swin)."""
 
+    relative_position_index: torch.Tensor  # buffer
+
     def __init__(self, dim: int, window_size: int, num_heads: int) -> None:
         super().__init__()
         self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
@@ -178,6 +180,8 @@ class PatchEmbed(nn.Module):
 
 class SwinIR(nn.Module):
     """SwinIR with the ``pixelshuffledirect`` tail: (N, 3, H, W) in [0, 1] → (N, 3, s·H, s·W); any H, W."""
+
+    mean: torch.Tensor  # buffer
 
     def __init__(self, upscale: int = 2, embed_dim: int = 60, depths: tuple[int, ...] = (6, 6, 6, 6),
                  num_heads: tuple[int, ...] = (6, 6, 6, 6), window_size: int = 8, mlp_ratio: float = 2.0,

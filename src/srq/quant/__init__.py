@@ -17,8 +17,9 @@ from .rounding import ROUNDINGS
 
 __all__ = [
     "BITWIDTHS", "GRIDS", "NORMALISERS", "ROUNDINGS",
-    "EMAMinMaxObserver", "FloatLayer", "float_layers", "LayerCost", "LayerRule", "ModelCost", "layer_costs", "model_cost", "MinMaxObserver", "OMSEObserver", "PercentileObserver", "PlacementEntry",
-    "QuantConfig", "QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "Quantizer", "binarize", "calibrate", "calibrate_activations",
-    "calibrate_weights", "fake_quant", "fake_quant_affine", "fake_quant_symmetric", "format_placement", "make_observer", "parse_bits",
-    "placement", "prepare", "quantizers", "round_ste",
+    "EMAMinMaxObserver", "FloatLayer", "float_layers", "LayerCost", "LayerRule", "ModelCost", "layer_costs",
+    "model_cost", "MinMaxObserver", "OMSEObserver", "PercentileObserver", "PlacementEntry",
+    "QuantConfig", "QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "Quantizer", "binarize", "calibrate",
+    "calibrate_activations", "calibrate_weights", "fake_quant", "fake_quant_affine", "fake_quant_symmetric",
+    "format_placement", "make_observer", "parse_bits", "placement", "prepare", "quantizers", "round_ste",
 ]

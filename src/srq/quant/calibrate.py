@@ -9,7 +9,7 @@ input reaches ±8800 against ±290 in float, and the 8-bit last layer then colla
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from torch import nn
@@ -17,6 +17,9 @@ from torch import nn
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
 from .layers import QUANT_LAYER_TYPES
+
+if TYPE_CHECKING:
+    from .quantizer import Quantizer
 
 __all__ = ["calibrate_weights", "calibrate_activations", "calibrate", "split_quantizers"]
 
@@ -31,7 +34,7 @@ def calibrate_weights(model: nn.Module) -> None:
             m.weight_quantizer.finish_calibration()
 
 
-def split_quantizers(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+def split_quantizers(model: nn.Module) -> tuple[list[Quantizer], list[Quantizer]]:
     """``(weight quantizers, activation quantizers)`` of a prepared model, in module order."""
     from .quantizer import Quantizer
 

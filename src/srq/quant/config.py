@@ -19,7 +19,8 @@ __all__ = ["LayerRule", "QuantConfig", "parse_bits", "FIRST_LAST_POLICIES"]
 
 FIRST_LAST_POLICIES = ("8bit", "fp", "same")
 _GRANULARITIES = ("channel", "tensor")
-_MODES = ("affine", "uniform", "symmetric")
+_MODES = ("affine", "uniform", "symmetric", "lsq", "lsqplus", "pams")  # grids for weights and activations
+_W_MODES = (*_MODES, "dorefa")  # DoReFa's tanh normalisation is a weight quantizer
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
 DAN_CHOICES = ("none", "range", "std", "capped")
 ONE_BIT_CHOICES = ("binary", "levels")
@@ -71,6 +72,9 @@ class QuantConfig:
             (SPR²Q Eq. 1, zero not necessarily on the grid) or ``"symmetric"``; see ``one_bit`` for 1 bit.
             Keeping zero on the grid matters: IMDN x4 W4A8 on Set5 'baby' loses 3.4 dB with "affine" and
             far more with "uniform" min/max bounds (near-zero weights all shift by the same offset).
+            The QAT baselines' grids: ``"lsq"`` (learned step), ``"lsqplus"`` (learned step and offset),
+            ``"pams"`` (learned max scale; PAMS's weights are ``"symmetric"``) and, for weights only,
+            ``"dorefa"``; LSQ, PAMS and the 1-bit grid choose their own observer.
         w_observer, a_observer: how bounds are initialised (``minmax``, ``ema_minmax`` (act.),
             ``percentile``, ``omse``).
         first_last: ``"8bit"`` (default), ``"fp"`` or ``"same"`` for the first and last quantizable layers.
@@ -113,9 +117,9 @@ class QuantConfig:
         self.rules = [r if isinstance(r, LayerRule) else LayerRule(**r) for r in self.rules]
         if not isinstance(self.quant_points, bool):
             raise SrqError(f"quant_points must be true or false, got {self.quant_points!r}")
-        choices = {"w_granularity": _GRANULARITIES, "w_mode": _MODES, "a_mode": _MODES, "w_observer": _WEIGHT_OBSERVERS,
-                   "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES, "a_dan": DAN_CHOICES,
-                   "one_bit": ONE_BIT_CHOICES}
+        choices = {"w_granularity": _GRANULARITIES, "w_mode": _W_MODES, "a_mode": _MODES,
+                   "w_observer": _WEIGHT_OBSERVERS, "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES,
+                   "a_dan": DAN_CHOICES, "one_bit": ONE_BIT_CHOICES}
         if isinstance(self.a_dan_window, bool) or not isinstance(self.a_dan_window, int) or self.a_dan_window < 0 \
                 or (self.a_dan_window and self.a_dan != "range"):
             raise SrqError(f"a_dan_window must be 0, or a positive window size with a_dan='range'; got "

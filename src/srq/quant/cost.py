@@ -220,11 +220,15 @@ def _bits_of(q: Quantizer | None, enabled: dict[int, bool]) -> int:
     return int(q.bits) if q is not None and enabled.get(id(q), q.enabled) else FLOAT_BITS
 
 
-def _n_params(module: nn.Module | None) -> int:
-    return sum(p.numel() for p in module.parameters()) if module is not None else 0
+def _n_params(q: Quantizer | None) -> int:
+    """A quantizer's parameters and the values its grid keeps as buffers (DoReFa's scale)."""
+    if q is None:
+        return 0
+    kept = (getattr(q, name) for name in q.grid.buffers)
+    return sum(p.numel() for p in q.parameters()) + sum(t.numel() for t in kept if t.is_floating_point())
 
 
-def _macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+def _macs(module: _Counted, inp: torch.Tensor, out: torch.Tensor) -> int:
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         return out.numel() * (module.in_channels // module.groups) * kh * kw
@@ -234,6 +238,7 @@ def _macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     return out.numel() * module.in_features  # nn.Linear
 
 
+_Counted = nn.Conv2d | nn.Linear | nn.ConvTranspose2d
 _COUNTED = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
 
 
@@ -280,15 +285,14 @@ def _layer_costs(model: nn.Module, size: tuple[int, int]) -> list[LayerCost]:
     enabled = {id(q): e for q, e, _ in saved}  # as the user set them (they are bypassed below)
 
     def hook(name: str):
-        def fn(module: nn.Module, args, out) -> None:
+        def fn(module: _Counted, args, out) -> None:  # registered on _COUNTED modules only
             macs = _macs(module, args[0], out)
             if name in costs:
                 costs[name].calls += 1
                 costs[name].macs += macs
                 return
-            quant = isinstance(module, QUANT_LAYER_TYPES)
-            wq = module.weight_quantizer if quant else None
-            aq = module.input_quantizer if quant else None
+            wq = module.weight_quantizer if isinstance(module, QUANT_LAYER_TYPES) else None
+            aq = module.input_quantizer if isinstance(module, QUANT_LAYER_TYPES) else None
             costs[name] = LayerCost(
                 name=name, type=_type_name(module), calls=1, macs=macs,
                 weight_params=module.weight.numel(),
@@ -310,8 +314,8 @@ def _layer_costs(model: nn.Module, size: tuple[int, int]) -> list[LayerCost]:
     finally:
         for m, training in modes:
             m.training = training
-        for q, enabled, observer in saved:
-            q.enabled, q.observer = enabled, observer
+        for q, was_enabled, observer in saved:
+            q.enabled, q.observer = was_enabled, observer
         for h in handles:
             h.remove()
     return list(costs.values())
@@ -356,15 +360,19 @@ def _storage(model: nn.Module, ran: set[str]) -> dict[str, int]:
             out["fp32_size_bits"] += n * FLOAT_BITS
         seen.add(id(p))
     for m in model.modules():
-        if isinstance(m, Quantizer):
-            continue  # its buffers are flags, not model values
+        # a quantizer's buffers are flags, except the values a grid keeps untrained (DoReFa's scale)
+        grid_values = set(m.grid.buffers) if isinstance(m, Quantizer) else None
         for name, b in m._buffers.items():
-            if b is None or name in m._non_persistent_buffers_set or not b.is_floating_point() or id(b) in seen:
+            if b is None or name in m._non_persistent_buffers_set or not b.is_floating_point() or id(b) in seen \
+                    or (grid_values is not None and name not in grid_values):
                 continue
             seen.add(id(b))
             out["size_bits"] += b.numel() * FLOAT_BITS
-            out["fp32_size_bits"] += b.numel() * FLOAT_BITS
             out["float_params"] += b.numel()
+            if grid_values is None:
+                out["fp32_size_bits"] += b.numel() * FLOAT_BITS
+            else:
+                out["quantizer_params"] += b.numel()
     return out
 
 

@@ -18,7 +18,7 @@ versions (a zero may differ in sign; ``tests/test_quant_fastpath.py``) at a frac
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, overload
 
 import torch
 
@@ -34,6 +34,18 @@ RoundFn = Callable[[torch.Tensor], torch.Tensor]
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """``round(x)`` in the forward pass, identity gradient in the backward pass."""
     return x + (torch.round(x) - x).detach()
+
+
+@overload
+def num_levels(bits: int) -> int: ...
+
+
+@overload
+def num_levels(bits: float) -> float: ...
+
+
+@overload
+def num_levels(bits: torch.Tensor) -> torch.Tensor: ...
 
 
 def num_levels(bits: int | float | torch.Tensor) -> int | float | torch.Tensor:
@@ -117,17 +129,26 @@ def binarize(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
 # ---- forward-only twins (evaluation: no gradient, integer bits) ----------------------------------------
 
-def _clamp_bound(v: torch.Tensor) -> torch.Tensor | float:
-    """A one-element CPU tensor as a Python float (clamping to scalars is several times faster on CPU than to
-    a broadcast tensor), any other tensor unchanged."""
-    return v.item() if v.numel() == 1 and v.device.type == "cpu" else v
+def _is_cpu_scalar(v: torch.Tensor) -> bool:
+    """Whether ``v`` is a one-element CPU tensor: clamping to its Python value is several times faster on CPU
+    than to a broadcast tensor."""
+    return v.numel() == 1 and v.device.type == "cpu"
+
+
+def _clamp(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """``clamp(x, lower, upper)`` (in place if ``inplace``), with the bounds as Python numbers when both are
+    one-element CPU tensors (:func:`_is_cpu_scalar`). ``torch.clamp`` takes two tensors or two numbers."""
+    if _is_cpu_scalar(lower) and _is_cpu_scalar(upper):
+        lo, hi = lower.item(), upper.item()
+        return x.clamp_(lo, hi) if inplace else torch.clamp(x, lo, hi)
+    return x.clamp_(lower, upper) if inplace else torch.clamp(x, lower, upper)
 
 
 def fake_quant_fwd(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, bits: int) -> torch.Tensor:
     """:func:`fake_quant` without autograd, for ``lower ≤ upper`` of ``x``'s dtype (shapes as there); a new
     tensor like ``x``."""
     s = (upper - lower).clamp_min(_EPS) / num_levels(bits)
-    x = torch.clamp(x, _clamp_bound(lower), _clamp_bound(upper))
+    x = _clamp(x, lower, upper)
     return x.sub_(lower).div_(s).round_().mul_(s).add_(lower)
 
 
@@ -140,7 +161,7 @@ def fake_quant_affine_fwd(x: torch.Tensor, lower: torch.Tensor, upper: torch.Ten
     n = num_levels(bits)
     s = affine_step(lower, upper, bits)
     z = torch.round(torch.clamp(-torch.clamp(lower, max=0.0) / s, 0, n))
-    return torch.div(x, s).round_().clamp_(_clamp_bound(-z), _clamp_bound(n - z)).mul_(s)
+    return _clamp(torch.div(x, s).round_(), -z, n - z, inplace=True).mul_(s)
 
 
 def fake_quant_symmetric_fwd(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
@@ -149,7 +170,7 @@ def fake_quant_symmetric_fwd(x: torch.Tensor, alpha: torch.Tensor, bits: int) ->
         raise ValueError("symmetric quantization needs at least 2 bits; use binarize() for 1 bit")
     qmax = 2 ** (bits - 1) - 1
     alpha = alpha.clamp_min(_EPS)
-    x = torch.clamp(x, _clamp_bound(-alpha), _clamp_bound(alpha))
+    x = _clamp(x, -alpha, alpha)
     return x.div_(alpha).mul_(qmax).round_().mul_(alpha / qmax)
 
 

@@ -1,4 +1,5 @@
-"""Quantized layers: ``QuantConv2d`` / ``QuantLinear`` / ``QuantConvTranspose2d`` carry a weight quantizer and an input quantizer.
+"""Quantized layers: ``QuantConv2d`` / ``QuantLinear`` / ``QuantConvTranspose2d`` carry a weight quantizer and an
+input quantizer.
 
 They subclass ``nn.Conv2d`` / ``nn.Linear`` and keep the same parameter names, so a quantized model's
 state dict holds the original weights plus the quantizers' bounds. A method can add a
@@ -13,6 +14,8 @@ routing reads the layer input).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,11 +24,13 @@ from .quantizer import Quantizer
 
 __all__ = ["QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "QuantLayerMixin", "QUANT_LAYER_TYPES"]
 
+_L = TypeVar("_L", bound="QuantLayerMixin")
 
-def _weight_key(layer: "QuantLayerMixin") -> tuple[tuple, tuple] | None:
-    """What ``Q_w(W)`` depends on: objects (compared by identity) and state (by value); None when it must not
-    be cached (a ``weight_delta`` is attached, the quantizer observes or has per-batch extra bits)."""
-    q = layer.weight_quantizer
+
+def _weight_key(layer: "QuantLayerMixin", q: Quantizer) -> tuple[tuple, tuple] | None:
+    """What ``Q_w(W)`` (``q`` the layer's weight quantizer) depends on: objects (compared by identity) and state
+    (by value); None when it must not be cached (a ``weight_delta`` is attached, the quantizer observes or has
+    per-batch extra bits)."""
     if layer.weight_delta is not None or q.calibrating or q.extra_bits is not None:
         return None
     tensors = [layer.weight, *q.parameters(), *q.buffers()]
@@ -46,10 +51,13 @@ class QuantLayerMixin:
     weight_quantizer: Quantizer | None
     input_quantizer: Quantizer | None
     weight_delta: nn.Module | None
+    # provided by the nn.Module layer class the mixin is combined with
+    weight: torch.Tensor
+    _modules: dict[str, nn.Module | None]
 
     @classmethod
-    def from_float(cls, layer: nn.Module, weight_quantizer: Quantizer | None,
-                   input_quantizer: Quantizer | None) -> "QuantLayerMixin":
+    def from_float(cls: type[_L], layer: nn.Module, weight_quantizer: Quantizer | None,
+                   input_quantizer: Quantizer | None) -> _L:
         """The quantized twin of a float layer, sharing its parameters, buffers and settings (no copy)."""
         new = cls.__new__(cls)
         new.__dict__.update(layer.__dict__)
@@ -72,7 +80,7 @@ class QuantLayerMixin:
         docstring)."""
         if self.weight_quantizer is None:
             return self.float_weight()
-        key = None if torch.is_grad_enabled() else _weight_key(self)
+        key = None if torch.is_grad_enabled() else _weight_key(self, self.weight_quantizer)
         cached = self.__dict__.get("_srq_weight_cache")
         if key is not None and cached is not None and _same_key(key, cached[0]):
             return cached[1]
@@ -104,10 +112,17 @@ class QuantConvTranspose2d(QuantLayerMixin, nn.ConvTranspose2d):
     channel bounds are on axis 1); build it with :meth:`from_float`."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size,
-                                              2, self.dilation)
+        # as nn.ConvTranspose2d.forward: torch's stubs ask lists (for TorchScript), the attributes are tuples, and
+        # padding is never a string on a transposed convolution
+        output_padding = self._output_padding(x, output_size,
+                                              self.stride,  # type: ignore[arg-type]
+                                              self.padding,  # type: ignore[arg-type]
+                                              self.kernel_size,  # type: ignore[arg-type]
+                                              2,
+                                              self.dilation)  # type: ignore[arg-type]
         return F.conv_transpose2d(self.quantize_input(x), self.effective_weight(), self.bias, self.stride,
-                                  self.padding, output_padding, self.groups, self.dilation)
+                                  self.padding,  # type: ignore[arg-type]  # never a string here (see above)
+                                  output_padding, self.groups, self.dilation)
 
 
 QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear, QuantConvTranspose2d)

@@ -12,6 +12,8 @@ tensor) and returns ``(lower, upper)`` shaped to broadcast against the observed 
   activations.
 * :class:`DBDCObserver` — PTQ4SR's density-based dual clipping: trim the sparser tail of a histogram
   until a fraction of the values is clipped; mean over batches.
+* :class:`MeanAbsObserver`, :class:`SignedMeanAbsObserver`, :class:`SampleMaxAbsObserver` — mean |x|, the
+  same with its sign, mean per-sample max |x|: the statistics that binary, LSQ and PAMS grids force.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import torch
 from .functional import fake_quant
 
 __all__ = ["Observer", "MinMaxObserver", "EMAMinMaxObserver", "PercentileObserver", "OMSEObserver",
-           "MeanAbsObserver", "DBDCObserver", "density_dual_clip", "make_observer", "OBSERVERS"]
+           "MeanAbsObserver", "SignedMeanAbsObserver", "SampleMaxAbsObserver", "DBDCObserver", "density_dual_clip",
+           "make_observer", "OBSERVERS"]
 
 
 def _reduce_dims(x: torch.Tensor, channel_axis: int | None) -> list[int]:
@@ -60,7 +63,7 @@ class Observer:
         self._ndim = x.dim()
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.lo is None:
+        if self.lo is None or self.hi is None:  # (set together)
             raise RuntimeError("observer saw no data: run calibration batches through the model first")
         like = torch.empty((1,) * self._ndim)
         return _shape_like(self.lo, like, self.channel_axis), _shape_like(self.hi, like, self.channel_axis)
@@ -79,7 +82,7 @@ class EMAMinMaxObserver(Observer):
 
     def observe(self, x: torch.Tensor) -> None:
         lo, hi = self._batch_minmax(x)
-        if self.lo is None:
+        if self.lo is None or self.hi is None:  # (set together)
             self.lo, self.hi = lo, hi
         else:
             self.lo = self.beta * self.lo + (1 - self.beta) * lo
@@ -116,6 +119,7 @@ class _Histogram:
 
     def quantile(self, q: float) -> float:
         """Value below which a fraction ``q`` of the mass lies (linear inside a bin)."""
+        assert self.counts is not None, "quantile of an empty histogram"
         cdf = torch.cumsum(self.counts, 0) / self.counts.sum()
         i = int(torch.searchsorted(cdf, torch.tensor([q], dtype=torch.float64)).clamp(max=self.bins - 1))
         prev = float(cdf[i - 1]) if i > 0 else 0.0
@@ -185,25 +189,28 @@ class OMSEObserver(Observer):
         if self.keep_tensor and self.tensor is not None:
             x = self.tensor
             dims = _reduce_dims(x, self.channel_axis)
-            best_err = best_r = None
+            best_err: torch.Tensor | None = None
+            best_r: torch.Tensor | None = None
             ratios = self.ratios()
             for value, r in zip(ratios.tolist(), ratios.to(x.device)):  # r on x's device: no sync per ratio
                 err = (fake_quant(x, lo * r, hi * r, self.bits) - x).pow(2).mean(dim=dims)
-                if best_err is None:
+                if best_err is None or best_r is None:  # (set together)
                     best_err, best_r = err, torch.full_like(err, value)
                 else:
                     better = err < best_err
                     best_err, best_r = torch.where(better, err, best_err), torch.where(better, r, best_r)
+            assert best_r is not None  # there is at least one ratio (steps ≥ 1)
             best_r = best_r.reshape(lo.shape)
             return lo * best_r, hi * best_r
         centres, counts = self.hist.centres(), self.hist.counts
+        assert counts is not None  # observe() filled it (super().bounds() raised otherwise)
         best = (float("inf"), 1.0)
-        for r in self.ratios().double():
-            q = fake_quant(centres, self.hist.lo * r, self.hist.hi * r, self.bits)
-            err = float((counts * (q - centres) ** 2).sum())
-            best = min(best, (err, float(r)))
-        r = best[1]
-        return torch.tensor(self.hist.lo * r), torch.tensor(self.hist.hi * r)
+        for ratio in self.ratios().double():
+            q = fake_quant(centres, self.hist.lo * ratio, self.hist.hi * ratio, self.bits)
+            hist_err = float((counts * (q - centres) ** 2).sum())
+            best = min(best, (hist_err, float(ratio)))
+        best_ratio = best[1]
+        return torch.tensor(self.hist.lo * best_ratio), torch.tensor(self.hist.hi * best_ratio)
 
 
 def density_dual_clip(counts: torch.Tensor, lo: float, hi: float, clip_fraction: float) -> tuple[float, float]:
@@ -288,8 +295,40 @@ class MeanAbsObserver(Observer):
         return -m, m
 
 
-OBSERVERS = {"minmax": MinMaxObserver, "meanabs": MeanAbsObserver, "ema_minmax": EMAMinMaxObserver, "percentile": PercentileObserver,
-             "omse": OMSEObserver, "dbdc": DBDCObserver}
+class SignedMeanAbsObserver(MeanAbsObserver):
+    """:class:`MeanAbsObserver`'s ``(−m, m)`` where the data went below 0, ``(0, m)`` where it never did: the
+    statistic and the signed/unsigned choice LSQ's step is initialised from."""
+
+    def observe(self, x: torch.Tensor) -> None:
+        super().observe(x)
+        lo, _ = self._batch_minmax(x)
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        low, m = super().bounds()
+        assert self.lo is not None  # set with the total
+        return torch.where(self.lo.reshape(m.shape) < 0, low, torch.zeros_like(m)), m
+
+
+class SampleMaxAbsObserver(MeanAbsObserver):
+    """Mean over samples (axis 0) of each sample's max |x|, as ``(−m, m)``: the statistic PAMS initialises its
+    activation max scale with (an EMA of the batch mean of it). Per channel (weights): each channel's max |x|."""
+
+    def observe(self, x: torch.Tensor) -> None:
+        x = x.detach().float().abs()
+        if self.channel_axis is None:
+            m = x.reshape(x.shape[0] if x.dim() > 1 else 1, -1).amax(dim=1)
+            s, n = m.sum(), m.numel()
+        else:
+            s, n = x.amax(dim=_reduce_dims(x, self.channel_axis)), 1
+        self.total = s if self.total is None else self.total + s
+        self.count += n
+        self._ndim = x.dim()
+
+
+OBSERVERS = {"minmax": MinMaxObserver, "meanabs": MeanAbsObserver, "ema_minmax": EMAMinMaxObserver,
+             "percentile": PercentileObserver, "omse": OMSEObserver, "dbdc": DBDCObserver,
+             "signed_meanabs": SignedMeanAbsObserver, "sample_maxabs": SampleMaxAbsObserver}
 
 
 def make_observer(name: str, channel_axis: int | None = None, **kwargs) -> Observer:

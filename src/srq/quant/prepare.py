@@ -1,5 +1,5 @@
-"""Model surgery: swap every learned ``nn.Conv2d``/``nn.Linear``/``nn.ConvTranspose2d`` of any ``nn.Module`` for its quantized
-twin and every ``QuantPoint`` marker for an activation quantizer, following a :class:`QuantConfig`.
+"""Model surgery: swap every learned ``nn.Conv2d``/``nn.Linear``/``nn.ConvTranspose2d`` of any ``nn.Module`` for its
+quantized twin and every ``QuantPoint`` marker for an activation quantizer, following a :class:`QuantConfig`.
 
 Placement is explicit and recorded: :func:`placement` lists, for every quantizable point, its role
 (first / last / body layer, or a marked operand), its weight and activation bits, or that it stays in
@@ -58,7 +58,7 @@ def _is_learned(module: nn.Module) -> bool:
     return bool(params) and any(p.requires_grad for p in params)
 
 
-def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def quantizable_layers(model: nn.Module) -> list[tuple[str, _FloatLayer]]:
     """``(name, module)`` of every learned Conv2d/Linear (quantized or not), in registration order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _FLOAT_TYPES) and _is_learned(m)]
 
@@ -95,20 +95,24 @@ def _quantizer(bits: int, mode: str, observer: str, channels: int | None, weight
     return Quantizer(bits, mode=mode, channel_axis=axis if channels is not None else None,
                      num_channels=channels or 1, observer=observer, observer_kwargs=kwargs,
                      dan=dan, dan_axis=dan_axis, dan_window=dan_window, dan_channels=dan_channels,
-                     one_bit=one_bit)
+                     one_bit=one_bit, batch_axis=None if weight else 0)
 
+
+_FloatLayer = nn.Conv2d | nn.Linear | nn.ConvTranspose2d  # the layer types srq quantizes
+_QuantLayer = QuantConv2d | QuantLinear | QuantConvTranspose2d
 
 # float type → (quantized type, placement kind, axis of the weight's output channels)
-_SWAPS = {nn.Conv2d: (QuantConv2d, "conv2d", 0), nn.Linear: (QuantLinear, "linear", 0),
-          nn.ConvTranspose2d: (QuantConvTranspose2d, "conv_transpose2d", 1)}
-_FLOAT_TYPES = tuple(_SWAPS)
+_SWAPS: dict[type[_FloatLayer], tuple[type[_QuantLayer], str, int]] = {
+    nn.Conv2d: (QuantConv2d, "conv2d", 0), nn.Linear: (QuantLinear, "linear", 0),
+    nn.ConvTranspose2d: (QuantConvTranspose2d, "conv_transpose2d", 1)}
+_FLOAT_TYPES = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)  # the keys of _SWAPS
 
 
-def _in_channels(layer: nn.Module) -> int:
+def _in_channels(layer: _FloatLayer) -> int:
     return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
 
 
-def _swap_for(layer: nn.Module) -> tuple[type, str, int]:
+def _swap_for(layer: nn.Module) -> tuple[type[_QuantLayer], str, int]:
     return next(v for k, v in _SWAPS.items() if isinstance(layer, k))
 
 
@@ -157,7 +161,9 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
     ran = set(order)
     for name, layer in layers:
         role = "first" if name == first else "last" if name == last else "body"
-        w, a, why = config.w_bits, config.a_bits, None
+        w: int | None = config.w_bits
+        a: int | None = config.a_bits
+        why: str | None = None
         if role != "body" and config.first_last != "same":
             w, a = (8, 8) if config.first_last == "8bit" else (None, None)
             why = None if w else f"{role} layer, first_last='fp'"
@@ -184,19 +190,20 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
                                               one_bit=config.one_bit)
         device = layer.weight.device  # quantizers are made on the CPU: put them where the layer is
         q = cls.from_float(layer, None if wq is None else wq.to(device), None if aq is None else aq.to(device))
-        q.srq_role = role
-        q.srq_float_reason = why
+        # plain attributes, not parameters or submodules (setattr: nn.Module's __setattr__ is typed for those)
+        setattr(q, "srq_role", role)
+        setattr(q, "srq_float_reason", why)
         _set_module(model, name, q)
     for name, point, a, why in point_plan:
         if a is not None:
-            q = _quantizer(a, config.a_mode, config.a_observer, None, False, one_bit=config.one_bit)
-            q = q.to(example_input.device)  # the model's device (points hold no tensors)
-            q.srq_point_kind = point.kind
-            _set_module(model, name, q)
+            pq = _quantizer(a, config.a_mode, config.a_observer, None, False, one_bit=config.one_bit)
+            pq = pq.to(example_input.device)  # the model's device (points hold no tensors)
+            setattr(pq, "srq_point_kind", point.kind)
+            _set_module(model, name, pq)
         else:
-            point.srq_float_reason = why
-    model.srq_quant_config = config
-    model.srq_example_shape = list(example_input.shape)
+            setattr(point, "srq_float_reason", why)
+    setattr(model, "srq_quant_config", config)
+    setattr(model, "srq_example_shape", list(example_input.shape))
     return model
 
 

@@ -17,14 +17,16 @@ quantizer owns every tensor they declare, under the declared name (``lower``, ``
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from .bitwidth import BITWIDTHS, FixedBits, OffsetBits
-from .grids import GRIDS, Params
-from .normalisers import NORMALISERS
+from .grids import GRIDS, Grid, Params
+from .normalisers import NORMALISERS, Normaliser
 from .observers import Observer, make_observer
-from .rounding import ROUNDINGS
+from .rounding import ROUNDINGS, Rounding
 
 __all__ = ["Quantizer", "MODES"]
 
@@ -36,8 +38,8 @@ class Quantizer(nn.Module):
 
     Args:
         bits: 1 … 8.
-        mode: grid name (``"uniform"``, ``"affine"``, ``"symmetric"``, ``"binary"``); at 1 bit ``one_bit``
-            decides.
+        mode: grid name (``"uniform"``, ``"affine"``, ``"symmetric"``, ``"binary"``, and the QAT baselines'
+            ``"lsq"``, ``"lsqplus"``, ``"pams"``, ``"dorefa"``); at 1 bit ``one_bit`` decides.
         channel_axis: ``None`` for per-tensor bounds, else the axis with one bound pair per index.
         num_channels: size of that axis (the number of bound pairs).
         observer: ``"minmax"``, ``"ema_minmax"``, ``"percentile"``, ``"omse"``, ``"dbdc"`` or ``"meanabs"``
@@ -50,15 +52,20 @@ class Quantizer(nn.Module):
         one_bit: at 1 bit, ``"binary"`` (sign·α) or ``"levels"`` (the uniform grid with n = 1).
         rounding: rounding estimator name (``"ste"``).
         bit_width: bit-width part name (``"fixed"``; ``"offset"`` adds a learnable offset at once).
+        batch_axis: the axis of the input that counts samples (activations: 0; weights: None), for grids whose
+            gradient depends on the elements per sample (LSQ's gradient scale).
 
     Per-sample extra bits (``extra_bits``: None, or a tensor () or (N,) with its own graph, e.g. AdaBM's) are
     added to the width of grids with a variable bit width; set and clear them around a forward pass.
     """
 
+    initialized: torch.Tensor  # buffer: bool (), whether the bounds were set
+
     def __init__(self, bits: int, *, mode: str = "uniform", channel_axis: int | None = None,
                  num_channels: int = 1, observer: str = "minmax", observer_kwargs: dict | None = None,
                  dan: str | None = None, dan_axis: int = 1, dan_window: int = 0, dan_channels: int = 0,
-                 one_bit: str = "binary", rounding: str = "ste", bit_width: str = "fixed") -> None:
+                 one_bit: str = "binary", rounding: str = "ste", bit_width: str = "fixed",
+                 batch_axis: int | None = None) -> None:
         super().__init__()
         if not 1 <= int(bits) <= 8:
             raise ValueError(f"bits must be between 1 and 8, got {bits}")
@@ -66,15 +73,20 @@ class Quantizer(nn.Module):
             raise ValueError(f"mode must be one of {tuple(GRIDS)}, got {mode!r}")
         if one_bit not in ("binary", "levels"):
             raise ValueError(f"one_bit must be 'binary' or 'levels', got {one_bit!r}")
-        self.grid = GRIDS[mode if int(bits) > 1 else "binary" if one_bit == "binary" else "uniform"]()
-        self.rounding = ROUNDINGS.get_class(rounding)()
+        self.grid: Grid = GRIDS[mode if int(bits) > 1 else "binary" if one_bit == "binary" else "uniform"]()
+        self.rounding: Rounding = ROUNDINGS.get_class(rounding)()
         self.channel_axis = channel_axis
+        self.batch_axis = batch_axis
         shape = (num_channels,) if channel_axis is not None else ()
         for name, value in self.grid.init(shape).items():
-            self.register_parameter(name, nn.Parameter(value))
+            if name in self.grid.buffers:
+                self.register_buffer(name, value)
+            else:
+                self.register_parameter(name, nn.Parameter(value))
         self.register_buffer("initialized", torch.tensor(False))
         self.observer_name = self.grid.observer or observer
-        self.observer_kwargs = dict(observer_kwargs or {})
+        # the arguments were for the observer asked for, not for one the grid forces
+        self.observer_kwargs = dict(observer_kwargs or {}) if self.observer_name == observer else {}
         self.observer: Observer | None = None
         self.enabled = True
         if dan is not None and dan not in NORMALISERS:
@@ -82,12 +94,13 @@ class Quantizer(nn.Module):
         if dan_window < 0 or (dan_window and not (dan and NORMALISERS[dan].windowed)):
             raise ValueError(f"dan_window must be 0, or a positive window size with dan='range'; got {dan_window} "
                              f"with dan={dan!r}")
-        self.normaliser = None if dan is None else NORMALISERS[dan](dan_axis, dan_window, dan_channels)
+        self.normaliser: Normaliser | None = \
+            None if dan is None else NORMALISERS[dan](dan_axis, dan_window, dan_channels)
         for name, value in (self.normaliser.init() if self.normaliser else {}).items():
             self.register_buffer(name, value)
         self.bit_offset: nn.Parameter | None = None  # the learnable offset while OffsetBits is in use
         self.extra_bits: torch.Tensor | None = None
-        self.bitwidth = FixedBits(int(bits))
+        self.bitwidth: FixedBits = FixedBits(int(bits))
         if bit_width != "fixed":
             self._set_bitwidth(BITWIDTHS.get_class(bit_width)(int(bits)))
 
@@ -152,6 +165,7 @@ class Quantizer(nn.Module):
         """
         self._check_learnable_bits()
         self._set_bitwidth(OffsetBits(self.bits, low, high))
+        assert self.bit_offset is not None  # set by _set_bitwidth: OffsetBits declares it
         return self.bit_offset
 
     def set_bits(self, bits: int) -> None:
@@ -181,7 +195,7 @@ class Quantizer(nn.Module):
         lower, upper = (torch.as_tensor(v).float().reshape(-1) for v in (lower, upper))
         if lower.numel() == 1 and upper.numel() == 1:
             lower, upper = lower.expand(shape.numel()), upper.expand(shape.numel())
-        for name, value in self.grid.fit(lower, upper).items():
+        for name, value in self.grid.fit(lower, upper, self.bits).items():
             param = getattr(self, name)
             param.copy_(value.reshape(param.shape).to(param))
         self.initialized.fill_(True)
@@ -194,7 +208,7 @@ class Quantizer(nn.Module):
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current ``(lower, upper)`` of the represented range."""
-        return self.grid.bounds(self._tensors(self.grid.params))
+        return self.grid.bounds(self._tensors(self.grid.params), self.bits)
 
     # ---- calibration -----------------------------------------------------------------------------------
     def start_calibration(self) -> None:
@@ -253,6 +267,10 @@ class Quantizer(nn.Module):
         if self.forward_only(x):
             return self.grid.quantize_fwd(x, self._grid_params(x), self.bits)
         bits = self._bits_like(x) if self.grid.variable_bits else self.bits
+        if self.grid.counts_samples:
+            samples = 1 if self.batch_axis is None else x.shape[self.batch_axis]
+            grid: Any = self.grid  # a grid with counts_samples takes samples= (the base signature does not)
+            return grid.quantize(x, self._grid_params(x), bits, self.rounding, samples=samples)
         return self.grid.quantize(x, self._grid_params(x), bits, self.rounding)
 
     def extra_repr(self) -> str:

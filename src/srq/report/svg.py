@@ -17,12 +17,13 @@ def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
     if hi <= lo:
         hi = lo + 1.0
     base = 10 ** math.floor(math.log10((hi - lo) / max(target - 1, 1)))
-    best = None
+    best: tuple[tuple[int, int], float, int, int] | None = None  # (key, step, first, last)
     for step in (m * base for m in (0.5, 1, 2, 2.5, 5, 10)):
         first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
         key = (abs(last - first + 1 - target), -(last - first))
         if best is None or key < best[0]:
             best = (key, step, first, last)
+    assert best is not None  # the loop above ran
     _, step, first, last = best
     return [round(k * step, 12) for k in range(first, last + 1)]
 
@@ -61,7 +62,7 @@ def chart_svg(categories: list[str], series: dict[str, list[float]], title: str,
         out.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#444"/>')
     group = 0.8 * pw / n
-    legend_x = left + 10
+    legend_x: float = left + 10
     for s, (name, vs) in enumerate(series.items()):
         colour = _COLOURS[s % len(_COLOURS)]
         if kind == "bars":

@@ -5,5 +5,10 @@ from .uniform import UniformGrid
 from .affine import AffineGrid
 from .symmetric import SymmetricGrid
 from .binary import BinaryGrid
+from .lsq import LSQGrid
+from .lsqplus import LSQPlusGrid
+from .pams import PAMSGrid
+from .dorefa import DoReFaGrid
 
-__all__ = ["GRIDS", "AffineGrid", "BinaryGrid", "Grid", "Params", "SymmetricGrid", "UniformGrid"]
+__all__ = ["GRIDS", "AffineGrid", "BinaryGrid", "DoReFaGrid", "Grid", "LSQGrid", "LSQPlusGrid", "PAMSGrid", "Params",
+           "SymmetricGrid", "UniformGrid"]

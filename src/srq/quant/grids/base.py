@@ -22,7 +22,9 @@ class Grid:
     """
 
     name: str
-    params: tuple[str, ...]  # names of the nn.Parameters the grid reads; the first sets the bound shape
+    params: tuple[str, ...]  # names of the tensors the grid reads; the first sets the bound shape and dtype
+    buffers: tuple[str, ...] = ()  # those of :attr:`params` kept as buffers (not trained); others are nn.Parameters
+    counts_samples = False  # whether quantize takes ``samples=``: the number of samples in ``x`` (1 for weights)
     variable_bits = False  # whether the bit width may be a tensor (continuous offset, per-sample extra bits)
     observer: str | None = None  # observer forced on this grid (None: the one asked for)
 
@@ -30,16 +32,17 @@ class Grid:
         """Initial parameter values of ``shape`` (before calibration)."""
         raise NotImplementedError
 
-    def fit(self, lower: torch.Tensor, upper: torch.Tensor) -> Params:
-        """Parameter values for an observed range ``lower … upper`` (flat, one value per bound pair)."""
+    def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
+        """Parameter values for an observed range ``lower … upper`` (flat, one value per bound pair) at ``bits``
+        (the quantizer's integer width; grids whose parameters do not depend on it ignore it)."""
         raise NotImplementedError
 
     def project_(self, p: Params) -> None:
         """Put trained parameters back into their valid set, in place."""
         raise NotImplementedError
 
-    def bounds(self, p: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        """The represented range ``(lower, upper)``."""
+    def bounds(self, p: Params, bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The represented range ``(lower, upper)`` (at ``bits``, for grids whose range depends on it)."""
         raise NotImplementedError
 
     def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn) -> torch.Tensor:

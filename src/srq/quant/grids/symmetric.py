@@ -18,16 +18,17 @@ class SymmetricGrid(Grid):
     def init(self, shape: tuple[int, ...]) -> Params:
         return {"alpha": torch.ones(shape)}
 
-    def fit(self, lower: torch.Tensor, upper: torch.Tensor) -> Params:
+    def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
         return {"alpha": torch.maximum(lower.abs(), upper.abs()).clamp_min(1e-8)}
 
     def project_(self, p: Params) -> None:
         p["alpha"].clamp_(min=1e-8)
 
-    def bounds(self, p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    def bounds(self, p: Params, bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return -p["alpha"], p["alpha"]
 
     def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn) -> torch.Tensor:
+        assert isinstance(bits, int), "the symmetric grid has a fixed bit width (variable_bits is False)"
         return fake_quant_symmetric(x, p["alpha"], bits, rounding)
 
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:

@@ -21,13 +21,13 @@ class UniformGrid(Grid):
     def init(self, shape: tuple[int, ...]) -> Params:
         return {"lower": torch.zeros(shape), "upper": torch.ones(shape)}
 
-    def fit(self, lower: torch.Tensor, upper: torch.Tensor) -> Params:
+    def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
         return {"lower": lower, "upper": torch.maximum(upper, lower + 1e-8)}
 
     def project_(self, p: Params) -> None:
         p["upper"].copy_(torch.maximum(p["upper"], p["lower"] + 1e-8))
 
-    def bounds(self, p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    def bounds(self, p: Params, bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return p["lower"], p["upper"]
 
     def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn) -> torch.Tensor:

@@ -1,0 +1,114 @@
+"""QAT step time and peak memory: float32 eager against the speed options, same run, same machine.
+
+Usage (from the repository root; weights from $SRQ_WEIGHTS):
+    python benchmarks/qat_speed.py                     # IMDN x4 (batch 16, HR 192), MambaIRv2-light x2 (8, 64)
+    python benchmarks/qat_speed.py --cases imdn:4:16:192 --variants fp32,bf16 --steps 5
+Each (model, variant) runs in its own process (so peak RSS is that variant's): an LSQ W4A4 model calibrated on
+4 DIV2K LR patches, ``--warmup`` untimed training steps (Adam, L1 to a random HR batch), then ``--steps`` timed
+ones; the median step time, the process's peak RSS and the loss of the first step are recorded. Variants:
+fp32 (eager, the baseline), fp32-cl (channels-last), bf16 (bfloat16 autocast of the forward passes, as
+``train.precision=bf16``), bf16-cl. Interleaved runs (``--rounds``) spread the machine's noise over variants.
+Writes benchmarks/results/qat/speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+OUT = Path(__file__).resolve().parent / "results" / "qat"
+VARIANTS = ("fp32", "fp32-cl", "bf16", "bf16-cl")
+
+
+def one(case: str, variant: str, warmup: int, steps: int) -> dict:
+    """Time ``steps`` QAT steps of ``case`` (model:scale:batch:hr_patch) under ``variant`` in this process."""
+    import srq
+    from srq.data import calibration_set
+    from srq.methods import LSQ
+
+    model, scale, batch, hr = case.split(":")
+    scale, batch, hr = int(scale), int(batch), int(hr)
+    torch.manual_seed(0)
+    fp = srq.create_model(model, scale, "official")
+    calib = calibration_set("DIV2K_test_LRx4", patch=hr // scale, n=4)
+    q = LSQ(w_bits=4, a_bits=4).prepare(fp, calib[:1])
+    srq.quant.calibrate(q, [calib], progress=False)
+    fmt = torch.channels_last if variant.endswith("-cl") else torch.contiguous_format
+    q = q.to(memory_format=fmt)  # type: ignore[call-overload]
+    opt = torch.optim.Adam(q.parameters(), 1e-5)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, hr // scale, hr // scale, generator=gen).contiguous(memory_format=fmt)
+    y = torch.rand(batch, 3, hr, hr, generator=gen)
+    times, losses = [], []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.startswith("bf16")):
+            out = q(x).float()
+        loss = torch.nn.functional.l1_loss(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return {"case": case, "variant": variant, "step_ms": [1000 * t for t in times],
+            "median_ms": 1000 * statistics.median(times), "first_loss": losses[0],
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    from srq.engine.results import atomic_write_text, provenance
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", default="imdn:4:16:192,mambairv2_light:2:8:64")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every variant")
+    p.add_argument("--one", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(*args.one, args.warmup, args.steps)))
+        return
+    rows = []
+    for case in args.cases.split(","):
+        for _ in range(args.rounds):
+            for variant in args.variants.split(","):
+                done = subprocess.run([sys.executable, __file__, "--one", case, variant, "--warmup",
+                                       str(args.warmup), "--steps", str(args.steps)],
+                                      capture_output=True, text=True, check=True)
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"{case} {variant}: {rows[-1]['median_ms']:.0f} ms/step, peak {rows[-1]['peak_rss_mib']:.0f} "
+                      f"MiB, first loss {rows[-1]['first_loss']:.5f}", flush=True)
+    summary = {}
+    for case in args.cases.split(","):
+        base = statistics.median(r["median_ms"] for r in rows if r["case"] == case and r["variant"] == "fp32")
+        summary[case] = {v: {"median_ms": statistics.median(r["median_ms"] for r in rows
+                                                            if r["case"] == case and r["variant"] == v),
+                             "peak_rss_mib": max(r["peak_rss_mib"] for r in rows
+                                                 if r["case"] == case and r["variant"] == v)}
+                         for v in args.variants.split(",")}
+        for v in summary[case].values():
+            v["speedup_vs_fp32"] = base / v["median_ms"]
+    doc = {"summary": summary, "rows": rows, "provenance": provenance()}
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(OUT / "speed.json", json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    if "--one" in sys.argv:
+        main()
+    else:
+        from srq.engine.results import run_script
+
+        run_script(main)

@@ -1,0 +1,147 @@
+"""Classic quantization-aware-training baselines: LSQ, LSQ+, PAMS, DoReFa.
+
+Each is the QAT loop of :mod:`srq.engine.qat` (weights and quantizer parameters trained together on HR images)
+around its own quantizer grids:
+
+* LSQ (Esser et al., ICLR 2020): learned step for weights (per channel) and activations (per tensor).
+* LSQ+ (Bhalgat et al., CVPRW 2020): learned step and offset for activations; weights as LSQ.
+* PAMS (Li et al., ECCV 2020): learned symmetric clipping value for activations; weights symmetric per channel
+  from max|w|.
+* DoReFa (Zhou et al., 2016): tanh-normalised weights; activations as LSQ (DoReFa's own activation quantizer
+  assumes [0, 1] inputs, which SR features are not).
+
+Placement is the PTQ methods' (body weights and activations quantized, first/last layer 8 bit by default), so QAT
+rows sit next to PTQ rows. The quantizers are initialised on the calibration inputs, then trained on random
+crops of ``train_data`` (HR folders; LR made by MATLAB-exact bicubic at the model's scale).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..data.training import TrainingSet
+from ..engine.batches import calibration_batches
+from ..engine.evaluate import validation_psnr
+from ..engine.qat import QATConfig, train_qat
+from ..errors import SrqError
+from ..paths import data_root
+from ..quant import calibrate, quantizers
+from .base import Recipe
+from .registry import register_method
+
+__all__ = ["LSQ", "LSQPlus", "PAMS", "DoReFa", "model_scale"]
+
+DEFAULT_TRAIN_DATA = ("train/T91", "train/BSD200")  # the classic "291" set, under the data root
+
+
+@dataclass(frozen=True)
+class _QAT(Recipe):
+    """QAT recipe: ``train`` (the loop's hyper-parameters), ``train_data`` (HR folders: paths, or names under the
+    data root), ``cache_dir`` (where LR images made from them are kept between runs; empty: memory only)."""
+
+    train: QATConfig = field(default_factory=QATConfig)
+    train_data: tuple[str, ...] = DEFAULT_TRAIN_DATA
+    cache_dir: str = "~/.cache/srq/lr"
+
+    w_mode: ClassVar[str] = "lsq"
+    a_mode: ClassVar[str] = "lsq"
+
+    def validate(self) -> None:
+        if not self.train_data:
+            raise SrqError(f"{self.name}: train_data is empty; give one or more folders of HR images")
+
+    def training_folders(self) -> list[Path]:
+        """The HR folders of ``train_data`` (paths, or names under the data root); one line if one is missing."""
+        return [_resolve(f) for f in self.train_data]
+
+    def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
+        example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0]
+        scale = model_scale(model, example)
+        data = TrainingSet(self.training_folders(), scale, self.train.hr_patch, seed=self.train.seed,
+                           skip_small=True, cache_dir=Path(self.cache_dir).expanduser() if self.cache_dir else None)
+        qmodel = self.prepare(model, example)
+        batches = calibration_batches(calib)
+        calibrate(qmodel, batches, total=len(batches), progress=progress)
+        quant_params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
+        weights = [p for p in qmodel.parameters() if all(p is not q for q in quant_params)]
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        val = self.train.val_set
+
+        def validate(m: nn.Module) -> float:
+            return validation_psnr(m, val, scale, images=self.train.val_images)
+
+        record = train_qat(qmodel, teacher, data, self.train, weights=weights, quant_params=quant_params,
+                           validate=validate if val else None, progress=progress, description=f"{self.name} QAT")
+        record["data"] = {"folders": [str(f) for f in self.training_folders()], "images": len(data),
+                          "skipped_small": len(data.skipped), "scale": scale, "hr_patch": self.train.hr_patch}
+        setattr(qmodel, "srq_report", {"training": record})
+        return qmodel.eval()
+
+
+def _resolve(folder: str) -> Path:
+    """A training folder: the path if it exists, else the name under the data root (``train/T91``)."""
+    path = Path(folder).expanduser()
+    if path.is_dir():
+        return path
+    under = data_root() / folder
+    if under.is_dir():
+        return under
+    raise SrqError(f"training folder {folder} not found (nor under the data root {data_root()}); give folders "
+                   f"of HR images (srq quantize --train-data DIR,DIR; train_data=(DIR, ...) in Python) or set SRQ_DATA")
+
+
+def model_scale(model: nn.Module, example: torch.Tensor) -> int:
+    """The upscaling factor of an SR model: its ``srq_spec`` scale, else output size ÷ input size of ``example``."""
+    spec = getattr(model, "srq_spec", None)
+    if spec and spec.get("scale"):
+        return int(spec["scale"])
+    x = example[:1, :, :16, :16].to(next(model.parameters()).device)
+    with torch.no_grad():
+        out = model(x)
+    scale, rest = divmod(out.shape[-1], x.shape[-1])
+    if rest or scale < 1:
+        raise SrqError(f"cannot tell the model's scale: a {x.shape[-1]}-pixel input gives {out.shape[-1]} pixels")
+    return scale
+
+
+_QAT_PAPER = "quantization-aware training"
+
+
+@register_method("lsq", description="QAT with learned step sizes for weights and activations (grad scale "
+                 "1/√(N·Qp))", paper="LSQ (Esser et al., ICLR 2020)")
+@dataclass(frozen=True)
+class LSQ(_QAT):
+    name: ClassVar[str] = "lsq"
+
+
+@register_method("lsq_plus", description="QAT with learned step and offset for activations, learned step for "
+                 "weights", paper="LSQ+ (Bhalgat et al., CVPRW 2020)")
+@dataclass(frozen=True)
+class LSQPlus(_QAT):
+    name: ClassVar[str] = "lsq_plus"
+    a_mode: ClassVar[str] = "lsqplus"
+
+
+@register_method("pams", description="QAT with a learned symmetric clipping value for activations, symmetric "
+                 "per-channel weights", paper="PAMS (Li et al., ECCV 2020)")
+@dataclass(frozen=True)
+class PAMS(_QAT):
+    name: ClassVar[str] = "pams"
+    w_mode: ClassVar[str] = "symmetric"
+    a_mode: ClassVar[str] = "pams"
+
+
+@register_method("dorefa", description="QAT with DoReFa's tanh-normalised weights, LSQ activations",
+                 paper="DoReFa-Net (Zhou et al., 2016), weights")
+@dataclass(frozen=True)
+class DoReFa(_QAT):
+    name: ClassVar[str] = "dorefa"
+    w_mode: ClassVar[str] = "dorefa"

@@ -1,0 +1,48 @@
+"""LSQ+ (Bhalgat et al., 2020): a learnable step ``s`` and offset ``β``, ``round(clip((v − β)/s, 0, 2ᵇ − 1))·s + β``."""
+
+from __future__ import annotations
+
+import torch
+
+from ..functional import RoundFn
+from .base import GRIDS, Grid, Params
+from .lsq import scale_grad
+
+__all__ = ["LSQPlusGrid"]
+
+
+@GRIDS.register("lsqplus")
+class LSQPlusGrid(Grid):
+    """Integers ``0 … 2ᵇ − 1`` times ``step`` plus ``offset`` (unsigned: the signed grid is the same levels with
+    β moved by ``2ᵇ⁻¹·s``). The paper's min-max init ``s = (max − min)/(2ᵇ − 1)``, ``β = min``, from the
+    observer asked for (``omse`` gives its MSE init's range). ``s`` and ``β`` get LSQ's gradient scale
+    ``1/√(N·(2ᵇ − 1))`` (N as in :class:`~srq.quant.grids.lsq.LSQGrid`)."""
+
+    params = ("step", "offset")
+
+    def init(self, shape: tuple[int, ...]) -> Params:
+        return {"step": torch.ones(shape), "offset": torch.zeros(shape)}
+
+    def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
+        assert bits is not None, "the LSQ+ step depends on the bit width"
+        return {"step": ((upper - lower) / (2**bits - 1)).clamp_min(1e-8), "offset": lower}
+
+    def project_(self, p: Params) -> None:
+        p["step"].clamp_(min=1e-8)
+
+    def bounds(self, p: Params, bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        assert bits is not None, "the LSQ+ range depends on the bit width"
+        return p["offset"], p["offset"] + (2**bits - 1) * p["step"]
+
+    counts_samples = True
+
+    def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn,
+                 samples: int = 1) -> torch.Tensor:
+        qp = 2 ** int(bits) - 1
+        g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
+        s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
+        return rounding(torch.clamp((x - beta) / s, 0, qp)) * s + beta
+
+    def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:
+        with torch.no_grad():
+            return self.quantize(x, p, bits, torch.round)

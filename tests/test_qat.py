@@ -1,0 +1,218 @@
+"""The QAT loop (srq.engine.qat) and the QAT baseline methods on srq's tiny model: training helps, schedules,
+best-state keeping, bit-identical resume, data-parallel equivalence, configuration errors."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import srq
+from srq.data import write_image
+from srq.data.samples import sample_calibration, sample_images
+from srq.data.training import TrainingSet
+from srq.engine.checkpoint import WorkArea, resumable
+from srq.engine.qat import QATConfig, train_qat
+from srq.errors import ConfigError, SrqError
+from srq.methods import LSQ, PAMS, DoReFa, LSQPlus
+from srq.methods.qat import model_scale
+from srq.quant import quantizers
+
+
+@pytest.fixture(scope="module")
+def hr_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hr")
+    for name, img in sample_images("train")[:3]:
+        write_image(folder / f"{name}.png", img)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fp():
+    return srq.create_model("srq_tiny", 4, "official")
+
+
+def _setup(fp, hr_folder, seed=0):
+    """A calibrated LSQ W4A4 copy of ``fp``, its parameter groups and a training set (HR patch 32)."""
+    recipe = LSQ(w_bits=4, a_bits=4)
+    calib = sample_calibration(4)[:4]
+    q = recipe.prepare(fp, calib[:1])
+    srq.quant.calibrate(q, [calib], progress=False)
+    quant = [p for _, m in quantizers(q) for p in m.parameters()]
+    weights = [p for p in q.parameters() if all(p is not t for t in quant)]
+    return q, weights, quant, TrainingSet(hr_folder, 4, 32, seed=seed)
+
+
+def _state_bytes(model) -> bytes:
+    return b"".join(v.detach().contiguous().numpy().tobytes() for v in model.state_dict().values())
+
+
+def _l1(model, data, steps=(1000, 1001)) -> float:
+    with torch.no_grad():
+        return float(np.mean([torch.nn.functional.l1_loss(model(lr), hr).item()
+                              for lr, hr in (data.batch(s, 8) for s in steps)]))
+
+
+def test_training_lowers_the_ground_truth_loss(fp, hr_folder):
+    q, weights, quant, data = _setup(fp, hr_folder)
+    before = _l1(q, data)
+    record = train_qat(q, None, data, QATConfig(iterations=30, batch=4, hr_patch=32, lr=1e-3, quant_lr=1e-3),
+                       weights=weights, quant_params=quant, progress=False)
+    assert len(record["log"]) == 30 and record["steps_skipped"] == 0
+    assert _l1(q, data) < 0.985 * before
+    assert not q.training
+
+
+def test_bf16_autocast_trains_a_float32_model(fp, hr_folder):
+    q, weights, quant, data = _setup(fp, hr_folder)
+    before = _l1(q, data)
+    record = train_qat(q, None, data, QATConfig(iterations=30, batch=4, hr_patch=32, lr=1e-3, quant_lr=1e-3,
+                                                precision="bf16"), weights=weights, quant_params=quant, progress=False)
+    assert all(np.isfinite(r["loss"]) for r in record["log"])
+    assert all(v.dtype in (torch.float32, torch.bool) for v in q.state_dict().values())
+    assert _l1(q, data) < 0.985 * before
+
+
+def test_multistep_schedule_and_separate_learning_rates(fp, hr_folder):
+    q, weights, quant, data = _setup(fp, hr_folder)
+    cfg = QATConfig(iterations=8, batch=2, hr_patch=32, lr=1e-4, quant_lr=1e-2, milestones=(0.5, 0.75), gamma=0.1)
+    record = train_qat(q, None, data, cfg, weights=weights, quant_params=quant, progress=False)
+    assert [r["lr"] for r in record["log"]] == pytest.approx([1e-4] * 4 + [1e-5] * 2 + [1e-6] * 2)
+
+
+def test_the_best_validated_state_is_kept(fp, hr_folder):
+    q, weights, quant, data = _setup(fp, hr_folder)
+    scores, states = iter([30.0, 31.0, 29.0]), []
+
+    def validate(m):
+        states.append(copy.deepcopy(m.state_dict()))
+        return next(scores)
+
+    record = train_qat(q, None, data, QATConfig(iterations=6, batch=2, hr_patch=32, lr=1e-3, validate_every=2),
+                       weights=weights, quant_params=quant, validate=validate, progress=False)
+    assert record["best"] == {"step": 4, "psnr": 31.0}
+    assert [r["psnr"] for r in record["log"]] == [None, 30.0, None, 31.0, None, 29.0]
+    assert all(torch.equal(v, states[1][k]) for k, v in q.state_dict().items())
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAt:
+    """Training data that raises at a given step (a kill -9 stand-in inside one process)."""
+
+    def __init__(self, data, step):
+        self.data, self.step = data, step
+
+    def batch(self, step, *args):
+        if step == self.step:
+            raise _Killed
+        return self.data.batch(step, *args)
+
+
+def test_resume_after_an_interruption_is_bit_identical(fp, hr_folder, tmp_path):
+    cfg = QATConfig(iterations=7, batch=2, hr_patch=32, lr=1e-3, validate_every=3)
+    validate = lambda m: -_l1(m, data)  # noqa: E731
+    q, weights, quant, data = _setup(fp, hr_folder)
+    whole = train_qat(q, None, data, cfg, weights=weights, quant_params=quant, validate=validate, progress=False)
+    expected = _state_bytes(q)
+
+    q, weights, quant, data = _setup(fp, hr_folder)
+    work = WorkArea.open(tmp_path / "work", {"run": 1}, resume=False, every_steps=2)
+    with pytest.raises(_Killed), resumable(work):
+        train_qat(q, None, _KillAt(data, 5), cfg, weights=weights, quant_params=quant, validate=validate,
+                  progress=False)
+    q, weights, quant, data = _setup(fp, hr_folder)  # a new process: everything rebuilt
+    work = WorkArea.open(tmp_path / "work", {"run": 1}, resume=True, every_steps=2)
+    with resumable(work):
+        resumed = train_qat(q, None, data, cfg, weights=weights, quant_params=quant, validate=validate,
+                            progress=False)
+    assert _state_bytes(q) == expected
+    # the multistep decays at steps 3 and 5 straddle the checkpoint (step 4): the schedule resumes too
+    assert [(r["loss"], r["lr"], r["psnr"]) for r in resumed["log"]] == \
+        [(r["loss"], r["lr"], r["psnr"]) for r in whole["log"]]
+    assert resumed["best"] == whole["best"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# SGD, not Adam: Adam divides each gradient by its own running size, so float noise in near-zero gradients becomes
+# whole steps, and a bug that scales the gradients (a sum over ranks instead of a mean) would not show
+DDP_CONFIG = QATConfig(iterations=4, batch=4, hr_patch=32, optimizer="sgd", lr=0.2, quant_lr=0.2)
+
+
+def _ddp_worker(rank, world, port, hr_folder, out):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        fp = srq.create_model("srq_tiny", 4, "official")
+        q, weights, quant, data = _setup(fp, hr_folder)
+        record = train_qat(q, None, data, DDP_CONFIG, weights=weights, quant_params=quant, progress=False)
+        torch.save({"losses": [r["loss"] for r in record["log"]], "state": q.state_dict()}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_two_gloo_processes_train_like_one(fp, hr_folder, tmp_path):
+    torch.set_num_threads(1)
+    q, weights, quant, data = _setup(fp, hr_folder)
+    one = train_qat(q, None, data, DDP_CONFIG, weights=weights, quant_params=quant, progress=False)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), hr_folder, tmp_path / "ddp.pt"), nprocs=2)
+    ranks = [torch.load(tmp_path / f"ddp.pt.{r}") for r in range(2)]
+    # each rank's loss is the mean over its half of the global batch: their mean is the 1-process loss
+    losses = [r["loss"] for r in one["log"]]
+    assert np.mean([r["losses"] for r in ranks], axis=0) == pytest.approx(losses, rel=1e-4)
+    start = _setup(fp, hr_folder)[0].state_dict()
+    assert max((v.float() - start[k].float()).abs().max().item() for k, v in q.state_dict().items()) > 1e-4
+    for k, v in q.state_dict().items():  # and DDP's averaged gradients made the same model on every rank
+        for r in ranks:
+            assert torch.allclose(r["state"][k].float(), v.float(), atol=1e-5, rtol=1e-4), k
+
+
+@pytest.mark.parametrize("cls", [LSQ, LSQPlus, PAMS, DoReFa])
+def test_qat_methods_run_save_and_reload(cls, fp, hr_folder, tmp_path):
+    recipe = cls(w_bits=4, a_bits=4, train_data=(str(hr_folder),), cache_dir="",
+                 train=QATConfig(iterations=3, batch=2, hr_patch=32, val_set=""))
+    q = srq.quantize(fp, recipe, sample_calibration(4)[:4], progress=False)
+    assert len(q.srq_report["training"]["log"]) == 3
+    assert q.srq_report["training"]["data"]["images"] == 3
+    srq.save(q, tmp_path / "run")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(srq.load(tmp_path / "run")(x), q(x))
+    assert srq.methods.base.Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_model_scale_from_spec_or_shapes(fp):
+    assert model_scale(fp, torch.rand(1, 3, 8, 8)) == 4
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2))
+    assert model_scale(plain, torch.rand(1, 3, 20, 20)) == 2
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"iterations": 0}, "iterations"), ({"milestones": (0.8, 0.2)}, "milestones"), ({"schedule": "step"}, "schedule"),
+    ({"lambda_gt": 0.0}, "nothing to train on"), ({"lr": 0.0}, "lr"), ({"keep": "first"}, "keep"),
+])
+def test_bad_configs_fail_at_construction(fields, says):
+    with pytest.raises(ConfigError, match=says):
+        QATConfig(**fields)
+
+
+def test_missing_training_folder_is_one_line(fp):
+    recipe = LSQ(train_data=("/no/such/folder",))
+    with pytest.raises(SrqError, match="training folder /no/such/folder not found"):
+        srq.quantize(fp, recipe, sample_calibration(4)[:2], progress=False)
