@@ -4,6 +4,7 @@ best-state keeping, bit-identical resume, data-parallel equivalence, configurati
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
 
@@ -216,3 +217,28 @@ def test_missing_training_folder_is_one_line(fp):
     recipe = LSQ(train_data=("/no/such/folder",))
     with pytest.raises(SrqError, match="training folder /no/such/folder not found"):
         srq.quantize(fp, recipe, sample_calibration(4)[:2], progress=False)
+
+
+def test_srq_quantize_under_torchrun_matches_one_process(hr_folder, tmp_path):
+    """`torchrun --nproc_per_node 2 srq quantize --method lsq` (gloo): rank 0 writes the run folder; the model is
+    the one-process model within float tolerance."""
+    import shutil
+    import subprocess
+    import sys
+
+    srq_script = shutil.which("srq") or pytest.skip("the srq console script is not installed")
+    common = ["quantize", "srq_tiny", "--scale", "4", "--method", "lsq", "--train-data", str(hr_folder),
+              "--calib-n", "4", "--threads", "1", "-p", "train.iterations=4", "-p", "train.batch=4", "-p",
+              "train.hr_patch=32", "-p", "train.optimizer=sgd", "-p", "train.lr=0.2", "-p", "train.quant_lr=0.2",
+              "-p", "train.val_set="]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([srq_script, *common, "-o", str(tmp_path / "one")], check=True, env=env, capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(_free_port()), srq_script, *common, "-o", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    a, b = srq.load(tmp_path / "one").state_dict(), srq.load(tmp_path / "two").state_dict()
+    for k, v in a.items():
+        assert torch.allclose(b[k].float(), v.float(), atol=1e-5, rtol=1e-4), k
+    assert json.loads((tmp_path / "two" / "srq.json").read_text())["world_size"] == 2

@@ -297,6 +297,7 @@ def quantize_cmd(
     from .models import create_model
     from .models.registry import get_model_info, resolve_weights
     from .quant import LayerRule, QuantConfig, parse_bits
+    from .utils.distributed import barrier, init_from_env
 
     w_bits, a_bits = parse_bits(bits)
     info = get_method(method)  # one line naming the choices for an unknown method
@@ -318,27 +319,37 @@ def quantize_cmd(
     recipe.config()  # validate before any work
     if hasattr(recipe, "training_folders"):
         recipe.training_folders()  # one line for a missing folder, before any work
-    check_output_folder(output, overwrite=overwrite, resume=resume)
-    weights_path = resolve_weights(get_model_info(model), scale, weights, weights_root)
     dev = _setup_device(device, threads)
+    rank, world = init_from_env(dev)  # under torchrun: rank 0 writes the run folder and the checkpoints
+    if rank == 0:
+        check_output_folder(output, overwrite=overwrite, resume=resume)
+    weights_path = resolve_weights(get_model_info(model), scale, weights, weights_root)
     net = create_model(model, scale, weights_path).to(dev)  # quantizers follow; calibration batches move one by one
     data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root)
     calibration = {"set": calib, "images": len(data), "patch": patch}
     fingerprint = {"srq": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                   "device": dev.type, "model": model, "scale": scale,
+                   "device": dev.type, "world_size": world, "model": model, "scale": scale,
                    "weights_sha256": file_sha256(weights_path) if weights_path else None,
                    "recipe": recipe.to_dict(), "calibration": {**calibration, "sha256": pipeline.tensor_sha256(data)}}
-    work = WorkArea.open(output / WORK_AREA, fingerprint, resume=resume, every_steps=checkpoint_every)
+    if rank == 0:
+        work = WorkArea.open(output / WORK_AREA, fingerprint, resume=resume, every_steps=checkpoint_every)
+    barrier()
+    if rank > 0:  # the work area rank 0 made (or kept, with --resume): read its checkpoints, never write them
+        work = WorkArea.open(output / WORK_AREA, fingerprint, resume=True, every_steps=checkpoint_every)
     try:
-        result = pipeline.run(net, recipe, data, name=model, scale=scale, output=output, calibration=calibration,
-                              checkpoints=resumable(work), extra={"resumed": resume})
+        result = pipeline.run(net, recipe, data, name=model, scale=scale, output=output if rank == 0 else None,
+                              calibration=calibration, checkpoints=resumable(work),
+                              extra={"resumed": resume, "world_size": world})
     except KeyboardInterrupt:
         raise Interrupted("interrupted; the run can continue from its last checkpoint: repeat the command with "
                           "--resume") from None
     except BaseException:
-        work.remove()
-        _remove_if_empty(output)
+        if rank == 0:
+            work.remove()
+            _remove_if_empty(output)
         raise
+    if rank > 0:
+        return
     if show_placement:
         out.print(result.files["placement.txt"].rstrip("\n"), highlight=False, soft_wrap=True)
     for table in ("bitmap.txt", "routing.txt"):

@@ -11,7 +11,8 @@ the batches of an uninterrupted one. The loss is a weighted sum of
 
 Within :func:`~srq.engine.checkpoint.resumable` the loop is a checkpointed stage (model, optimiser, schedule, RNG,
 log and best state), and a killed run resumes to bit-identical weights. Under ``torch.distributed`` (``torchrun``)
-each rank takes its share of every global batch and DDP averages the gradients.
+each rank takes its share of every global batch and DDP averages the gradients; the process group is joined from
+``torchrun``'s environment if the caller has not joined one (:func:`srq.utils.distributed.init_from_env`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..typed_config import check_above, check_at_least, check_choice, check_types
+from ..utils.distributed import init_from_env
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
 from .checkpoint import active_work_area
@@ -105,7 +107,7 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     teacher = fp_model is not None and (config.lambda_out > 0 or config.lambda_feat > 0)
     if fp_model is None and config.lambda_gt == 0:
         raise ConfigError("QAT without ground truth (lambda_gt=0) needs the FP teacher")
-    rank, world = _dist_rank_world()
+    rank, world = init_from_env(model_device(qmodel))
     groups: list[dict[str, Any]] = [{"params": weights, "lr": config.lr},
                                      {"params": quant_params, "lr": config.quant_lr, "weight_decay": 0.0}]
     trained = [*weights, *quant_params]
@@ -125,13 +127,14 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     best: dict[str, Any] = {"step": 0, "psnr": None}
     best_state: dict[str, torch.Tensor] | None = None
     skipped, done, seconds = 0, 0, 0.0
-    work = active_work_area() if rank == 0 else None
+    work = active_work_area()  # every rank restores from it; rank 0 writes it
     stage = work.stage(description, config.iterations) if work is not None else None
 
     def checkpoint(step: int) -> None:
         assert stage is not None
-        stage.save(step, {"log": log, "best": best, "skipped": skipped, "seconds": seconds}, qmodel, opt, scheduler,
-                   tensors={f"best.{k}": v for k, v in (best_state or {}).items()})
+        if rank == 0:
+            stage.save(step, {"log": log, "best": best, "skipped": skipped, "seconds": seconds}, qmodel, opt,
+                       scheduler, tensors={f"best.{k}": v for k, v in (best_state or {}).items()})
 
     def validation(step: int) -> float | None:
         nonlocal best_state
@@ -234,12 +237,3 @@ def _scheduler(config: QATConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_
         steps = sorted({max(1, math.floor(m * config.iterations)) for m in config.milestones})
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=config.gamma)
     return None
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    """(rank, world size) of the torch.distributed group, (0, 1) outside one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
