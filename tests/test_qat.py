@@ -198,6 +198,17 @@ def test_qat_methods_run_save_and_reload(cls, fp, hr_folder, tmp_path):
     assert srq.methods.base.Recipe.from_dict(recipe.to_dict()) == recipe
 
 
+def test_lr_only_training_distils_from_the_fp_model(fp, tmp_path):
+    for name, img in sample_images("train")[:2]:
+        write_image(tmp_path / f"{name}.png", img[:64, :64])
+    recipe = LSQ(w_bits=4, a_bits=4, train_data=(str(tmp_path),), lr_only=True,
+                 train=QATConfig(iterations=3, batch=2, hr_patch=64, val_set=""))
+    q = srq.quantize(fp, recipe, sample_calibration(4)[:4], progress=False)
+    data = q.srq_report["training"]["data"]
+    assert data["targets"] == "FP model outputs" and data["images"] == 2
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in q.srq_report["training"]["log"])
+
+
 def test_model_scale_from_spec_or_shapes(fp):
     assert model_scale(fp, torch.rand(1, 3, 8, 8)) == 4
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2))

@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..data.training import TrainingSet
+from ..data.training import LROnlySet, TrainingSet
 from ..engine.batches import calibration_batches
 from ..engine.evaluate import validation_psnr
 from ..engine.qat import QATConfig, train_qat
@@ -43,11 +43,14 @@ DEFAULT_TRAIN_DATA = ("train/T91", "train/BSD200")  # the classic "291" set, und
 @dataclass(frozen=True)
 class _QAT(Recipe):
     """QAT recipe: ``train`` (the loop's hyper-parameters), ``train_data`` (HR folders: paths, or names under the
-    data root), ``cache_dir`` (where LR images made from them are kept between runs; empty: memory only)."""
+    data root), ``cache_dir`` (where LR images made from them are kept between runs; empty: memory only).
+    ``lr_only``: ``train_data`` are LR images (folders, or calibration set names such as ``DIV2K_test_LRx4``) and
+    the targets are the FP model's outputs (crops of ``train.hr_patch / scale`` LR pixels)."""
 
     train: QATConfig = field(default_factory=QATConfig)
     train_data: tuple[str, ...] = DEFAULT_TRAIN_DATA
     cache_dir: str = "~/.cache/srq/lr"
+    lr_only: bool = False
 
     w_mode: ClassVar[str] = "lsq"
     a_mode: ClassVar[str] = "lsq"
@@ -57,14 +60,24 @@ class _QAT(Recipe):
             raise SrqError(f"{self.name}: train_data is empty; give one or more folders of HR images")
 
     def training_folders(self) -> list[Path]:
-        """The HR folders of ``train_data`` (paths, or names under the data root); one line if one is missing."""
-        return [_resolve(f) for f in self.train_data]
+        """The folders of ``train_data`` (paths, or names under the data root, or for ``lr_only`` under its
+        ``calibration/``); one line if one is missing."""
+        return [_resolve(f, "calibration" if self.lr_only else "") for f in self.train_data]
+
+    def training_set(self, scale: int) -> TrainingSet | LROnlySet:
+        """The training crops: HR/LR pairs, or LR crops alone (``lr_only``)."""
+        if self.train.hr_patch % scale:
+            raise SrqError(f"train.hr_patch {self.train.hr_patch} is not a multiple of the scale {scale}")
+        if self.lr_only:
+            return LROnlySet(self.training_folders(), self.train.hr_patch // scale, seed=self.train.seed,
+                             skip_small=True)
+        return TrainingSet(self.training_folders(), scale, self.train.hr_patch, seed=self.train.seed,
+                           skip_small=True, cache_dir=Path(self.cache_dir).expanduser() if self.cache_dir else None)
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0]
         scale = model_scale(model, example)
-        data = TrainingSet(self.training_folders(), scale, self.train.hr_patch, seed=self.train.seed,
-                           skip_small=True, cache_dir=Path(self.cache_dir).expanduser() if self.cache_dir else None)
+        data = self.training_set(scale)
         qmodel = self.prepare(model, example)
         batches = calibration_batches(calib)
         calibrate(qmodel, batches, total=len(batches), progress=progress)
@@ -81,19 +94,21 @@ class _QAT(Recipe):
         record = train_qat(qmodel, teacher, data, self.train, weights=weights, quant_params=quant_params,
                            validate=validate if val else None, progress=progress, description=f"{self.name} QAT")
         record["data"] = {"folders": [str(f) for f in self.training_folders()], "images": len(data),
-                          "skipped_small": len(data.skipped), "scale": scale, "hr_patch": self.train.hr_patch}
+                          "skipped_small": len(data.skipped), "scale": scale, "hr_patch": self.train.hr_patch,
+                          "targets": "FP model outputs" if self.lr_only else "HR images"}
         setattr(qmodel, "srq_report", {"training": record})
         return qmodel.eval()
 
 
-def _resolve(folder: str) -> Path:
-    """A training folder: the path if it exists, else the name under the data root (``train/T91``)."""
+def _resolve(folder: str, under: str = "") -> Path:
+    """A training folder: the path if it exists, else the name under the data root (``train/T91``), or under its
+    ``under`` sub-folder (``calibration`` for LR sets)."""
     path = Path(folder).expanduser()
     if path.is_dir():
         return path
-    under = data_root() / folder
-    if under.is_dir():
-        return under
+    for candidate in (data_root() / folder, data_root() / under / folder):
+        if candidate.is_dir():
+            return candidate
     raise SrqError(f"training folder {folder} not found (nor under the data root {data_root()}); give folders "
                    f"of HR images (srq quantize --train-data DIR,DIR; train_data=(DIR, ...) in Python) or set SRQ_DATA")
 
