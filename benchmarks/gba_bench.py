@@ -25,15 +25,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, run_script
 from srq.methods import GBA, METHODS, PTQ4SR, AdaBM
 from srq.quant import parse_bits
 from srq.quant.config import DAN_CHOICES
 from srq.report import bit_offsets_svg, format_bit_map
 
-from ptq_bench import (add_device_option, add_fp_scores_option, add_param_option, add_split_option, average_bits,
-                        fp_reference, result_key, result_tag, run, summary, with_params)
+from ptq_bench import (add_calib_option, add_device_option, add_fp_scores_option, add_param_option, add_split_option,
+                       average_bits, calib_data, fp_reference, join_tag, result_key, result_tag, run, summary,
+                       with_params)
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision and machine in each JSON file). "
@@ -85,6 +85,7 @@ def main() -> None:
                    help="only redraw the bit-map SVGs from the saved results and rebuild summary.md and table.md")
     add_device_option(p)
     add_param_option(p)
+    add_calib_option(p)
     args = p.parse_args()
     if args.replot:
         replot()
@@ -95,7 +96,7 @@ def main() -> None:
         ([f"cand{max(candidates)}"] if candidates != (-1, 0, 1) else []) + \
         ([f"calib{args.calib_n}"] if args.calib_n != 100 else [])
     datasets = args.datasets.split(",")
-    calib = calibration_set("DIV2K_test_LRx4", patch=384 // args.scale, n=args.calib_n)
+    calib, calibration, calib_tag = calib_data(args, 384 // args.scale)
     fp_scores, fp_source = fp_reference(args, datasets)
     OUT.mkdir(parents=True, exist_ok=True)
     for bits in args.bits.split(","):
@@ -129,10 +130,11 @@ def main() -> None:
                 tag = f"{method}_init-{args.adabm_init}"
             else:
                 tag = method
-            recipe, tag = with_params(recipe or METHODS[method](w_bits=w, a_bits=a), args.param, tag)
+            recipe, tag = with_params(recipe or METHODS[method](w_bits=w, a_bits=a), args.param,
+                                      join_tag(tag, calib_tag))
             doc, q = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=OUT,
                          recipe=recipe, tag=tag, fp_source=fp_source, split=args.split,
-                         device=args.device)
+                         device=args.device, calibration=calibration)
             if doc.get("report"):
                 print(format_bit_map(doc["report"]))
                 write_bits_svg(OUT / f"{args.model}_x{args.scale}_{tag}_{bits.lower()}.json", doc)

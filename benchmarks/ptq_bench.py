@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "ptq"
 
 
+DEFAULT_CALIB = "DIV2K_test_LRx4"
 SCORE_LOGS = "scores"  # in a saved run: per-image scores kept as they are made (an interrupted eval goes on)
 
 
@@ -206,6 +207,31 @@ def with_params(recipe, params: list[str], tag: str):
     return apply_params(recipe, params), "_".join([tag, *parts])
 
 
+def add_calib_option(p: argparse.ArgumentParser) -> None:
+    """``--calib``: the calibration source, as ``srq quantize --calib`` (default: DIV2K_test_LRx4, the committed
+    rows' inputs at every scale; ``hr:...`` makes LR at the model's scale from HR images)."""
+    p.add_argument("--calib", default=DEFAULT_CALIB,
+                   help="LR set or folder, or hr:FOLDER[,FOLDER] (LR made at the model's scale, e.g. "
+                        "hr:train/BSD200,train/T91); any other than the default is named in the result files' tag")
+
+
+def calib_data(args: argparse.Namespace, patch: int) -> tuple[torch.Tensor, dict, str]:
+    """(calibration patches, what the result file records of them, the tag part naming a non-default source)."""
+    calib = calibration_set(args.calib, patch=patch, n=args.calib_n, scale=args.scale)
+    assert isinstance(calib, torch.Tensor)  # patches of one size
+    record = {"set": args.calib, "images": len(calib), "patch": patch,
+              **({"lr_made_at_scale": args.scale} if args.calib.startswith("hr:") else {})}
+    if args.calib == DEFAULT_CALIB:
+        return calib, record, ""
+    name = "hr" if args.calib == "hr:train/BSD200,train/T91" else re.sub(r"[^A-Za-z0-9.+-]+", "-", args.calib)
+    return calib, record, f"calib-{name.strip('-')}"
+
+
+def join_tag(*parts: str) -> str:
+    """``method``, options... joined by ``_``, empty parts left out."""
+    return "_".join(p for p in parts if p)
+
+
 def add_fp_scores_option(p: argparse.ArgumentParser) -> None:
     """``--fp-scores run|saved``: how a benchmark gets its FP reference scores (see :func:`fp_reference`)."""
     p.add_argument("--fp-scores", default="run", choices=["run", "saved"],
@@ -288,16 +314,17 @@ def main() -> None:
     add_split_option(p)
     add_device_option(p)
     add_param_option(p)
+    add_calib_option(p)
     args = p.parse_args()
     datasets = args.datasets.split(",")
-    calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
+    calib, calibration, calib_tag = calib_data(args, args.patch)
     fp_scores, fp_source = fp_reference(args, datasets)
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)
         for method in args.methods.split(","):
-            recipe, tag = with_params(METHODS[method](w_bits=w, a_bits=a), args.param, method)
+            recipe, tag = with_params(METHODS[method](w_bits=w, a_bits=a), args.param, join_tag(method, calib_tag))
             run(args.model, args.scale, method, bits, datasets, calib, fp_scores, recipe=recipe, tag=tag,
-                fp_source=fp_source, split=args.split, device=args.device)
+                fp_source=fp_source, split=args.split, device=args.device, calibration=calibration)
     summary()
 
 

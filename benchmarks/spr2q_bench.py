@@ -26,14 +26,13 @@ import argparse
 import json
 from pathlib import Path
 
-from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, run_script
 from srq.methods import SPR2Q
 from srq.quant import parse_bits
 from srq.report import chart_svg
 
-from ptq_bench import (add_device_option, add_fp_scores_option, add_param_option, add_split_option, fp_reference,
-                        recorded_inference, result_key, run, summary, with_params)
+from ptq_bench import (add_calib_option, add_device_option, add_fp_scores_option, add_param_option, add_split_option,
+                       calib_data, fp_reference, join_tag, recorded_inference, result_key, run, summary, with_params)
 
 OUT = Path(__file__).resolve().parent / "results" / "spr2q"
 VARIANTS = {
@@ -173,6 +172,7 @@ def main() -> None:
     p.add_argument("--calib-n", type=int, default=100)
     add_device_option(p)  # cuda for the paper's budget
     add_param_option(p)
+    add_calib_option(p)
     add_fp_scores_option(p)
     add_split_option(p)
     p.add_argument("--save-dir", type=Path, default=None,
@@ -187,17 +187,18 @@ def main() -> None:
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     datasets = args.datasets.split(",")
-    calib = calibration_set("DIV2K_test_LRx4", patch=args.patch, n=args.calib_n)
+    calib, calibration, calib_tag = calib_data(args, args.patch)
     fp_scores, fp_source = fp_reference(args, datasets)
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)
         for v in variants:
             recipe = SPR2Q(w_bits=w, a_bits=a, iterations=args.iterations, osrc_iterations=args.osrc_iterations,
                            batch=args.batch, **VARIANTS[v])
-            recipe, tag = with_params(recipe, args.param, "spr2q" if v == "spr2q" else f"spr2q-{v}")
+            recipe, tag = with_params(recipe, args.param, join_tag("spr2q" if v == "spr2q" else f"spr2q-{v}",
+                                                                   calib_tag))
             run(args.model, args.scale, tag, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe, tag=tag,
                 device=args.device, fp_source=fp_source, save_dir=args.save_dir, resume=args.resume,
-                split=args.split)
+                split=args.split, calibration=calibration)
             summary(OUT, "SPR²Q", NOTE, also=comparison_files())
             ablation_tables()
             comparison_charts()

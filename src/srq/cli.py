@@ -262,7 +262,9 @@ def quantize_cmd(
     config: Optional[Path] = typer.Option(None, help="JSON file with per-layer rules (a list of "
                                           "{pattern, w_bits, a_bits, fp}) or a QuantConfig (only its rules "
                                           "are used; the method sets the rest)"),
-    calib: str = typer.Option("DIV2K_test_LRx4", help="calibration set name (under <data-root>/calibration) or folder"),
+    calib: str = typer.Option("auto", help="calibration inputs: an LR set (under <data-root>/calibration) or "
+                              "folder, or hr:FOLDER[,FOLDER] of HR images downscaled to the model's scale; auto: "
+                              "DIV2K_test_LRx4 at x4, else hr:train/BSD200,train/T91"),
     train_data: Optional[str] = typer.Option(None, help="QAT methods (lsq, lsq_plus, pams, dorefa): comma-separated "
                                              "folders of HR training images, or names under the data root "
                                              "[default: train/T91,train/BSD200]"),
@@ -290,6 +292,7 @@ def quantize_cmd(
     from ._version import __version__
     from .cli_support import WORK_AREA
     from .data import calibration_set
+    from .data.calibration import default_calibration
     from .engine.checkpoint import WorkArea, resumable
     from .fileio import file_sha256
     from .methods.base import apply_params
@@ -325,8 +328,11 @@ def quantize_cmd(
         check_output_folder(output, overwrite=overwrite, resume=resume)
     weights_path = resolve_weights(get_model_info(model), scale, weights, weights_root)
     net = create_model(model, scale, weights_path).to(dev)  # quantizers follow; calibration batches move one by one
-    data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root)
-    calibration = {"set": calib, "images": len(data), "patch": patch}
+    if calib == "auto":
+        calib = default_calibration(scale)
+    data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root, scale=scale)
+    calibration = {"set": calib, "images": len(data), "patch": patch,
+                   **({"lr_made_at_scale": scale} if calib.startswith("hr:") else {})}
     fingerprint = {"srq": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
                    "device": dev.type, "world_size": world, "model": model, "scale": scale,
                    "weights_sha256": file_sha256(weights_path) if weights_path else None,

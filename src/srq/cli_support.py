@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, cast
+from typing import Callable, Iterable, Protocol, TextIO, cast
 
 from .errors import Interrupted, SrqError
 
@@ -45,6 +46,11 @@ def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
+    _stderr(f"warning: {message}")
+
+
 def run_app(app: Callable[..., object], argv: list[str] | None = None) -> int:
     """Run a typer app on ``argv`` (default ``sys.argv[1:]``) and return the process exit code.
 
@@ -53,6 +59,8 @@ def run_app(app: Callable[..., object], argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("SRQ_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    if not debug:  # a library warning is one line for the user, not a file:line and a source line
+        warnings.showwarning = _one_line_warning
     try:
         code = app(args=args, prog_name="srq", standalone_mode=False)
     except SrqError as e:

@@ -165,6 +165,11 @@ class _CropSampler:
         return len(self._lr)
 
     @property
+    def lr_images(self) -> list[np.ndarray]:
+        """The LR images (uint8, H×W×3), in :attr:`files` order."""
+        return list(self._lr)
+
+    @property
     def nbytes(self) -> int:
         """Bytes of image data held in memory (LR and HR)."""
         return sum(a.nbytes for a in self._lr) + sum(a.nbytes for a in self._hr or [])

@@ -58,7 +58,8 @@ def run_script(main: Callable[[], None]) -> None:
     from ..errors import SrqError, exit_on_user_error
 
     def checked_main() -> None:
-        if pin_git_revision().endswith("-dirty") and os.environ.get("SRQ_ALLOW_DIRTY") != "1":
+        asks_help = any(a in ("-h", "--help") for a in sys.argv[1:])
+        if pin_git_revision().endswith("-dirty") and os.environ.get("SRQ_ALLOW_DIRTY") != "1" and not asks_help:
             raise SrqError("the working tree has uncommitted changes to tracked files: commit them first, so the "
                            "results name the code that made them (or set SRQ_ALLOW_DIRTY=1 for a trial run)")
         main()
