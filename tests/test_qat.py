@@ -239,9 +239,9 @@ def test_srq_quantize_under_torchrun_matches_one_process(hr_folder, tmp_path):
 
     srq_script = shutil.which("srq") or pytest.skip("the srq console script is not installed")
     common = ["quantize", "srq_tiny", "--scale", "4", "--method", "lsq", "--train-data", str(hr_folder),
-              "--calib-n", "4", "--threads", "1", "-p", "train.iterations=4", "-p", "train.batch=4", "-p",
-              "train.hr_patch=32", "-p", "train.optimizer=sgd", "-p", "train.lr=0.2", "-p", "train.quant_lr=0.2",
-              "-p", "train.val_set="]
+              "--calib", str(hr_folder), "--patch", "16", "--calib-n", "4", "--threads", "1",
+              "-p", "train.iterations=4", "-p", "train.batch=4", "-p", "train.hr_patch=32", "-p", "train.optimizer=sgd",
+              "-p", "train.lr=0.2", "-p", "train.quant_lr=0.2", "-p", "train.val_set="]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([srq_script, *common, "-o", str(tmp_path / "one")], check=True, env=env, capture_output=True)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
