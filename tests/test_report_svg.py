@@ -28,3 +28,20 @@ def test_chart_ticks_and_legend():
     legend_x = [float(x) for x in re.findall(r'<rect x="([\d.]+)" y="26" width="10"', svg)]
     # the second entry starts after the first
     assert legend_x[1] - legend_x[0] > 6 * len("single-layer output MSE (÷ max)")
+
+
+def test_training_log_as_csv_and_svg():
+    import xml.etree.ElementTree as ET
+
+    from srq.report import training_csv, training_svg
+
+    log = [{"step": s, "loss": 1.0 / s, "lr": 1e-4, "psnr": 30.0 + s / 100 if s % 50 == 0 else None, "step_ms": 900.0}
+           for s in range(1, 151)]
+    lines = training_csv(log).splitlines()
+    assert lines[0] == "step,loss,lr,psnr,step_ms" and len(lines) == 151
+    assert lines[1] == "1,1.0,0.0001,,900.0" and lines[50].split(",")[3] == "30.5"
+    root = ET.fromstring(training_svg(log, "run: training"))
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "loss" in texts and "validation PSNR (dB)" in texts
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}circle"))) == 3  # the validated steps
+    assert "not measured" in training_svg([{**r, "psnr": None} for r in log], "t")

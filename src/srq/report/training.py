@@ -7,20 +7,19 @@ import io
 from html import escape
 from typing import Any, Sequence
 
+from ..engine.qat import LOG_COLUMNS
 from .svg import nice_ticks
 
 __all__ = ["training_csv", "training_svg"]
-
-_COLUMNS = ("step", "loss", "lr", "psnr", "step_ms")
 
 
 def training_csv(log: Sequence[dict[str, Any]]) -> str:
     """The log as CSV, one row per step: step, loss, lr, psnr (empty where not validated), step_ms."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in log:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in _COLUMNS})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in LOG_COLUMNS})
     return buf.getvalue()
 
 
