@@ -32,8 +32,8 @@ from srq.quant.config import DAN_CHOICES
 from srq.report import bit_offsets_svg, format_bit_map
 
 from ptq_bench import (add_calib_option, add_device_option, add_fp_scores_option, add_param_option, add_split_option,
-                       average_bits, calib_data, fp_reference, join_tag, result_key, result_tag, run, summary,
-                       with_params)
+                       average_bits, calib_data, fp_reference, join_tag, matching_rows, result_key, result_tag, run,
+                       summary, with_params)
 
 OUT = Path(__file__).resolve().parent / "results" / "gba"
 NOTE = ("Made by `python benchmarks/gba_bench.py` (exact command, git revision and machine in each JSON file). "
@@ -264,9 +264,7 @@ def _block(title: str, docs: list, fp: bool = True) -> list[str]:
 
 def baseline_files(out_dir: Path = OUT) -> list[Path]:
     """The fine-tuned PTQ baselines (``<out_dir>/../ptq``) for every model/scale/bits that GBA was run on."""
-    ptq = out_dir.parent / "ptq"
-    keys = {result_key(f) for f in out_dir.glob("*_x*_*.json")}
-    return [f for f in sorted(ptq.glob("*_ft_*.json")) if result_key(f) in keys]
+    return matching_rows(out_dir, ("ptq",), "*_ft_*.json")
 
 
 if __name__ == "__main__":

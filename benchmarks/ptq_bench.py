@@ -265,6 +265,13 @@ def result_key(path: Path) -> str:
     return f"{m['model']}|{m['bits']}" if m else path.stem
 
 
+def matching_rows(out_dir: Path, folders: tuple[str, ...], pattern: str = "*_x*_*.json") -> list[Path]:
+    """Result files (``pattern``) of the sibling ``folders`` of ``out_dir`` whose model, scale and bits
+    (:func:`result_key`) match a result file in ``out_dir``."""
+    keys = {result_key(f) for f in out_dir.glob("*_x*_*.json")}
+    return [f for d in folders for f in sorted((out_dir.parent / d).glob(pattern)) if result_key(f) in keys]
+
+
 def result_tag(path: Path) -> str:
     """The ``<method>[_tag]`` part of a result file's name (:data:`RESULT_NAME`): the method with the options that
     made it (``gba_alloclf10``), which the JSON's ``method`` field may lack."""

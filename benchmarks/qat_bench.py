@@ -30,7 +30,7 @@ from srq.methods import METHODS
 from srq.quant import parse_bits
 from srq.report import training_csv, training_svg
 
-from ptq_bench import (add_device_option, add_fp_scores_option, add_param_option, fp_reference, result_key, run,
+from ptq_bench import (add_device_option, add_fp_scores_option, add_param_option, fp_reference, matching_rows, run,
                        summary, with_params)
 
 OUT = Path(__file__).resolve().parent / "results" / "qat"
@@ -50,15 +50,13 @@ def split_training_log(doc: dict, stem: str, out_dir: Path) -> None:
     atomic_write_text(out_dir / f"{stem}.training.csv", training_csv(log))
     atomic_write_text(out_dir / f"{stem}.training.svg", training_svg(log, f"{stem.replace('_', ' ')}: training"))
     training["log_file"] = f"{stem}.training.csv"
-    training["final_loss_mean_last_5pct"] = sum(r["loss"] for r in log[-max(1, len(log) // 20):]) / max(
-        1, len(log[-max(1, len(log) // 20):]))
+    tail = log[-max(1, len(log) // 20):]
+    training["final_loss_mean_last_5pct"] = sum(r["loss"] for r in tail) / len(tail)
 
 
 def other_rows(out_dir: Path = OUT) -> list[Path]:
     """PTQ, GBA and SPR²Q result files of every (model, scale, bits) that a QAT row exists for."""
-    keys = {result_key(f) for f in out_dir.glob("*_x*_*.json")}
-    return [f for d in ("ptq", "gba", "spr2q") for f in sorted((out_dir.parent / d).glob("*_x*_*.json"))
-            if result_key(f) in keys]
+    return matching_rows(out_dir, ("ptq", "gba", "spr2q"))
 
 
 def main() -> None:

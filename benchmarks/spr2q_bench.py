@@ -32,7 +32,8 @@ from srq.quant import parse_bits
 from srq.report import chart_svg
 
 from ptq_bench import (add_calib_option, add_device_option, add_fp_scores_option, add_param_option, add_split_option,
-                       calib_data, fp_reference, join_tag, recorded_inference, result_key, run, summary, with_params)
+                       calib_data, fp_reference, join_tag, matching_rows, recorded_inference, run, summary,
+                       with_params)
 
 OUT = Path(__file__).resolve().parent / "results" / "spr2q"
 VARIANTS = {
@@ -100,9 +101,7 @@ def paper_table(out_dir: Path = OUT) -> None:
 
 def comparison_files(out_dir: Path = OUT) -> list[Path]:
     """PTQ and GBA result files of every (model, scale, bits) that SPR²Q was run on."""
-    keys = {result_key(f) for f in out_dir.glob("*_x*_*.json")}
-    return [f for d in ("ptq", "gba") for f in sorted((out_dir.parent / d).glob("*_x*_*.json"))
-            if result_key(f) in keys]
+    return matching_rows(out_dir, ("ptq", "gba"))
 
 
 ABLATIONS = [("Table 2a: components", [("bounds only", "bounds"), ("+PQFR", "pqfr"), ("+PQFR +RGT", "rgt"),

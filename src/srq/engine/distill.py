@@ -16,7 +16,7 @@ import statistics
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -261,7 +261,7 @@ def _backward(loss: torch.Tensor) -> None:
                        f"instead") from None
 
 
-def _finite_gradients(params: list[torch.Tensor]) -> bool:
+def _finite_gradients(params: Sequence[torch.Tensor]) -> bool:
     """Whether every gradient of ``params`` is finite (one device sync)."""
     grads = [p.grad for p in params if p.grad is not None]
     return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())

@@ -32,7 +32,7 @@ from ..utils.distributed import init_from_env
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
 from .checkpoint import active_work_area
-from .distill import _backward, capture_outputs, find_blocks
+from .distill import _backward, _finite_gradients, capture_outputs, find_blocks
 from .inference import model_device
 
 __all__ = ["QATConfig", "TrainBatches", "train_qat", "LOG_COLUMNS"]
@@ -107,7 +107,8 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     teacher = fp_model is not None and (config.lambda_out > 0 or config.lambda_feat > 0)
     if fp_model is None and config.lambda_gt == 0:
         raise ConfigError("QAT without ground truth (lambda_gt=0) needs the FP teacher")
-    rank, world = init_from_env(model_device(qmodel))
+    device = model_device(qmodel)
+    rank, world = init_from_env(device)
     groups: list[dict[str, Any]] = [{"params": weights, "lr": config.lr},
                                      {"params": quant_params, "lr": config.quant_lr, "weight_decay": 0.0}]
     trained = [*weights, *quant_params]
@@ -118,7 +119,6 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     scheduler = _scheduler(config, opt)
     project = [getattr(m, "project_bounds_") for m in qmodel.modules() if hasattr(m, "project_bounds_")]
     blocks = find_blocks(fp_model) if teacher and config.lambda_feat and fp_model is not None else []
-    device = model_device(qmodel)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     net: nn.Module = qmodel
     if world > 1:
@@ -180,7 +180,7 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
                         loss = loss + config.lambda_feat * _feature_loss(dict(fq), dict(ffp))
                 opt.zero_grad(set_to_none=True)
                 _backward(loss)
-                if all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in trained):
+                if _finite_gradients(trained):
                     if config.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
                     opt.step()

@@ -64,20 +64,20 @@ class _QAT(Recipe):
         ``calibration/``); one line if one is missing."""
         return [_resolve(f, "calibration" if self.lr_only else "") for f in self.train_data]
 
-    def training_set(self, scale: int) -> TrainingSet | LROnlySet:
-        """The training crops: HR/LR pairs, or LR crops alone (``lr_only``)."""
+    def training_set(self, folders: list[Path], scale: int) -> TrainingSet | LROnlySet:
+        """The training crops of ``folders``: HR/LR pairs, or LR crops alone (``lr_only``)."""
         if self.train.hr_patch % scale:
             raise SrqError(f"train.hr_patch {self.train.hr_patch} is not a multiple of the scale {scale}")
         if self.lr_only:
-            return LROnlySet(self.training_folders(), self.train.hr_patch // scale, seed=self.train.seed,
-                             skip_small=True)
-        return TrainingSet(self.training_folders(), scale, self.train.hr_patch, seed=self.train.seed,
+            return LROnlySet(folders, self.train.hr_patch // scale, seed=self.train.seed, skip_small=True)
+        return TrainingSet(folders, scale, self.train.hr_patch, seed=self.train.seed,
                            skip_small=True, cache_dir=Path(self.cache_dir).expanduser() if self.cache_dir else None)
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0]
         scale = model_scale(model, example)
-        data = self.training_set(scale)
+        folders = self.training_folders()
+        data = self.training_set(folders, scale)
         qmodel = self.prepare(model, example)
         batches = calibration_batches(calib)
         calibrate(qmodel, batches, total=len(batches), progress=progress)
@@ -93,7 +93,7 @@ class _QAT(Recipe):
 
         record = train_qat(qmodel, teacher, data, self.train, weights=weights, quant_params=quant_params,
                            validate=validate if val else None, progress=progress, description=f"{self.name} QAT")
-        record["data"] = {"folders": [str(f) for f in self.training_folders()], "images": len(data),
+        record["data"] = {"folders": [str(f) for f in folders], "images": len(data),
                           "skipped_small": len(data.skipped), "scale": scale, "hr_patch": self.train.hr_patch,
                           "targets": "FP model outputs" if self.lr_only else "HR images"}
         setattr(qmodel, "srq_report", {"training": record})
