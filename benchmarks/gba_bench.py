@@ -52,6 +52,9 @@ def main() -> None:
                    help="gba, gba_star, or any PTQ method (the FT baselines are also read from results/ptq)")
     p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
     p.add_argument("--calib-n", type=int, default=100)
+    p.add_argument("--patch", type=int, default=None,
+                   help="LR patch size of the calibration inputs (default 384/scale, as in the paper; another size "
+                        "is named in the result files' tag)")
     p.add_argument("--dan", default="range", choices=DAN_CHOICES)
     p.add_argument("--dan-window", type=int, default=0, metavar="N",
                    help="DAN range statistics over N×N LR-pixel windows instead of the whole image (tag danwN; "
@@ -96,7 +99,7 @@ def main() -> None:
         ([f"cand{max(candidates)}"] if candidates != (-1, 0, 1) else []) + \
         ([f"calib{args.calib_n}"] if args.calib_n != 100 else [])
     datasets = args.datasets.split(",")
-    calib, calibration, calib_tag = calib_data(args, 384 // args.scale)
+    calib, calibration, calib_tag = calib_data(args, args.patch or 384 // args.scale, 384 // args.scale)
     fp_scores, fp_source = fp_reference(args, datasets)
     OUT.mkdir(parents=True, exist_ok=True)
     for bits in args.bits.split(","):

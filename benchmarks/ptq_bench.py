@@ -215,16 +215,20 @@ def add_calib_option(p: argparse.ArgumentParser) -> None:
                         "hr:train/BSD200,train/T91); any other than the default is named in the result files' tag")
 
 
-def calib_data(args: argparse.Namespace, patch: int) -> tuple[torch.Tensor, dict, str]:
-    """(calibration patches, what the result file records of them, the tag part naming a non-default source)."""
+def calib_data(args: argparse.Namespace, patch: int, default_patch: int) -> tuple[torch.Tensor, dict, str]:
+    """(calibration patches, what the result file records of them, the tag part naming a non-default source or
+    patch size, e.g. ``calib-hr_patch160``)."""
     calib = calibration_set(args.calib, patch=patch, n=args.calib_n, scale=args.scale)
     assert isinstance(calib, torch.Tensor)  # patches of one size
     record = {"set": args.calib, "images": len(calib), "patch": patch,
               **({"lr_made_at_scale": args.scale} if args.calib.startswith("hr:") else {})}
-    if args.calib == DEFAULT_CALIB:
-        return calib, record, ""
-    name = "hr" if args.calib == "hr:train/BSD200,train/T91" else re.sub(r"[^A-Za-z0-9.+-]+", "-", args.calib)
-    return calib, record, f"calib-{name.strip('-')}"
+    parts = []
+    if args.calib != DEFAULT_CALIB:
+        name = "hr" if args.calib == "hr:train/BSD200,train/T91" else re.sub(r"[^A-Za-z0-9.+-]+", "-", args.calib)
+        parts.append(f"calib-{name.strip('-')}")
+    if patch != default_patch:
+        parts.append(f"patch{patch}")
+    return calib, record, join_tag(*parts)
 
 
 def join_tag(*parts: str) -> str:
@@ -316,7 +320,9 @@ def main() -> None:
     p.add_argument("--methods", default="minmax,percentile,omse,minmax_ft,percentile_ft")
     p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
     p.add_argument("--calib-n", type=int, default=100)
-    p.add_argument("--patch", type=int, default=96)
+    p.add_argument("--patch", type=int, default=None,
+                   help="LR patch size of the calibration inputs (default 384/scale: HR 384 as in GBA; another size "
+                        "is named in the result files' tag)")
     add_fp_scores_option(p)
     add_split_option(p)
     add_device_option(p)
@@ -324,7 +330,7 @@ def main() -> None:
     add_calib_option(p)
     args = p.parse_args()
     datasets = args.datasets.split(",")
-    calib, calibration, calib_tag = calib_data(args, args.patch)
+    calib, calibration, calib_tag = calib_data(args, args.patch or 384 // args.scale, 384 // args.scale)
     fp_scores, fp_source = fp_reference(args, datasets)
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)

@@ -186,7 +186,7 @@ def main() -> None:
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     datasets = args.datasets.split(",")
-    calib, calibration, calib_tag = calib_data(args, args.patch)
+    calib, calibration, calib_tag = calib_data(args, args.patch, 32)
     fp_scores, fp_source = fp_reference(args, datasets)
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)

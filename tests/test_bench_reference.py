@@ -211,3 +211,17 @@ def test_scripts_refuse_a_dirty_tree_unless_allowed(monkeypatch, capsys):
     monkeypatch.setenv("SRQ_ALLOW_DIRTY", "1")
     results.run_script(lambda: ran.append(1))
     assert ran == [1] and results.provenance(["x"])["git_revision"].endswith("-dirty")
+
+
+def test_calibration_source_and_patch_size_are_named_in_the_tag(monkeypatch):
+    """A row calibrated on other inputs never overwrites the committed row of the default inputs."""
+    import argparse
+
+    monkeypatch.setattr(ptq_bench, "calibration_set", lambda *a, patch, n, scale: torch.zeros(n, 3, patch, patch))
+    args = argparse.Namespace(calib=ptq_bench.DEFAULT_CALIB, calib_n=4, scale=2)
+    assert ptq_bench.calib_data(args, 192, 192)[2] == ""
+    assert ptq_bench.calib_data(args, 160, 192)[2] == "patch160"
+    args.calib = "hr:train/BSD200,train/T91"
+    calib, record, tag = ptq_bench.calib_data(args, 160, 192)
+    assert tag == "calib-hr_patch160" and calib.shape == (4, 3, 160, 160)
+    assert record == {"set": args.calib, "images": 4, "patch": 160, "lr_made_at_scale": 2}
