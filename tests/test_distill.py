@@ -128,3 +128,88 @@ def test_step_stats_stay_strict_json_with_non_finite_losses():
     assert step_stats([math.inf] * 3, taken=0)["loss_median"] is None
     json.dumps(step_stats([math.inf, 1.0], taken=1), allow_nan=False)
     assert len(step_stats([1.0] * 40, taken=40)["largest_loss_ratios"]) == 25
+
+
+class _InplaceBlock(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        out = torch.sigmoid(self.conv2(torch.relu(self.conv1(x))))  # sigmoid saves its output for backward
+        out *= x  # ... which this modifies in place
+        return out
+
+
+class _InplaceNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.body = torch.nn.Sequential(_InplaceBlock(), _InplaceBlock())
+        self.tail = torch.nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.tail(self.body(self.head(x)))
+
+
+def test_inplace_error_names_the_module_that_does_it():
+    from srq.engine.distill import FinetuneConfig, finetune
+    from srq.errors import SrqError
+
+    fp = _InplaceNet().eval()
+    calib = torch.rand(2, 3, 8, 8)
+    q = srq.quantize(fp, srq.methods.MinMax(w_bits=8, a_bits=8), calib, progress=False)
+    params = [p for _, qq in srq.quant.quantizers(q) for p in qq.parameters()]
+    with pytest.raises(SrqError, match=r"^the forward of `body\.0` \(_InplaceBlock\) modifies a tensor made by "
+                                       r"SigmoidBackward0 in place \(`\*=`\).*write `out = out \* x` instead of "
+                                       r"`out \*= \.\.\.`$"):
+        finetune(q, fp, calib, params, FinetuneConfig(steps=1, batch=2), progress=False)
+
+
+def test_inplace_message_names_the_child_whose_output_is_modified():
+    from srq.engine.inplace import find_inplace
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.act = torch.nn.Sigmoid()
+
+        def forward(self, x):
+            h = self.act(x)
+            h += x
+            return h
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), Block())
+    ops = find_inplace(net, torch.rand(1, 3, 4, 4))
+    assert [(o.module, o.module_class, o.child) for o in ops] == [("1", "Block", "1.act")]
+
+
+def _gain_net(gain: float, noise: float = 0.0) -> torch.nn.Module:
+    """srq_tiny with the body's features scaled by ``gain`` (and the tail scaled back): the same outputs."""
+    net = srq.create_model("srq_tiny", 4, "official", wrap=False)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(noise * torch.randn(p.shape, generator=gen))
+        net.head.weight.mul_(gain)
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d) and m is not net.tail:
+                m.bias.mul_(gain)  # LeakyReLU blocks are positively homogeneous: biases scale with the features
+        net.tail.weight.div_(gain)
+    return net.eval()
+
+
+def test_normalised_feature_loss_does_not_follow_the_feature_magnitude():
+    from srq.engine.distill import feature_term
+
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for gain in (1.0, 1e6):
+        fp, q = _gain_net(gain), _gain_net(gain, noise=0.01)
+        names = [f"body.{i}" for i in range(4)]
+        with torch.no_grad(), capture_outputs(fp, names) as ffp, capture_outputs(q, names) as fq:
+            fp(x), q(x)
+            losses[gain] = {k: float(feature_term(dict(fq), dict(ffp), k)) for k in ("mse", "mse_norm")}
+    assert losses[1e6]["mse_norm"] == pytest.approx(losses[1.0]["mse_norm"], rel=1e-3)
+    assert losses[1e6]["mse"] == pytest.approx(1e12 * losses[1.0]["mse"], rel=1e-3)

@@ -130,7 +130,7 @@ def test_invalid_fields_fail_at_construction_with_one_line(cls, fields, fragment
 
 
 @pytest.mark.parametrize("fields, fragment", [({"optimizer": "rmsprop"}, "optimizer must be one of adam, sgd"),
-                                              ({"feature_loss": "l2"}, "feature_loss must be one of mse, energy"),
+                                              ({"feature_loss": "l2"}, "feature_loss must be one of mse, mse_norm,"),
                                               ({"epochs": 0}, "epochs must be at least 1"),
                                               ({"steps": -1}, "steps must be at least 0"),
                                               ({"lambda_feat": -1.0}, "lambda_feat must be at least 0"),

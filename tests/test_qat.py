@@ -88,7 +88,7 @@ def test_multistep_schedule_and_separate_learning_rates(fp, hr_folder):
 
 def test_the_best_validated_state_is_kept(fp, hr_folder):
     q, weights, quant, data = _setup(fp, hr_folder)
-    scores, states = iter([30.0, 31.0, 29.0]), []
+    scores, states = iter([20.0, 30.0, 31.0, 29.0]), []  # the first: the state before training
 
     def validate(m):
         states.append(copy.deepcopy(m.state_dict()))
@@ -96,9 +96,25 @@ def test_the_best_validated_state_is_kept(fp, hr_folder):
 
     record = train_qat(q, None, data, QATConfig(iterations=6, batch=2, hr_patch=32, lr=1e-3, validate_every=2),
                        weights=weights, quant_params=quant, validate=validate, progress=False)
-    assert record["best"] == {"step": 4, "psnr": 31.0}
+    assert record["best"] == {"step": 4, "psnr": 31.0} and record["start_psnr"] == 20.0
     assert [r["psnr"] for r in record["log"]] == [None, 30.0, None, 31.0, None, 29.0]
-    assert all(torch.equal(v, states[1][k]) for k, v in q.state_dict().items())
+    assert all(torch.equal(v, states[2][k]) for k, v in q.state_dict().items())
+
+
+def test_training_that_never_beats_the_start_keeps_it_and_says_so(fp, hr_folder):
+    q, weights, quant, data = _setup(fp, hr_folder)
+    start = copy.deepcopy(q.state_dict())
+    scores = iter([30.0, 25.0, 24.0])
+
+    def validate(m):
+        return next(scores)
+
+    with pytest.warns(UserWarning, match=r"made the model worse on its validation set \(PSNR 30.00 dB before, "
+                                         r"25.00 dB at best after\); kept the state before"):
+        record = train_qat(q, None, data, QATConfig(iterations=4, batch=2, hr_patch=32, lr=1e-2, validate_every=2),
+                           weights=weights, quant_params=quant, validate=validate, progress=False)
+    assert record["best"] == {"step": 0, "psnr": 30.0}
+    assert all(torch.equal(v, start[k]) for k, v in q.state_dict().items())
 
 
 class _Killed(Exception):

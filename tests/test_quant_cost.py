@@ -14,7 +14,8 @@ from srq.quant.cost import default_input_size, layer_costs, model_cost
 
 
 class _Small(nn.Module):
-    """x2 SR toy: frozen mean shift → head 3→8 → grouped conv → PReLU → 1x1 (no bias) → token Linear → tail.
+    """x2 SR toy: frozen mean shift → head 3→8 → ReLU → grouped conv → PReLU → 1x1 (no bias) → token Linear → ReLU
+    → tail (the ReLUs end the first/last chains, so only head and tail are the first and last layers).
 
     Registration order puts ``tail`` first; execution order is sub_mean, head, body, body2, mix, tail.
     """
@@ -31,10 +32,10 @@ class _Small(nn.Module):
         self.mix = nn.Linear(8, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.sub_mean(x))
+        x = torch.relu(self.head(self.sub_mean(x)))
         x = self.body2(self.act(self.body(x)))
         n, c, h, w = x.shape
-        x = self.mix(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(n, c, h, w)
+        x = torch.relu(self.mix(x.flatten(2).transpose(1, 2))).transpose(1, 2).reshape(n, c, h, w)
         return self.tail(x)
 
 

@@ -27,7 +27,7 @@ from srq.quant import (
     prepare,
     quantizers,
 )
-from srq.quant.prepare import format_placement
+from srq.quant.prepare import format_placement, quantizable_layers
 
 # ---- Quantizer ----------------------------------------------------------------------------------------------
 
@@ -179,7 +179,8 @@ class _Holder(nn.Module):
 
 class _Net(nn.Module):
     """Registration order (tail, mean_shift, body, head) differs from execution order
-    (mean_shift, head, body.0, body.3, tail); mean_shift is a frozen 1x1 conv like CARN's."""
+    (mean_shift, head, body.0, body.3, tail); mean_shift is a frozen 1x1 conv like CARN's. The ReLU after head
+    ends the stem (without it body.0 would be a first layer too)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -190,7 +191,7 @@ class _Net(nn.Module):
         self.head = nn.Conv2d(3, 8, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.mean_shift(x))
+        x = torch.relu(self.head(self.mean_shift(x)))
         x = self.body(x)
         return self.tail(x.mean(dim=(2, 3)))
 
@@ -470,7 +471,7 @@ class _TwoBranches(nn.Module):
         self.scale = 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.mid(self.head(x))
+        x = torch.relu(self.mid(torch.relu(self.head(x))))
         return (self.up4 if self.scale == 4 else self.up2)(x)
 
 
@@ -514,3 +515,130 @@ def test_first_last_side_that_a_rule_requantizes_keeps_its_reason_for_the_other_
     model = prepare(_net(), QuantConfig(first_last="fp", rules=[LayerRule("head", w_bits=3)]))
     assert _bits(model)["head"] == ("first", 3, None)
     assert _reasons(model)["head"] == "first layer, first_last='fp'"
+
+
+# ---- first/last layers by data flow (srq.quant.edges) --------------------------------------------------------
+
+
+class _Stem(nn.Module):
+    """``stem`` (an nn.Sequential) → ReLU → body conv → ReLU → ``head`` → (+ bicubic, when ``skip``)."""
+
+    def __init__(self, stem: nn.Module, head: nn.Module, skip: bool = False) -> None:
+        super().__init__()
+        self.stem, self.head, self.skip = stem, head, skip
+        self.body = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.head(torch.relu(self.body(torch.relu(self.stem(x)))))
+        return y + F.interpolate(x, scale_factor=2, mode="bicubic") if self.skip else y
+
+
+def _roles(model: nn.Module, **config) -> dict[str, tuple]:
+    return _bits(prepare(model, QuantConfig(w_bits=4, a_bits=4, **config)))
+
+
+def test_separable_stem_is_two_first_layers_at_8_bit():
+    stem = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8))
+    bits = _roles(_Stem(stem, nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.PixelShuffle(2)), skip=True))
+    assert bits == {"stem.0": ("first", 8, 8), "stem.1": ("first", 8, 8), "body": ("body", 4, 4),
+                    "head.0": ("last", 8, 8)}
+
+
+def test_a_nonlinearity_ends_the_stem_and_the_head():
+    stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+    head = nn.Sequential(nn.Conv2d(8, 32, 3, padding=1), nn.ReLU(), nn.PixelShuffle(2), nn.Conv2d(8, 3, 3, padding=1))
+    assert _roles(_Stem(stem, head)) == {"stem.0": ("first", 8, 8), "stem.2": ("body", 4, 4),
+                                         "body": ("body", 4, 4), "head.0": ("body", 4, 4),
+                                         "head.3": ("last", 8, 8)}
+
+
+def test_a_head_through_pixel_shuffle_is_all_last_and_a_skip_ends_the_stem():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = nn.Conv2d(3, 8, 3, padding=1)
+            self.mid = nn.Conv2d(8, 8, 3, padding=1)
+            self.up = nn.Conv2d(8, 32, 3, padding=1)
+            self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            f = self.first(x)
+            f = self.mid(f) + f  # f read twice: mid is not fed by the stem alone
+            return self.out(F.pixel_shuffle(self.up(f), 2))
+
+    assert _roles(Net(), first_last="fp") == {"first": ("first", None, None), "mid": ("body", 4, 4),
+                                              "up": ("last", None, None), "out": ("last", None, None)}
+
+
+def test_every_layer_fed_the_model_input_is_first():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)
+            self.mid, self.out = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.relu(self.mid(torch.relu(torch.cat([self.a(x), self.b(x)], 1)))))
+
+    assert [r for r, *_ in _roles(Net()).values()] == ["first", "first", "body", "last"]
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(inplace=True), nn.LeakyReLU(0.1, inplace=True)])
+def test_an_in_place_activation_ends_the_stem(act):
+    stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), act, nn.Conv2d(8, 8, 1))
+    roles = _roles(_Stem(stem, nn.Conv2d(8, 3, 3, padding=1)))
+    assert (roles["stem.0"][0], roles["stem.2"][0]) == ("first", "body")
+
+
+def test_a_no_op_or_a_view_between_layers_keeps_the_chain():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.a(x).float().contiguous()
+            y = self.b(y.view(1, 8, -1).reshape(y.shape))  # x.shape / .view: shape-only
+            return self.c(torch.relu(y))
+
+    assert [r for r, *_ in _roles(Net()).values()] == ["first", "first", "last"]
+
+
+# first / last layers of every zoo architecture (random weights, the default example input): the upsamplers of
+# EDSR and RDN (conv → PixelShuffle → conv, no activation) are last layers, every other model has one of each
+_ZOO_EDGES = {
+    ("carn", 4): (["entry"], ["exit"]),
+    ("carn_m", 2): (["entry"], ["exit"]),
+    ("edsr", 2): (["head.0"], ["tail.0.0", "tail.1"]),
+    ("edsr_baseline", 4): (["head.0"], ["tail.0.0", "tail.0.2", "tail.1"]),
+    ("edsr_baseline", 3): (["head.0"], ["tail.0.0", "tail.1"]),
+    ("fsrcnn", 4): (["net.first_part.0"], ["net.last_part"]),
+    ("imdn", 4): (["fea_conv"], ["upsampler.0"]),
+    ("mambair_light", 4): (["conv_first"], ["upsample.0"]),
+    ("mambairv2_light", 4): (["conv_first"], ["upsample.0"]),
+    ("msrresnet", 4): (["conv_first"], ["conv_last"]),
+    ("pan", 4): (["conv_first"], ["conv_last"]),
+    ("rdn", 2): (["net.SFENet1"], ["net.UPNet.0", "net.UPNet.2"]),
+    ("rfdn", 4): (["net.fea_conv"], ["net.upsampler.0"]),
+    ("rlfn", 4): (["net.conv_1"], ["net.upsampler.0"]),
+    ("srq_tiny", 4): (["head"], ["tail"]),
+    ("srresnet", 4): (["conv_block1.conv_block.0"], ["conv_block3.conv_block.0"]),
+    ("swinir_light", 4): (["conv_first"], ["upsample.0"]),
+}
+
+
+@pytest.mark.parametrize("name, scale", list(_ZOO_EDGES))
+def test_zoo_first_and_last_layers(name, scale):
+    import srq
+    from srq.quant.edges import edge_layers
+
+    torch.manual_seed(0)
+    model = srq.create_model(name, scale, None)
+    order, first, last = edge_layers(model, torch.rand(1, 3, 32, 32), [n for n, _ in quantizable_layers(model)])
+    assert (sorted(first), sorted(last)) == _ZOO_EDGES[name, scale]
+
+
+def test_the_zoo_table_covers_every_model():
+    import srq
+
+    assert {n for n, _ in _ZOO_EDGES} | {"bicubic"} == set(srq.models.list_models())

@@ -3,8 +3,9 @@
 from . import data, methods, metrics, models, pipeline, quant
 from ._version import __version__
 from .api import load, quantize, save
+from .engine.evaluate import evaluate
 from .errors import SrqError
 from .models import create_model, list_models
 
-__all__ = ["__version__", "SrqError", "create_model", "data", "list_models", "load", "methods", "metrics", "models",
-           "pipeline", "quant", "quantize", "save"]
+__all__ = ["__version__", "SrqError", "create_model", "data", "evaluate", "list_models", "load", "methods",
+           "metrics", "models", "pipeline", "quant", "quantize", "save"]

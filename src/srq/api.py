@@ -3,9 +3,12 @@
 A saved quantized model is a folder with ``model.safetensors`` (every parameter and buffer: FP weights,
 quantizer bounds) and ``srq.json`` (architecture, scale, quantization config, placement, bit map, method,
 cost, provenance). ``load`` rebuilds the architecture from the registry, re-inserts the quantizers from
-the config and loads the tensors strictly, so outputs are bit-identical. A model of the user's own
-architecture is saved with ``architecture: null`` and its class under ``user_model``; ``load(folder,
-model=float_model)`` rebuilds it on a float instance of that architecture.
+the config and loads the tensors strictly, so outputs are bit-identical. A zoo variant's architecture
+keywords (``srq_spec["arch"]``, e.g. ``feature_channels=48``) are rebuilt too; a spec without them means the
+defaults. A model of the user's own architecture is saved with ``architecture: null`` and its class under
+``user_model`` (with ``code``: file, function, SHA-256, scale, keywords and pixel range, when it was built by
+:func:`srq.models.from_file`); ``load(folder, model=float_model)`` rebuilds it on a float instance of that
+architecture. A folder never imports code by itself.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .errors import SrqError
 from .fileio import file_sha256, follow_umask, replace_folder
 from .methods.base import Recipe
 from .models import create_model
+from .models.wrappers import PixelRangeWrapper
 from .quant import QuantConfig, float_layers, placement, prepare
 
 __all__ = ["quantize", "save", "load", "FORMAT_VERSION"]
@@ -44,6 +48,8 @@ def quantize(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.
     """
     qmodel = recipe.run(model, calib, progress=progress)  # type: ignore[arg-type]  # methods that batch check
     setattr(qmodel, "srq_spec", getattr(model, "srq_spec", None))
+    if getattr(model, "srq_source", None) is not None:
+        setattr(qmodel, "srq_source", model.srq_source)
     setattr(qmodel, "srq_recipe", recipe.to_dict())
     return qmodel
 
@@ -91,8 +97,11 @@ def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | No
 
 def _user_model_info(model: nn.Module) -> dict:
     """What ``srq.json`` records of a user's architecture: its class and the example input ``prepare`` ran."""
-    cls = type(model)
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "example_shape": getattr(model, "srq_example_shape", None)}
+    inner = model.net if isinstance(model, PixelRangeWrapper) else model  # the user's class, not srq's wrapper
+    cls = type(inner)
+    source = getattr(model, "srq_source", None)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "example_shape": getattr(model, "srq_example_shape", None),
+            **({"code": source} if source is not None else {})}
 
 
 def current_report(model: nn.Module) -> dict | None:
@@ -129,9 +138,15 @@ def load(folder: str | os.PathLike, model: nn.Module | None = None) -> nn.Module
         return _load_onto(copy.deepcopy(model), Path(folder), meta)
     if spec is None:
         cls = meta.get("user_model", {}).get("class", "your model's class")
+        code = meta.get("user_model", {}).get("code")
+        if code is not None:
+            raise SrqError(f"{folder} holds a model of your own architecture ({cls}, built by "
+                           f"{code['file']}:{code['function']}); pass a float instance of it: "
+                           f"srq.load(folder, model={_from_file_call(code)}), or on the command line "
+                           f"--model-code {code['file']}:{code['function']}")
         raise SrqError(f"{folder} holds a model of your own architecture ({cls}); pass a float instance of it: "
                        f"srq.load(folder, model={cls.rpartition('.')[2]}(...))")
-    model = create_model(spec["model"], spec["scale"], None, wrap=spec.get("wrapped", True))
+    model = create_model(spec["model"], spec["scale"], None, wrap=spec.get("wrapped", True), **(spec.get("arch") or {}))
     if meta.get("quant_config") is not None:
         prepare(model, QuantConfig.from_dict(meta["quant_config"]))
     state = _read_model_file(Path(folder), meta)
@@ -139,6 +154,18 @@ def load(folder: str | os.PathLike, model: nn.Module | None = None) -> nn.Module
     if problem is not None:
         raise SrqError(f"{folder}/{MODEL_FILE} does not match its srq.json ({problem}); the run folder is damaged")
     return _loaded(model, state, meta)
+
+
+def _from_file_call(code: dict) -> str:
+    """The ``srq.models.from_file(...)`` call that rebuilds a recorded user model, as text."""
+    args = [repr(f"{code['file']}:{code['function']}")]
+    if code.get("scale") is not None:
+        args.append(f"scale={code['scale']}")
+    if code.get("pixel_range", 1.0) != 1.0:
+        args.append(f"pixel_range={code['pixel_range']:g}")
+    if code.get("arch"):
+        args.append(f"arch={code['arch']!r}")
+    return f"srq.models.from_file({', '.join(args)})"
 
 
 def _load_onto(model: nn.Module, folder: Path, meta: dict) -> nn.Module:

@@ -55,30 +55,112 @@ class _LoadedModel(NamedTuple):
     scale: int
     weights: Optional[Path]  # the checkpoint file (None for a run folder or a parameterless model)
     label: str
-    extra: dict  # what a results file records about a run folder
+    extra: dict  # what a results file records about a run folder or a model of the user's own
 
 
-def _load_model(model: str, scale: Optional[int], weights: str, weights_root: Optional[Path]) -> _LoadedModel:
-    """A zoo model by name (``scale`` needed) or a quantized run folder from ``srq quantize``."""
-    from .api import load, read_meta
+MODEL_HELP = ("model name (see `srq models`), a run folder from `srq quantize`, or your own model as "
+              "path/to/my_arch.py:build_model")
+ARCH_HELP = ("architecture parameter key=value, repeatable: a width/depth variant of a zoo model (e.g. "
+             "-a feature_channels=48 for RLFN-S; a wrong key lists the valid ones) or a keyword of your build "
+             "function")
+PIXEL_RANGE_HELP = "for your own model: the pixel range it was trained on, 1 ([0, 1], default) or 255 ([0, 255])"
+MODEL_CODE_HELP = ("for a run folder of your own model: the file.py:function that built it (srq never imports "
+                   "code named in a run folder by itself)")
+
+
+def _build_model(model: str, scale: Optional[int], weights: str, weights_root: Optional[Path], arch: list[str],
+                 pixel_range: Optional[float]) -> _LoadedModel:
+    """A float model: a zoo model by name or the user's ``file.py:function``, with its weights and variant."""
     from .models import create_model
-    from .models.registry import check_scale, get_model_info, resolve_weights
+    from .models.registry import check_scale, get_model_info, parse_arch_params, resolve_weights
+    from .models.user import code_label, from_file, is_code_spec
+
+    params: dict[str, Any] = parse_arch_params(arch)
+    if scale is None:
+        raise SrqError(f"--scale is required when a model is given by {'its file' if is_code_spec(model) else 'name'}")
+    if is_code_spec(model):
+        path = None if weights == "official" else Path(weights).expanduser()
+        if path is not None and not path.is_file():
+            raise SrqError(f"weights file {weights!r} does not exist; check the path")
+        net = from_file(model, scale, path, pixel_range=1.0 if pixel_range is None else pixel_range, arch=params)
+        label = code_label(model)
+        return _LoadedModel(net, label, scale, path, f"{label} x{scale}", {"code": net.srq_source})
+    info = get_model_info(model)
+    if pixel_range is not None:
+        raise SrqError(f"--pixel-range is for a model from your own file; {info.name} is registered with its "
+                       f"range ({info.pixel_range:g}); drop --pixel-range")
+    check_scale(info, scale)
+    path = resolve_weights(info, scale, weights, weights_root)
+    net = create_model(model, scale, path, **params)
+    variant = "".join(f" {k}={v}" for k, v in params.items())
+    return _LoadedModel(net, info.name, scale, path, f"{info.name} x{scale}{variant}",
+                        {"arch": getattr(net, "srq_spec")["arch"]} if params else {})
+
+
+def _probe(loaded: _LoadedModel, x: Any = None) -> None:
+    """For a model of the user's own: one forward on ``x`` (default a small random image) checks its output's
+    shape (an error) and range (a warning line)."""
+    import torch
+
+    from .models import check_output_range
+
+    if "code" not in loaded.extra:
+        return
+    if x is None:
+        x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    check_output_range(loaded.net, x, loaded.scale, name=loaded.label.rsplit(" x", 1)[0])
+
+
+def _load_model(model: str, scale: Optional[int], weights: str, weights_root: Optional[Path],
+                arch: list[str] = [], pixel_range: Optional[float] = None,  # noqa: B006 - never mutated
+                model_code: Optional[str] = None) -> _LoadedModel:
+    """A zoo model by name (``scale`` needed), the user's ``file.py:function``, or a quantized run folder."""
+    from .api import load, read_meta
+    from .models.user import code_label, from_file, from_record, is_code_spec
 
     if Path(model).is_dir():
         meta = read_meta(model)
-        name, run_scale = meta["architecture"]["model"], meta["architecture"]["scale"]
+        for given, option in ((arch, "--arch-param"), (pixel_range, "--pixel-range")):
+            if given:
+                raise SrqError(f"{option} is for building a model; the run folder {model} records its own, drop it")
+        spec, user = meta["architecture"], meta.get("user_model") or {}
+        extra = {"run": str(model), "recipe": meta.get("recipe"), "placement": meta.get("placement")}
+        if spec is None:
+            code = user.get("code")
+            if model_code is None:
+                built_by = f"{code['file']}:{code['function']}" if code else "file.py:function"
+                raise SrqError(f"{model} holds a model of your own architecture ({user.get('class', '?')}); add "
+                               f"--model-code {built_by} (srq does not import the code a run folder names by itself)")
+            if not is_code_spec(model_code):
+                raise SrqError(f"--model-code {model_code}: write path/to/my_arch.py:build_model")
+            if code is None:
+                if scale is None:
+                    raise SrqError(f"{model} does not record its scale; pass --scale")
+                float_model = from_file(model_code, scale)
+            else:
+                float_model = from_record(code, model_code)
+            name, run_scale = code_label(model_code), (code or {}).get("scale") or scale
+            if run_scale is None:
+                raise SrqError(f"{model} does not record its scale; pass --scale")
+            net = load(model, model=float_model)
+            extra["code"] = getattr(float_model, "srq_source")
+        else:
+            if model_code is not None:
+                raise SrqError(f"{model} holds the zoo model {spec['model']}; drop --model-code")
+            name, run_scale = spec["model"], spec["scale"]
+            net = load(model)
         if scale is not None and scale != run_scale:
             raise SrqError(f"{model} is a x{run_scale} model; drop --scale or pass --scale {run_scale}")
-        return _LoadedModel(load(model), name, run_scale, None, f"{name} x{run_scale} {Path(model).name}",
-                            {"run": str(model), "recipe": meta.get("recipe"), "placement": meta.get("placement")})
-    if "/" in model or os.sep in model:
-        raise SrqError(f"run folder {model} does not exist; give a folder written by `srq quantize` or a model name")
-    if scale is None:
-        raise SrqError("--scale is required when a model is given by name")
-    info = get_model_info(model)
-    check_scale(info, scale)
-    path = resolve_weights(info, scale, weights, weights_root)
-    return _LoadedModel(create_model(model, scale, path), info.name, scale, path, f"{info.name} x{scale}", {})
+        return _LoadedModel(net, name, run_scale, None, f"{name} x{run_scale} {Path(model).name}", extra)
+    if model_code is not None:
+        raise SrqError("--model-code is for a run folder of your own model; give a model file as "
+                       "path/to/my_arch.py:build_model instead")
+    if ("/" in model or os.sep in model) and not is_code_spec(model):
+        raise SrqError(f"run folder {model} does not exist; give a folder written by `srq quantize`, a model name "
+                       f"or path/to/my_arch.py:build_model")
+    loaded = _build_model(model, scale, weights, weights_root, arch, pixel_range)
+    _probe(loaded)
+    return loaded
 
 
 def _score_table(title: str, rows: list[tuple[str, list]]) -> Table:
@@ -148,9 +230,13 @@ def methods_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g
 
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Argument(..., help="model name (see `srq models`) or a run folder from `srq quantize`"),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="upscaling factor (not needed for a run folder)"),
-    weights: str = typer.Option("official", help="checkpoint path, or 'official' for the file in the weights root"),
+    weights: str = typer.Option("official", help="checkpoint path, or 'official' for the file in the weights root "
+                                "(for your own model: the parameters its function returns)"),
+    arch_param: list[str] = typer.Option([], "--arch-param", "-a", help=ARCH_HELP),
+    pixel_range: Optional[float] = typer.Option(None, "--pixel-range", help=PIXEL_RANGE_HELP),
+    model_code: Optional[str] = typer.Option(None, "--model-code", help=MODEL_CODE_HELP),
     datasets: str = typer.Option(DEFAULT_SETS, help="comma-separated set names or folders"),
     data_root: Optional[Path] = typer.Option(None, help="benchmark data root [env SRQ_DATA]"),
     weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
@@ -172,7 +258,8 @@ def eval_cmd(
     if save_images is not None:
         check_writable_folder(save_images, "--save-images")
     dev = _setup_device(device, threads)
-    net, name, scale, path, label, extra = _load_model(model, scale, weights, weights_root)
+    net, name, scale, path, label, extra = _load_model(model, scale, weights, weights_root, arch_param, pixel_range,
+                                                       model_code)
     net = net.to(dev)
     scores = evaluate(net, _split(datasets), scale, data_root=data_root, tile=tile or None, overlap=tile_overlap,
                       y_channel=not rgb, save_dir=save_images)
@@ -192,12 +279,15 @@ def eval_cmd(
 
 @app.command("upscale")
 def upscale_cmd(
-    model: str = typer.Argument(..., help="model name (see `srq models`) or a run folder from `srq quantize`"),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     input: Path = typer.Argument(..., help="input image, or a folder of images"),
     output: Path = typer.Argument(..., help="output image (.png, .jpg, .webp, ...), or a folder for folder input "
                                             "(PNG files named after the inputs)"),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="upscaling factor (not needed for a run folder)"),
     weights: str = typer.Option("official", help="checkpoint path or 'official'"),
+    arch_param: list[str] = typer.Option([], "--arch-param", "-a", help=ARCH_HELP),
+    pixel_range: Optional[float] = typer.Option(None, "--pixel-range", help=PIXEL_RANGE_HELP),
+    model_code: Optional[str] = typer.Option(None, "--model-code", help=MODEL_CODE_HELP),
     weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
     tile: int = typer.Option(0, help="LR tile size (0: whole image); use e.g. 256 for large photos"),
     tile_overlap: int = typer.Option(32, min=0, help="LR context pixels around each tile"),
@@ -217,7 +307,7 @@ def upscale_cmd(
         raise SrqError(f"{existing[0]} exists{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''}; "
                        f"add --overwrite to replace")
     dev = _setup_device(device, threads)
-    net, name, scale, *_ = _load_model(model, scale, weights, weights_root)
+    net, name, scale, *_ = _load_model(model, scale, weights, weights_root, arch_param, pixel_range, model_code)
     net = net.to(dev)
     folder_mode = len(pairs) > 1 or input.is_dir()
     for src, dst in progress_bar(pairs, total=len(pairs), description="upscaling", enabled=folder_mode):
@@ -250,9 +340,13 @@ def _upscale_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:
 
 @app.command("quantize")
 def quantize_cmd(
-    model: str = typer.Argument(..., help="model name (see `srq models`)"),
+    model: str = typer.Argument(..., help="model name (see `srq models`) or your own model as "
+                                           "path/to/my_arch.py:build_model"),
     scale: int = typer.Option(..., "--scale", "-s"),
-    weights: str = typer.Option("official", help="checkpoint path or 'official'"),
+    weights: str = typer.Option("official", help="checkpoint path or 'official' (for your own model: the "
+                                "parameters its function returns)"),
+    arch_param: list[str] = typer.Option([], "--arch-param", "-a", help=ARCH_HELP),
+    pixel_range: Optional[float] = typer.Option(None, "--pixel-range", help=PIXEL_RANGE_HELP),
     method: str = typer.Option("minmax", help=_method_help()),
     param: list[str] = typer.Option([], "--param", "-p", help="method hyper-parameter key=value, repeatable "
                                     "(e.g. -p iterations=500 -p batch=4 for spr2q; a nested config's field: "
@@ -263,7 +357,8 @@ def quantize_cmd(
                                           "{pattern, w_bits, a_bits, fp}) or a QuantConfig (only its rules "
                                           "are used; the method sets the rest)"),
     calib: str = typer.Option("auto", help="calibration inputs: an LR set (under <data-root>/calibration) or "
-                              "folder, or hr:FOLDER[,FOLDER] of HR images downscaled to the model's scale; auto: "
+                              "folder, or hr:FOLDER[,FOLDER] of HR images downscaled to the model's scale; "
+                              "samples: the photos that ship with scikit-image (a quick try, no data root); auto: "
                               "DIV2K_test_LRx4 at x4, else hr:train/BSD200,train/T91"),
     train_data: Optional[str] = typer.Option(None, help="QAT methods (lsq, lsq_plus, pams, dorefa): comma-separated "
                                              "folders of HR training images, or names under the data root "
@@ -297,8 +392,6 @@ def quantize_cmd(
     from .fileio import file_sha256
     from .methods.base import apply_params
     from .methods.registry import get_method
-    from .models import create_model
-    from .models.registry import get_model_info, resolve_weights
     from .quant import LayerRule, QuantConfig, parse_bits
     from .utils.distributed import barrier, init_from_env
 
@@ -326,15 +419,25 @@ def quantize_cmd(
     rank, world = init_from_env(dev)  # under torchrun: rank 0 writes the run folder and the checkpoints
     if rank == 0:
         check_output_folder(output, overwrite=overwrite, resume=resume)
-    weights_path = resolve_weights(get_model_info(model), scale, weights, weights_root)
-    net = create_model(model, scale, weights_path).to(dev)  # quantizers follow; calibration batches move one by one
+    if Path(model).is_dir():
+        raise SrqError(f"{model} is a folder; srq quantize takes a model name or path/to/my_arch.py:build_model")
+    loaded = _build_model(model, scale, weights, weights_root, arch_param, pixel_range)
+    weights_path, name = loaded.weights, loaded.name
+    net = loaded.net.to(dev)  # quantizers follow; calibration batches move one by one
     if calib == "auto":
         calib = default_calibration(scale)
-    data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root, scale=scale)
+    data: torch.Tensor | list[torch.Tensor]
+    if calib == "samples":
+        from .data.samples import sample_calibration
+
+        data = sample_calibration(scale, n=calib_n, patch=patch)
+    else:
+        data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root, scale=scale)
+    _probe(loaded._replace(net=net), data[0][:1] if isinstance(data, list) else data[:1])
     calibration = {"set": calib, "images": len(data), "patch": patch,
-                   **({"lr_made_at_scale": scale} if calib.startswith("hr:") else {})}
+                   **({"lr_made_at_scale": scale} if calib.startswith("hr:") or calib == "samples" else {})}
     fingerprint = {"srq": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                   "device": dev.type, "world_size": world, "model": model, "scale": scale,
+                   "device": dev.type, "world_size": world, "model": model, "scale": scale, **loaded.extra,
                    "weights_sha256": file_sha256(weights_path) if weights_path else None,
                    "recipe": recipe.to_dict(), "calibration": {**calibration, "sha256": pipeline.tensor_sha256(data)}}
     if rank == 0:
@@ -343,7 +446,7 @@ def quantize_cmd(
     if rank > 0:  # the work area rank 0 made (or kept, with --resume): read its checkpoints, never write them
         work = WorkArea.open(output / WORK_AREA, fingerprint, resume=True, every_steps=checkpoint_every)
     try:
-        result = pipeline.run(net, recipe, data, name=model, scale=scale, output=output if rank == 0 else None,
+        result = pipeline.run(net, recipe, data, name=name, scale=scale, output=output if rank == 0 else None,
                               calibration=calibration, checkpoints=resumable(work),
                               extra={"resumed": resume, "world_size": world})
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,15 @@ import torch
 from torch import nn
 
 from . import api
+from .engine.blocks import resolve_blocks
+from .engine.collapse import collapse_check, collapse_warning
 from .engine.evaluate import DatasetScore, evaluate
 from .engine.results import provenance
 from .methods.base import Recipe
 from .quant import float_layers, format_placement, model_cost, placement
 from .quant.cost import ModelCost
 
-__all__ = ["Run", "run", "artefacts", "recipe_hash", "tensor_sha256"]
+__all__ = ["Run", "run", "artefacts", "feature_blocks", "recipe_hash", "tensor_sha256"]
 
 
 @dataclass
@@ -74,14 +77,28 @@ def run(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.Tenso
         qmodel = api.quantize(model, recipe, calib, progress=progress)
     seconds = time.perf_counter() - t0
     cost = model_cost(qmodel, scale=scale)
+    check = collapse_check(qmodel, model, calib)  # a few forward passes; per-layer only when collapsed
+    message = collapse_warning(check, f"{name} x{scale} quantized")
+    if message:
+        warnings.warn(message)
     record = {"calibration": {**(calibration or {}), "sha256": tensor_sha256(calib)}, "quantize_seconds": seconds,
-              "recipe_hash": recipe_hash(recipe), "cost": cost.to_dict(), "provenance": provenance(), **(extra or {})}
+              "recipe_hash": recipe_hash(recipe), "cost": cost.to_dict(), "provenance": provenance(),
+              "collapse_check": check, **feature_blocks(model, recipe, calib), **(extra or {})}
     result = Run(qmodel, name, scale, seconds, cost, artefacts(qmodel, f"{name} x{scale}"), record=record)
     if output is not None:
         result.folder = api.save(qmodel, output, files=result.files, extra=record)
     if datasets:
         result.scores = evaluate(qmodel, list(datasets), scale, progress=progress, **(eval_options or {}))
     return result
+
+
+def feature_blocks(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.Tensor]) -> dict[str, Any]:
+    """``{"blocks": [...]}``: the modules whose outputs the recipe's feature loss aligned (a recipe with a
+    ``blocks`` field: its pattern, or the automatic rule); ``{}`` for recipes without a feature loss."""
+    if not hasattr(recipe, "blocks"):
+        return {}
+    example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0][None] if calib[0].dim() == 3 else calib[0]
+    return {"blocks": resolve_blocks(model, getattr(recipe, "blocks"), example.to(next(model.parameters()).device))}
 
 
 def artefacts(qmodel: nn.Module, title: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data import Sample, SRBenchmark, write_image
 from ..metrics import psnr_ssim
-from .inference import super_resolve
+from .inference import memory_format, super_resolve
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
 
@@ -207,9 +207,11 @@ def evaluate(model: nn.Module, datasets: Sequence[str | os.PathLike] | str, scal
              score_logs: str | os.PathLike | None = None) -> list[DatasetScore]:
     """Evaluate ``model`` on benchmark sets given by name (``"Set5"``) or folder.
 
-    All sets are resolved before any work starts, so a missing set fails at once. ``channels_last``
-    converts the model's weights to the NHWC memory format in place (same values, ≈10 % faster
-    convolutions on CPU). ``tile`` / ``split``: tiled or partitioned inference (see
+    All sets are resolved before any work starts, so a missing set fails at once. ``channels_last`` (default)
+    runs the model with its 4-D weights in the NHWC memory format, a defined format whatever the model's own
+    (convolutions sum in a format-dependent order, and a quantized model's outputs can round the other way);
+    ``False`` runs it as it is. Either way the model is left as it was: same tensors, formats and mode.
+    ``tile`` / ``split``: tiled or partitioned inference (see
     :func:`~srq.engine.inference.super_resolve`; ``split=200`` is MambaIRv2's official test).
     ``score_logs``: a folder where each set's per-image scores are kept as they are made
     (:func:`score_log_path`), so that an interrupted evaluation of the same model goes on where it stopped.
@@ -219,14 +221,14 @@ def evaluate(model: nn.Module, datasets: Sequence[str | os.PathLike] | str, scal
     sets = [SRBenchmark(n, scale, data_root=data_root) for n in names]
     was_training = model.training
     model.eval()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented; not in the stubs
     try:
-        return [evaluate_dataset(model, s, tile=tile, overlap=overlap, y_channel=y_channel, save_dir=save_dir,
-                                 progress=progress, split=split,
-                                 score_log=None if score_logs is None else
-                                 score_log_path(score_logs, s.name, scale, tile=tile, split=split, y_channel=y_channel))
-                for s in sets]
+        with memory_format(model, torch.channels_last if channels_last else None):
+            return [evaluate_dataset(model, s, tile=tile, overlap=overlap, y_channel=y_channel, save_dir=save_dir,
+                                     progress=progress, split=split,
+                                     score_log=None if score_logs is None else
+                                     score_log_path(score_logs, s.name, scale, tile=tile, split=split,
+                                                    y_channel=y_channel))
+                    for s in sets]
     finally:
         model.train(was_training)
 

@@ -13,13 +13,16 @@ is run with a tenth of its size of extra context on each inner edge, and the cor
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import nn
 
 from ..utils.progress import progress_bar
 
-__all__ = ["model_device", "super_resolve", "to_uint8_image"]
+__all__ = ["model_device", "super_resolve", "to_uint8_image", "memory_format"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -27,6 +30,43 @@ def model_device(model: nn.Module) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device
     return torch.device("cpu")
+
+
+@contextmanager
+def memory_format(model: nn.Module, fmt: torch.memory_format | None) -> Iterator[nn.Module]:
+    """Run ``model`` with its 4-D parameters and buffers in ``fmt`` (e.g. ``torch.channels_last``; None: as they
+    are), then put every one back: the same tensor, its layout and its values as they are at the end.
+
+    Outputs depend on the layout (convolutions sum in another order, so quantized outputs can round the other
+    way); this lets a caller run in a defined layout without changing the model.
+    """
+    if fmt is None:
+        yield model
+        return
+    params: list[tuple[nn.Parameter, torch.Tensor]] = []  # (parameter, its original data)
+    buffers: list[tuple[dict[str, torch.Tensor | None], str, torch.Tensor]] = []  # (table, key, original)
+    try:
+        with torch.no_grad():
+            for module in model.modules():
+                for p in module.parameters(recurse=False):
+                    if p.dim() == 4 and not p.is_contiguous(memory_format=fmt):
+                        params.append((p, p.data))
+                        p.data = p.data.contiguous(memory_format=fmt)
+                for key, b in module._buffers.items():
+                    if b is not None and b.dim() == 4 and not b.is_contiguous(memory_format=fmt):
+                        buffers.append((module._buffers, key, b))
+                        module._buffers[key] = b.contiguous(memory_format=fmt)
+        yield model
+    finally:
+        with torch.no_grad():
+            for p, original in params:
+                original.copy_(p.data)  # keep any change made meanwhile
+                p.data = original
+            for table, key, original in buffers:
+                now = table[key]
+                if now is not None:
+                    original.copy_(now)
+                    table[key] = original
 
 
 def to_uint8_image(x: torch.Tensor) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -32,7 +33,8 @@ from ..utils.distributed import init_from_env
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
 from .checkpoint import active_work_area
-from .distill import _backward, _finite_gradients, capture_outputs, find_blocks
+from .blocks import capture_outputs, resolve_blocks
+from .distill import _backward, _finite_gradients, feature_term
 from .inference import model_device
 
 __all__ = ["QATConfig", "TrainBatches", "train_qat", "LOG_COLUMNS"]
@@ -96,13 +98,17 @@ class QATConfig:
 def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches, config: QATConfig, *,
               weights: list[nn.Parameter], quant_params: list[nn.Parameter],
               validate: Callable[[nn.Module], float] | None = None, progress: bool = True,
-              description: str = "QAT") -> dict[str, Any]:
+              description: str = "QAT", blocks: str | None = None) -> dict[str, Any]:
     """Train ``weights`` (at ``config.lr``) and ``quant_params`` (at ``config.quant_lr``) of ``qmodel`` on ``data``.
 
     ``fp_model``: the FP teacher (needed when ``lambda_out`` or ``lambda_feat`` is set, or for LR-only data).
     ``validate(model) -> PSNR``: called every ``validate_every`` steps and at the end (model in eval mode).
-    Returns the record: ``log`` (rows of :data:`LOG_COLUMNS`), ``best`` (step and PSNR of the kept state),
-    ``seconds`` and ``steps_skipped`` (non-finite gradients). ``qmodel`` ends in the kept state, in eval mode.
+    With ``keep="best"`` the state before training is validated too and is a candidate (never worse: if no trained
+    state beats it, it is kept, with a one-line warning). ``blocks``: the feature term's blocks (a regular
+    expression over module names, see :func:`~srq.engine.blocks.resolve_blocks`; None: automatic).
+    Returns the record: ``log`` (rows of :data:`LOG_COLUMNS`), ``best`` (step and PSNR of the kept state; step 0:
+    the state before training), ``start_psnr``, ``seconds`` and ``steps_skipped`` (non-finite gradients).
+    ``qmodel`` ends in the kept state, in eval mode.
     """
     teacher = fp_model is not None and (config.lambda_out > 0 or config.lambda_feat > 0)
     if fp_model is None and config.lambda_gt == 0:
@@ -118,13 +124,15 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     opt = _optimizer(config, groups)
     scheduler = _scheduler(config, opt)
     project = [getattr(m, "project_bounds_") for m in qmodel.modules() if hasattr(m, "project_bounds_")]
-    blocks = find_blocks(fp_model) if teacher and config.lambda_feat and fp_model is not None else []
+    names = resolve_blocks(fp_model, blocks, data.batch(0, 1)[0][:1].to(device)) \
+        if teacher and config.lambda_feat and fp_model is not None else []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     net: nn.Module = qmodel
     if world > 1:
         net = nn.parallel.DistributedDataParallel(qmodel)
     log: list[dict[str, Any]] = []
     best: dict[str, Any] = {"step": 0, "psnr": None}
+    start_psnr: float | None = None
     best_state: dict[str, torch.Tensor] | None = None
     skipped, done, seconds = 0, 0, 0.0
     work = active_work_area()  # every rank restores from it; rank 0 writes it
@@ -133,7 +141,8 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     def checkpoint(step: int) -> None:
         assert stage is not None
         if rank == 0:
-            stage.save(step, {"log": log, "best": best, "skipped": skipped, "seconds": seconds}, qmodel, opt,
+            stage.save(step, {"log": log, "best": best, "skipped": skipped, "seconds": seconds,
+                              "start_psnr": start_psnr}, qmodel, opt,
                        scheduler, tensors={f"best.{k}": v for k, v in (best_state or {}).items()})
 
     def validation(step: int) -> float | None:
@@ -154,10 +163,13 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
             log, skipped, seconds = record["log"], record["skipped"], record["seconds"]
             best.update(record["best"])
             best_state = {k[5:]: v for k, v in stage.tensors.items() if k.startswith("best.")} or None
+            start_psnr = record.get("start_psnr")
+        if done == 0 and config.keep == "best" and validate is not None and config.iterations:
+            start_psnr = validation(0)  # the state before training is a candidate: never worse
         if fp_model is not None:
             fp_model.eval()
         qmodel.train()
-        with capture_outputs(qmodel, blocks) as fq, capture_outputs(fp_model or qmodel, blocks) as ffp:
+        with capture_outputs(qmodel, names) as fq, capture_outputs(fp_model or qmodel, names) as ffp:
             steps = progress_bar(range(done, config.iterations), total=config.iterations, description=description,
                                  enabled=progress and rank == 0, completed=done,
                                  status=lambda: f"loss {log[-1]['loss']:.4g}" if log else "")
@@ -176,10 +188,10 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
                         target = fp_model(lr_in).float()
                     if config.lambda_out or hr is None:
                         loss = loss + (config.lambda_out or 1.0) * F.l1_loss(out, target)
-                    if blocks:
-                        loss = loss + config.lambda_feat * _feature_loss(dict(fq), dict(ffp))
+                    if names:
+                        loss = loss + config.lambda_feat * feature_term(dict(fq), dict(ffp), "mse_norm").to(device)
                 opt.zero_grad(set_to_none=True)
-                _backward(loss)
+                _backward(loss, qmodel, lr_in)
                 if _finite_gradients(trained):
                     if config.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
@@ -210,17 +222,16 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
         release_memory()
     if config.keep == "best" and best_state is not None and best["step"] != config.iterations:
         qmodel.load_state_dict(best_state)
+        trained = [r["psnr"] for r in log if r["psnr"] is not None]
+        if best["step"] == 0 and trained:
+            warnings.warn(f"{description} made the model worse on its validation set (PSNR {best['psnr']:.2f} dB "
+                          f"before, {max(trained):.2f} dB at best after); kept the state before {description}")
     elif config.keep == "last" or best_state is None:
         best = {"step": config.iterations, "psnr": log[-1]["psnr"] if log else None}
     qmodel.eval()
-    return {"log": log, "best": best, "seconds": seconds, "steps_skipped": skipped, "world_size": world,
+    return {"log": log, "best": best, "start_psnr": start_psnr, "seconds": seconds, "steps_skipped": skipped,
+            "world_size": world,
             "config": {k: getattr(config, k) for k in config.__dataclass_fields__}}
-
-
-def _feature_loss(feats_q: dict[str, torch.Tensor], feats_fp: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Σ over blocks of MSE(f_q, f_fp) / mean(f_fp²): each block's error relative to its own feature energy."""
-    return sum((F.mse_loss(feats_q[n], feats_fp[n]) / feats_fp[n].pow(2).mean().clamp_min(1e-12)
-                for n in feats_q), torch.zeros(()))
 
 
 def _optimizer(config: QATConfig, groups: list[dict]) -> torch.optim.Optimizer:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.batches import shuffled_batches
+from ..engine.blocks import check_blocks_pattern
 from ..engine.distill import FinetuneConfig, finetune
 from ..engine.inference import model_device
 from ..quant import calibrate_activations, calibrate_weights
@@ -199,6 +200,7 @@ class AdaBM(Recipe):
     lr_image: float = 0.1
     w_bitloss: float = 50.0
     lambda_feat: float = 10.0
+    blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
     seed: int = 0
     a_init: str = "ema_minmax"
 
@@ -209,6 +211,7 @@ class AdaBM(Recipe):
     def validate(self) -> None:
         check_choice(self, "a_init", self.A_INITS)
         check_at_least(self, 0, "epochs", "w_bitloss", "lambda_feat")
+        check_blocks_pattern(self, self.blocks)
         check_at_least(self, 1, "batch", "calib_batch")
         check_above(self, 0, "lr_w", "lr_a", "lr_layer", "lr_image")
 
@@ -319,4 +322,4 @@ class AdaBM(Recipe):
             cfg = FinetuneConfig(epochs=1, batch=self.batch, lambda_feat=self.lambda_feat, seed=self.seed + epoch)
             finetune(qmodel, fp_model, calib, groups, cfg, progress=progress,
                      description=f"AdaBM epoch {epoch + 1}/{self.epochs} ({stage})",
-                     extra_loss=bit_loss if stage == "m" else None)
+                     extra_loss=bit_loss if stage == "m" else None, blocks=self.blocks)

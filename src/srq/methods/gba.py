@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from ..engine.batches import shuffled_batches
+from ..engine.blocks import check_blocks_pattern
 from ..engine.distill import FinetuneConfig, finetune
 from ..errors import ConfigError
 from ..quant import LayerRule, QuantConfig, calibrate_activations, calibrate_weights, quantizers
@@ -64,12 +65,14 @@ __all__ = ["GBA", "bit_gradients"]
 
 def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, slots: list[BitSlot],
                   config: FinetuneConfig, progress: bool = True,
-                  span: tuple[float, float] | None = None, stats: dict | None = None) -> list[float]:
+                  span: tuple[float, float] | None = None, stats: dict | None = None,
+                  blocks: str | None = None) -> list[float]:
     """Mean ``∂L/∂s_k`` over the steps taken in one allocation sub-stage, for every slot (the offsets are then
     removed). Steps that ``finetune`` skips (non-finite gradients, outlier losses) are not in the mean.
 
     ``span = (low, high)``: training keeps every ``s_k`` in ``low … high`` (default: widths 1 … 8).
-    ``stats``: if given, receives :func:`~srq.engine.distill.step_stats` of the sub-stage.
+    ``stats``: if given, receives :func:`~srq.engine.distill.step_stats` of the sub-stage. ``blocks``: the feature
+    term's blocks (None: automatic). The offsets are thrown away, so ``finetune``'s never-worse guard is off.
     """
     low, high = span if span is not None else (None, None)
     offsets = [s.quantizer.enable_bit_offset(low, high) for s in slots]
@@ -83,7 +86,8 @@ def bit_gradients(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, 
                 sums[i] += float(p.grad)
 
     finetune(qmodel, fp_model, inputs, offsets, config, progress=progress, after_backward=record,
-             description=f"bit allocation ({slots[0].kind if slots else '-'})", stats=stats, carry=carry)
+             description=f"bit allocation ({slots[0].kind if slots else '-'})", stats=stats, carry=carry,
+             blocks=blocks, guard=False)
     for s in slots:
         s.quantizer.set_bits(s.quantizer.bits)  # drop the continuous offset
     return [v / max(stats["steps_taken"], 1) for v in carry["sums"]]
@@ -118,6 +122,7 @@ class GBA(Recipe):
     reinit_weight_bounds: bool = False
     offset_span: str = "candidates"  # or "full": s may take the width anywhere in 1 … 8 bits (before 56f44b9)
     budget: str = "size"
+    blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
     seed: int = 0
 
     name: ClassVar[str] = "gba"
@@ -132,6 +137,7 @@ class GBA(Recipe):
         check_choice(self, "offset_span", self.OFFSET_SPANS)
         check_at_least(self, 0, "dan_window")
         check_at_least(self, 1, "init_batch", "init_epochs")
+        check_blocks_pattern(self, self.blocks)
         if self.dan_window and self.dan != "range":
             raise ConfigError(f"GBA.dan_window needs dan='range', got dan={self.dan!r} with "
                               f"dan_window={self.dan_window}")
@@ -202,14 +208,16 @@ class GBA(Recipe):
         """Stage 3: bit-aware fine-tuning of every quantizer's bounds, the bits fixed; returns its step stats."""
         params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
         stats: dict = {}
-        finetune(qmodel, fp_model, calib, params, self.finetune_config, progress=progress, stats=stats)
+        finetune(qmodel, fp_model, calib, params, self.finetune_config, progress=progress, stats=stats,
+                 blocks=self.blocks)
         return stats
 
     def allocation_gradients(self, qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor,
                              slots: list[BitSlot], progress: bool = True, stats: dict | None = None) -> list[float]:
         """Stage 2's sensitivities ``g_k`` for ``slots`` (offsets trained by ``alloc`` within ``offset_span``)."""
         span = (min(self.candidates), max(self.candidates)) if self.offset_span == "candidates" else None
-        return bit_gradients(qmodel, fp_model, calib, slots, self.alloc, progress=progress, span=span, stats=stats)
+        return bit_gradients(qmodel, fp_model, calib, slots, self.alloc, progress=progress, span=span, stats=stats,
+                             blocks=self.blocks)
 
     @staticmethod
     def _record_bit_map(qmodel: nn.Module, report: dict) -> None:

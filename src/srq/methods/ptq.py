@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..engine.batches import calibration_batches
+from ..engine.blocks import check_blocks_pattern
 from ..engine.distill import FinetuneConfig, finetune
 from ..quant import calibrate, quantizers
 from .base import Recipe
@@ -34,6 +35,10 @@ _FT_PAPER = "+FT baseline of Gradient Knows Best (supplementary)"
 class _CalibrateThenTune(Recipe):
     fine_tune: bool = False
     finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
+    blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
+
+    def validate(self) -> None:
+        check_blocks_pattern(self, self.blocks)
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0]
@@ -43,7 +48,8 @@ class _CalibrateThenTune(Recipe):
         if self.fine_tune:
             self.require_patches(calib, "fine-tuning")
             params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
-            finetune(qmodel, copy.deepcopy(model).eval(), calib, params, self.finetune_config, progress=progress)
+            finetune(qmodel, copy.deepcopy(model).eval(), calib, params, self.finetune_config, progress=progress,
+                     blocks=self.blocks)
         return qmodel.eval()
 
     @property

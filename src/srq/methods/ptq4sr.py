@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..engine.batches import calibration_batches
+from ..engine.blocks import check_blocks_pattern
 from ..engine.distill import FinetuneConfig, finetune
 from ..quant import calibrate
 from ..quant.calibrate import split_quantizers
@@ -47,6 +48,7 @@ class PTQ4SR(Recipe):
     calib_batch: int = 16
     act_phase: FinetuneConfig = field(default_factory=lambda: _pac(5e-3, 2e-3))
     weight_phase: FinetuneConfig = field(default_factory=lambda: _pac(5e-6, 2e-6))
+    blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
 
     name: ClassVar[str] = "ptq4sr"
     w_observer: ClassVar[str] = "minmax"
@@ -54,6 +56,7 @@ class PTQ4SR(Recipe):
 
     def validate(self) -> None:
         check_at_least(self, 1, "calib_batch")
+        check_blocks_pattern(self, self.blocks)
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         self.require_patches(calib, "PTQ4SR")
@@ -64,6 +67,8 @@ class PTQ4SR(Recipe):
         weight_q, act_q = split_quantizers(qmodel)
         act = [p for q in act_q for p in q.parameters()]
         wgt = [p for q in weight_q for p in q.parameters()]
-        finetune(qmodel, fp_model, calib, act, self.act_phase, progress=progress, description="PaC (activations)")
-        finetune(qmodel, fp_model, calib, wgt, self.weight_phase, progress=progress, description="PaC (weights)")
+        finetune(qmodel, fp_model, calib, act, self.act_phase, progress=progress, description="PaC (activations)",
+                 blocks=self.blocks)
+        finetune(qmodel, fp_model, calib, wgt, self.weight_phase, progress=progress, description="PaC (weights)",
+                 blocks=self.blocks)
         return qmodel.eval()

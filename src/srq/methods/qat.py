@@ -27,6 +27,7 @@ from torch import nn
 
 from ..data.training import LROnlySet, TrainingSet
 from ..engine.batches import calibration_batches
+from ..engine.blocks import check_blocks_pattern
 from ..engine.evaluate import validation_psnr
 from ..engine.qat import QATConfig, train_qat
 from ..errors import SrqError
@@ -45,12 +46,14 @@ class _QAT(Recipe):
     """QAT recipe: ``train`` (the loop's hyper-parameters), ``train_data`` (HR folders: paths, or names under the
     data root), ``cache_dir`` (where LR images made from them are kept between runs; empty: memory only).
     ``lr_only``: ``train_data`` are LR images (folders, or calibration set names such as ``DIV2K_test_LRx4``) and
-    the targets are the FP model's outputs (crops of ``train.hr_patch / scale`` LR pixels)."""
+    the targets are the FP model's outputs (crops of ``train.hr_patch / scale`` LR pixels). ``blocks``: the blocks of
+    the feature term (``train.lambda_feat``): a regular expression over module names, None: automatic."""
 
     train: QATConfig = field(default_factory=QATConfig)
     train_data: tuple[str, ...] = DEFAULT_TRAIN_DATA
     cache_dir: str = "~/.cache/srq/lr"
     lr_only: bool = False
+    blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
 
     w_mode: ClassVar[str] = "lsq"
     a_mode: ClassVar[str] = "lsq"
@@ -58,6 +61,7 @@ class _QAT(Recipe):
     def validate(self) -> None:
         if not self.train_data:
             raise SrqError(f"{self.name}: train_data is empty; give one or more folders of HR images")
+        check_blocks_pattern(self, self.blocks)
 
     def training_folders(self) -> list[Path]:
         """The folders of ``train_data`` (paths, or names under the data root, or for ``lr_only`` under its
@@ -92,7 +96,8 @@ class _QAT(Recipe):
             return validation_psnr(m, val, scale, images=self.train.val_images)
 
         record = train_qat(qmodel, teacher, data, self.train, weights=weights, quant_params=quant_params,
-                           validate=validate if val else None, progress=progress, description=f"{self.name} QAT")
+                           validate=validate if val else None, progress=progress, description=f"{self.name} QAT",
+                           blocks=self.blocks)
         record["data"] = {"folders": [str(f) for f in folders], "images": len(data),
                           "skipped_small": len(data.skipped), "scale": scale, "hr_patch": self.train.hr_patch,
                           "targets": "FP model outputs" if self.lr_only else "HR images"}

@@ -34,10 +34,11 @@ import torch
 from torch import nn
 
 from ..engine.batches import calibration_batches
-from ..engine.distill import FinetuneConfig, finetune
+from ..engine.blocks import check_blocks_pattern
+from ..engine.distill import FEATURE_LOSSES, FinetuneConfig, finetune
 from ..quant import QuantConfig, calibrate, quantizers
 from ..quant.layers import QUANT_LAYER_TYPES
-from ..typed_config import check_above, check_at_least
+from ..typed_config import check_above, check_at_least, check_choice
 from .base import Recipe
 from .rectifiers import attach_rectifiers, fuse_rectifiers, mean_routing_weights, rectifier_groups
 from .registry import register_method
@@ -58,7 +59,8 @@ class SPR2Q(Recipe):
         iterations, osrc_iterations: optimiser steps of RGT and of OSRC.
         batch: patches per step; lr: Adam learning rate of the bounds, gates and routing logits, cosine
             annealed to 0; rectifier_lr: that of A and B (None: ``lr``).
-        lambda_feat: weight of the per-block feature MSE.
+        lambda_feat: weight of the per-block feature MSE; feature_loss: ``"mse"`` or ``"mse_norm"`` (see
+            :func:`srq.engine.distill.feature_term`); blocks: the blocks (a regex over module names; None: automatic).
     """
 
     rank: int = 8
@@ -70,6 +72,8 @@ class SPR2Q(Recipe):
     lr: float = 1e-2
     rectifier_lr: float | None = None
     lambda_feat: float = 10.0
+    feature_loss: str = "mse"
+    blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
     seed: int = 0
 
     name: ClassVar[str] = "spr2q"
@@ -80,13 +84,15 @@ class SPR2Q(Recipe):
         check_at_least(self, 0, "rank", "iterations", "osrc_iterations", "lambda_feat")
         check_at_least(self, 1, "group_size", "batch")
         check_above(self, 0, "lr", "rectifier_lr")
+        check_choice(self, "feature_loss", FEATURE_LOSSES)
+        check_blocks_pattern(self, self.blocks)
 
     def config(self) -> QuantConfig:
         return replace(super().config(), one_bit="levels")  # Eq. 1 holds at n = 1 too: two learnable levels
 
     def _stage_config(self, steps: int) -> FinetuneConfig:
         return FinetuneConfig(lr=self.lr, batch=self.batch, steps=steps, lr_min=0.0,
-                              lambda_feat=self.lambda_feat, seed=self.seed)
+                              lambda_feat=self.lambda_feat, feature_loss=self.feature_loss, seed=self.seed)
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         self.require_patches(calib, "SPR²Q")
@@ -109,13 +115,14 @@ class SPR2Q(Recipe):
             param_groups.append({"params": rect, **({} if self.rectifier_lr is None else {"lr": self.rectifier_lr})})
         t0 = time.perf_counter()
         losses = finetune(qmodel, fp_model, calib, param_groups, self._stage_config(self.iterations),
-                          progress=progress, description="rectifier group training" if gates else
-                          ("PQFR training" if rect else "bound training")) if self.iterations else []
+                          progress=progress, blocks=self.blocks, description="rectifier group training" if gates
+                          else ("PQFR training" if rect else "bound training")) if self.iterations else []
         seconds["rgt"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         osrc_losses = static_routing_calibration(
-            qmodel, fp_model, calib, self._stage_config(self.osrc_iterations if self.osrc else 0), progress)
+            qmodel, fp_model, calib, self._stage_config(self.osrc_iterations if self.osrc else 0), progress,
+            blocks=self.blocks)
         seconds["osrc"] = time.perf_counter() - t0
 
         report = {"layers": layers, "rank": self.rank, "group_size": self.group_size,
@@ -131,7 +138,7 @@ class SPR2Q(Recipe):
 
 
 def static_routing_calibration(qmodel: nn.Module, fp_model: nn.Module, calib: torch.Tensor,
-                               config: FinetuneConfig, progress: bool = True) -> list[float]:
+                               config: FinetuneConfig, progress: bool = True, blocks: str | None = None) -> list[float]:
     """OSRC (Eq. 12): switch every rectifier group of ``qmodel`` to static routing and learn it.
 
     Each group's static weights start at its mean gate output over ``calib`` ((N, 3, h, w) LR patches), then
@@ -146,7 +153,7 @@ def static_routing_calibration(qmodel: nn.Module, fp_model: nn.Module, calib: to
     if not config.steps:
         return []
     return finetune(qmodel, fp_model, calib, logits, config, progress=progress,
-                    description="static routing calibration")
+                    description="static routing calibration", blocks=blocks)
 
 
 @torch.no_grad()

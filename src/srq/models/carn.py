@@ -203,14 +203,14 @@ class CARN(nn.Module):
 @register_model("carn_m", scales=(2, 3, 4), weights={2: "carn_m.pth", 3: "carn_m.pth", 4: "carn_m.pth"},
                 description="CARN-M (Ahn et al., ECCV 2018), multi-scale, group 4",
                 source="https://github.com/nmhkahn/CARN-pytorch")
-def carn_m(scale: int) -> nn.Module:
+def carn_m(scale: int, *, channels: int = 64) -> nn.Module:
     """CARN-M (Ahn et al., ECCV 2018), multi-scale, group 4."""
-    return CARN(scale=scale, group=4, mobile=True)
+    return CARN(scale=scale, group=4, mobile=True, channels=channels)
 
 
 @register_model("carn", scales=(2, 3, 4), weights={2: "carn.pth", 3: "carn.pth", 4: "carn.pth"},
                 description="CARN (Ahn et al., ECCV 2018), multi-scale",
                 source="https://github.com/nmhkahn/CARN-pytorch")
-def carn(scale: int) -> nn.Module:
+def carn(scale: int, *, channels: int = 64) -> nn.Module:
     """CARN (Ahn et al., ECCV 2018), multi-scale."""
-    return CARN(scale=scale, group=1, mobile=False)
+    return CARN(scale=scale, group=1, mobile=False, channels=channels)

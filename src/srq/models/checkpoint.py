@@ -8,9 +8,12 @@ are removed. Key problems are reported by name in one line.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import re
 import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -94,8 +97,12 @@ def _short(names: list[str], n: int = 4) -> str:
 
 
 def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], model_name: str = "model",
-                     source: str = "checkpoint") -> None:
-    """Raise :class:`SrqError` naming missing, unexpected and mis-shaped keys, with a hint."""
+                     source: str = "checkpoint", arch_params: Mapping[str, object] | None = None) -> None:
+    """Raise :class:`SrqError` naming missing, unexpected and mis-shaped keys, with a hint.
+
+    ``arch_params``: the model's architecture parameters and their values (``{"feature_channels": 52, ...}``);
+    when the checkpoint is another width or depth of the architecture, the hint names the keyword to pass.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -110,23 +117,82 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], model_
         parts.append(f"missing: {_short(missing)}")
     if unexpected:
         parts.append(f"unexpected: {_short(unexpected)}")
-    if mismatched and not missing and not unexpected:
-        hint = "the checkpoint looks like the same architecture at another scale or width: check --scale"
-    else:
-        hint = "the checkpoint is for a different architecture: check the model name and --scale"
+    hint = _fit_hint(expected, state, missing, unexpected, model_name, arch_params or {})
     raise SrqError(f"{source} does not fit {model_name} ({'; '.join(parts)}); {hint}")
 
 
+def _fit_hint(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], missing: list[str],
+              unexpected: list[str], model_name: str, arch_params: Mapping[str, object]) -> str:
+    """What the difference between ``state`` and the model's ``expected`` state dict suggests, in a few words."""
+    ints = {k: v for k, v in arch_params.items() if type(v) is int}
+    if not missing and not unexpected:
+        pairs: Counter[tuple[int, int]] = Counter()  # (model's size, checkpoint's size) of each differing dimension
+        for k, v in expected.items():
+            if tuple(state[k].shape) != tuple(v.shape) and state[k].dim() == v.dim():
+                pairs.update((a, b) for a, b in zip(v.shape, state[k].shape) if a != b)
+        if pairs and all(_scale_pair(a, b) for a, b in pairs):
+            return "the checkpoint looks like the same architecture at another scale: check --scale"
+        for (ours, theirs), _ in pairs.most_common():
+            named = [k for k, v in ints.items() if v == ours]
+            if named:
+                fix = " or ".join(f"{k}={theirs}" for k in named)
+                return (f"the checkpoint has {theirs} channels where {model_name} has {ours} "
+                        f"({' or '.join(named)}): pass {fix} (-a {named[0]}={theirs} on the command line)")
+        return ("the checkpoint is a different width (or scale) of this architecture: build it with the "
+                "checkpoint's channels, or check --scale")
+    if _same_layers_up_to_numbering(expected, state):
+        ours_n, theirs_n = _numbered_count(expected), _numbered_count(state)
+        named = [k for k, v in ints.items() if v == ours_n] if ours_n != theirs_n else []
+        if named:
+            fix = " or ".join(f"{k}={theirs_n}" for k in named)
+            return (f"the checkpoint has {theirs_n} blocks where {model_name} has {ours_n} "
+                    f"({' or '.join(named)}): pass {fix} (-a {named[0]}={theirs_n} on the command line)")
+        return ("the checkpoint is a different depth (number of blocks) of this architecture: "
+                "build it with the checkpoint's depth")
+    return "the checkpoint is for a different architecture: check the model name and --scale"
+
+
+def _scale_pair(ours: int, theirs: int) -> bool:
+    """Whether two sizes differ as an upsampler's output channels for two scales do (c·s² vs c·t², c 1 or 3)."""
+    for c in (1, 3):
+        if ours % c == 0 and theirs % c == 0:
+            s, t = math.isqrt(ours // c), math.isqrt(theirs // c)
+            if s * s * c == ours and t * t * c == theirs and 2 <= min(s, t) and max(s, t) <= 8:
+                return True
+    return False
+
+
+def _layer_pattern(key: str) -> str:
+    return re.sub(r"\d+", "#", key)
+
+
+def _same_layers_up_to_numbering(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> bool:
+    """Both state dicts have the same layers once block numbers are ignored (one is deeper than the other)."""
+    return {_layer_pattern(k) for k in expected} == {_layer_pattern(k) for k in state}
+
+
+def _numbered_count(state: Mapping[str, torch.Tensor]) -> int:
+    """The most blocks any numbered layer family (``block_#.``, ``body.#.``) has in ``state``."""
+    families: dict[str, set[str]] = {}
+    for key in state:
+        for m in re.finditer(r"\d+", key):
+            families.setdefault(key[:m.start()] + "#", set()).add(m.group())
+            break  # the outermost number names the block
+    return max((len(v) for v in families.values()), default=0)
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "model",
-                 adapt: Callable[[dict], dict] | None = None) -> nn.Module:
+                 adapt: Callable[[dict], dict] | None = None,
+                 arch_params: Mapping[str, object] | None = None) -> nn.Module:
     """Read ``path`` safely and load it strictly into ``model`` (in place); returns ``model``.
 
-    ``adapt`` optionally renames keys of another official release to the model's own names.
+    ``adapt`` optionally renames keys of another official release to the model's own names. ``arch_params``
+    (the model's width/depth keywords and values) lets a checkpoint of another width name the keyword to pass.
     """
     state = read_checkpoint(path)
     if adapt is not None:
         state = adapt(state)
-    check_state_dict(model, state, model_name=model_name, source=Path(path).name)
+    check_state_dict(model, state, model_name=model_name, source=Path(path).name, arch_params=arch_params)
     expected = model.state_dict()
     state = {k: v.to(expected[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True)

@@ -197,14 +197,14 @@ _SOURCE = ("https://github.com/sanghyun-son/EDSR-PyTorch (cv.snu.ac.kr/research/
 @register_model("edsr_baseline", scales=(2, 3, 4), weights={},
                 description="EDSR baseline (Lim et al., CVPRW 2017), 16 blocks, 64 feats",
                 source=_SOURCE, adapt_state_dict=adapt_state_dict)
-def edsr_baseline(scale: int) -> EDSR:
+def edsr_baseline(scale: int, *, n_resblocks: int = 16, n_feats: int = 64, res_scale: float = 1.0) -> EDSR:
     """EDSR baseline: 16 residual blocks, 64 features, res_scale 1 (1.37M / 1.55M / 1.52M params)."""
-    return EDSR(scale, n_resblocks=16, n_feats=64, res_scale=1.0)
+    return EDSR(scale, n_resblocks=n_resblocks, n_feats=n_feats, res_scale=res_scale)
 
 
 @register_model("edsr", scales=(2, 3, 4), weights={},
                 description="EDSR (Lim et al., CVPRW 2017), 32 blocks, 256 feats, res_scale 0.1",
                 source=_SOURCE, adapt_state_dict=adapt_state_dict)
-def edsr(scale: int) -> EDSR:
+def edsr(scale: int, *, n_resblocks: int = 32, n_feats: int = 256, res_scale: float = 0.1) -> EDSR:
     """EDSR (large): 32 residual blocks, 256 features, res_scale 0.1 (40.7M / 43.7M / 43.1M params)."""
-    return EDSR(scale, n_resblocks=32, n_feats=256, res_scale=0.1)
+    return EDSR(scale, n_resblocks=n_resblocks, n_feats=n_feats, res_scale=res_scale)

@@ -43,6 +43,6 @@ class FSRCNN(nn.Module):
                 weights={2: "fsrcnn_x2_y.pth", 3: "fsrcnn_x3_y.pth", 4: "fsrcnn_x4_y.pth"}, color="y",
                 description="FSRCNN (Dong et al., ECCV 2016), d 56 s 12 m 4, Y channel (yjn870 reproduction)",
                 source="https://github.com/yjn870/FSRCNN-pytorch")
-def fsrcnn(scale: int) -> nn.Module:
+def fsrcnn(scale: int, *, d: int = 56, s: int = 12, m: int = 4) -> nn.Module:
     """FSRCNN (Dong et al., ECCV 2016), d 56 s 12 m 4, Y channel."""
-    return FSRCNN(scale)
+    return FSRCNN(scale, d=d, s=s, m=m)

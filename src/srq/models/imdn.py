@@ -128,6 +128,6 @@ class IMDN(DistillationTrunk):
 
 @register_model("imdn", scales=(2, 3, 4), weights={2: "imdn_x2.pth", 3: "imdn_x3.pth", 4: "imdn_x4.pth"},
                 description="IMDN (Hui et al., ACM MM 2019), 6 IMDB, nf 64", source="https://github.com/Zheng222/IMDN")
-def imdn(scale: int) -> nn.Module:
+def imdn(scale: int, *, nf: int = 64, num_modules: int = 6) -> nn.Module:
     """IMDN (Hui et al., ACM MM 2019), 6 IMDB, nf 64."""
-    return IMDN(upscale=scale)
+    return IMDN(upscale=scale, nf=nf, num_modules=num_modules)

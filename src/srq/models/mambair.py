@@ -211,6 +211,7 @@ def adapt_mambair_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.
                 description="MambaIR-light (Guo et al., ECCV 2024), embed 60, 4x6 blocks, d_state 10",
                 source="https://github.com/csguoh/MambaIR (README model summary, MambaIR_light{2,3,4})",
                 adapt_state_dict=adapt_mambair_state_dict)
-def mambair_light(scale: int) -> nn.Module:
+def mambair_light(scale: int, *, embed_dim: int = 60, depths: tuple[int, ...] = (6, 6, 6, 6), d_state: int = 10,
+                  mlp_ratio: float = 1.2) -> nn.Module:
     """MambaIR-light (Guo et al., ECCV 2024), embed 60, 4x6 blocks, d_state 10."""
-    return MambaIR(upscale=scale)
+    return MambaIR(upscale=scale, embed_dim=embed_dim, depths=depths, d_state=d_state, mlp_ratio=mlp_ratio)

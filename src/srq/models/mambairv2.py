@@ -368,6 +368,9 @@ def adapt_mambairv2_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torc
                 source="https://github.com/momo5-a11/SPR2Q (experiments/pretrained_models) or "
                        "https://github.com/csguoh/MambaIR/releases/tag/v1.0",
                 adapt_state_dict=adapt_mambairv2_state_dict)
-def mambairv2_light(scale: int) -> nn.Module:
+def mambairv2_light(scale: int, *, embed_dim: int = 48, d_state: int = 8, depths: tuple[int, ...] = (5, 5, 5, 5),
+                    num_heads: tuple[int, ...] = (4, 4, 4, 4), window_size: int = 16, inner_rank: int = 32,
+                    num_tokens: int = 64, mlp_ratio: float = 1.0) -> nn.Module:
     """MambaIRv2-light (Guo et al., CVPR 2025), embed 48, 4x5 layers, window 16."""
-    return MambaIRv2Light(upscale=scale)
+    return MambaIRv2Light(upscale=scale, embed_dim=embed_dim, d_state=d_state, depths=depths, num_heads=num_heads,
+                          window_size=window_size, inner_rank=inner_rank, num_tokens=num_tokens, mlp_ratio=mlp_ratio)

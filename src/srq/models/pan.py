@@ -111,6 +111,6 @@ class PAN(nn.Module):
 @register_model("pan", scales=(2, 3, 4), weights={2: "pan_x2.pth", 3: "pan_x3.pth", 4: "pan_x4.pth"},
                 description="PAN (Zhao et al., AIM 2020), 16 SCPA, nf 40, unf 24",
                 source="https://github.com/zhaohengyuan1/PAN")
-def pan(scale: int) -> nn.Module:
+def pan(scale: int, *, nf: int = 40, unf: int = 24, nb: int = 16) -> nn.Module:
     """PAN (Zhao et al., AIM 2020), 16 SCPA, nf 40, unf 24."""
-    return PAN(scale=scale)
+    return PAN(scale=scale, nf=nf, unf=unf, nb=nb)

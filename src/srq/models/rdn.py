@@ -91,6 +91,6 @@ class RDN(nn.Module):
 @register_model("rdn", scales=(2, 3, 4), weights={}, pixel_range=255.0,
                 description="RDN (Zhang et al., CVPR 2018), config B: 16 RDBs x 8 convs, 64 feats",
                 source="https://github.com/sanghyun-son/EDSR-PyTorch (src/model/rdn.py, --RDNconfig B)")
-def rdn(scale: int) -> RDN:
+def rdn(scale: int, *, g0: int = 64, n_blocks: int = 16, n_convs: int = 8, growth: int = 64) -> RDN:
     """RDN, configuration B (G0 64, D 16, C 8, G 64), on [0, 255] pixels."""
-    return RDN(scale, g0=64, n_blocks=16, n_convs=8, growth=64)
+    return RDN(scale, g0=g0, n_blocks=n_blocks, n_convs=n_convs, growth=growth)

@@ -124,6 +124,6 @@ class RFDN(DistillationTrunk):
 
 @register_model("rfdn", scales=(4,), weights={4: "rfdn_x4.pth"}, pixel_range=255.0,
                 description="RFDN (Liu et al., AIM 2020 winner), 4 RFDB, nf 50", source="https://github.com/njulj/RFDN")
-def rfdn(scale: int) -> nn.Module:
+def rfdn(scale: int, *, nf: int = 50, num_modules: int = 4) -> nn.Module:
     """RFDN (Liu et al., AIM 2020 winner), 4 RFDB, nf 50."""
-    return RFDN(upscale=scale)
+    return RFDN(upscale=scale, nf=nf, num_modules=num_modules)

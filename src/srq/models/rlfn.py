@@ -101,6 +101,6 @@ class RLFN(nn.Module):
 
 @register_model("rlfn", scales=(2, 4), weights={2: "rlfn_x2.pth", 4: "rlfn_x4.pth"}, pixel_range=255.0,
                 description="RLFN (Kong et al., NTIRE 2022), 6 RLFB, nf 52", source="https://github.com/bytedance/RLFN")
-def rlfn(scale: int) -> nn.Module:
-    """RLFN (Kong et al., NTIRE 2022), 6 RLFB, nf 52."""
-    return RLFN(upscale=scale)
+def rlfn(scale: int, *, feature_channels: int = 52, num_blocks: int = 6, esa_channels: int = 16) -> nn.Module:
+    """RLFN (Kong et al., NTIRE 2022), 6 RLFB, nf 52 (RLFN-S: ``feature_channels=48``)."""
+    return RLFN(upscale=scale, feature_channels=feature_channels, num_blocks=num_blocks, esa_channels=esa_channels)

@@ -109,9 +109,9 @@ def adapt_msrresnet_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torc
                 description="MSRResNet (BasicSR modified SRResNet), 16 blocks, 64 feats, no BN",
                 source="https://github.com/XPixelGroup/BasicSR (docs/ModelZoo.md, reproduced MSRResNet models)",
                 adapt_state_dict=adapt_msrresnet_state_dict)
-def msrresnet(scale: int) -> MSRResNet:
+def msrresnet(scale: int, *, num_feat: int = 64, num_block: int = 16) -> MSRResNet:
     """BasicSR MSRResNet: num_feat 64, num_block 16."""
-    return MSRResNet(scale, num_feat=64, num_block=16)
+    return MSRResNet(scale, num_feat=num_feat, num_block=num_block)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,6 +213,6 @@ def adapt_srresnet_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch
                 source="https://github.com/sgrvinod/a-PyTorch-Tutorial-to-Super-Resolution "
                        "(checkpoint_srresnet.pth.tar, x4; re-save as a state dict)",
                 adapt_state_dict=adapt_srresnet_state_dict)
-def srresnet(scale: int) -> SRResNet:
+def srresnet(scale: int, *, n_channels: int = 64, n_blocks: int = 16) -> SRResNet:
     """Original SRResNet: 64 channels, 16 residual blocks, 9x9 outer kernels."""
-    return SRResNet(scale, n_channels=64, n_blocks=16)
+    return SRResNet(scale, n_channels=n_channels, n_blocks=n_blocks)

@@ -245,6 +245,8 @@ def adapt_swinir_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.T
                 source="https://github.com/JingyunLiang/SwinIR/releases/tag/v0.0 "
                        "(002_lightweightSR_DIV2K_s64w8_SwinIR-S_x{2,3,4}.pth)",
                 adapt_state_dict=adapt_swinir_state_dict)
-def swinir_light(scale: int) -> nn.Module:
+def swinir_light(scale: int, *, embed_dim: int = 60, depths: tuple[int, ...] = (6, 6, 6, 6),
+                 num_heads: tuple[int, ...] = (6, 6, 6, 6), window_size: int = 8, mlp_ratio: float = 2.0) -> nn.Module:
     """SwinIR-light (Liang et al., ICCVW 2021), embed 60, 4x6 blocks, window 8."""
-    return SwinIR(upscale=scale)
+    return SwinIR(upscale=scale, embed_dim=embed_dim, depths=depths, num_heads=num_heads, window_size=window_size,
+                  mlp_ratio=mlp_ratio)

@@ -70,8 +70,8 @@ class Bicubic(nn.Module):
 @register_model("srq_tiny", scales=(4,), weights=EMBEDDED_WEIGHTS,
                 description="srq's embedded demo model: 4 residual blocks, 32 channels (trained by srq)",
                 source="shipped with srq (docs/embedded_model.md)")
-def srq_tiny(scale: int) -> nn.Module:
-    return TinySR(scale=scale)
+def srq_tiny(scale: int, *, channels: int = 32, blocks: int = 4) -> nn.Module:
+    return TinySR(scale=scale, channels=channels, blocks=blocks)
 
 
 @register_model("bicubic", scales=(2, 3, 4, 8), description="MATLAB-exact bicubic upscaling (baseline, no weights)",

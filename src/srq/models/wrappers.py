@@ -1,6 +1,7 @@
 """Adapters that give every zoo model the same contract: RGB float NCHW in [0, 1] -> RGB [0, 1].
 
-* :class:`PixelRangeWrapper` for checkpoints trained on [0, 255] pixels.
+* :class:`PixelRangeWrapper` for checkpoints trained on [0, 255] pixels; :func:`wrap` is the way to declare the
+  pixel range of a model of your own (``srq.models.wrap(net, pixel_range=255)``).
 * :class:`YChannelWrapper` for luma-only models (FSRCNN): the network upsamples Y (BT.601, as MATLAB
   ``rgb2ycbcr``), Cb and Cr are upsampled with MATLAB-exact bicubic, and the result goes back to RGB.
 The wrapped network stays reachable as ``.net`` so its state dict keeps the official key names.
@@ -12,9 +13,10 @@ import torch
 from torch import nn
 
 from ..data.bicubic import imresize
+from ..errors import SrqError
 from ..metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
 
-__all__ = ["PixelRangeWrapper", "YChannelWrapper", "wrap_model"]
+__all__ = ["PixelRangeWrapper", "YChannelWrapper", "wrap", "wrap_model"]
 
 
 class PixelRangeWrapper(nn.Module):
@@ -27,6 +29,21 @@ class PixelRangeWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x * self.pixel_range) / self.pixel_range
+
+
+def wrap(net: nn.Module, pixel_range: float = 1.0) -> nn.Module:
+    """Declare the pixel range ``net`` was trained on; returns a model that takes and returns [0, 1] pixels.
+
+    ``pixel_range`` 1.0 returns ``net`` itself; 255.0 (or any other positive value) wraps it in a
+    :class:`PixelRangeWrapper` (input × 255, output ÷ 255), whose ``.net`` is ``net``: load a [0, 255]
+    checkpoint into ``net`` (its own key names), then quantize, save and load the wrapped model.
+    """
+    if isinstance(pixel_range, bool) or not isinstance(pixel_range, (int, float)) or not pixel_range > 0:
+        raise SrqError(f"pixel_range must be a positive number (1 for [0, 1] pixels, 255 for [0, 255]), "
+                       f"not {pixel_range!r}")
+    if not isinstance(net, nn.Module):
+        raise SrqError(f"srq.models.wrap takes an nn.Module, not a {type(net).__name__}")
+    return net if float(pixel_range) == 1.0 else PixelRangeWrapper(net, float(pixel_range))
 
 
 class YChannelWrapper(nn.Module):

@@ -3,7 +3,8 @@ quantized twin and every ``QuantPoint`` marker for an activation quantizer, foll
 
 Placement is explicit and recorded: :func:`placement` lists, for every quantizable point, its role
 (first / last / body layer, or a marked operand), its weight and activation bits, or that it stays in
-float. First and last layers are found by execution order on an example input. Layers whose parameters
+float. First and last layers are found by data flow on an example input (:mod:`srq.quant.edges`: the layers before
+the first nonlinearity and after the last one, e.g. both convs of a separable stem). Layers whose parameters
 are all frozen (``requires_grad=False``, e.g. CARN's constant mean shift) are fixed preprocessing and stay
 in float. Layers that do not run on the example input are idle (e.g. the x2/x3 upsampling branches of a
 multi-scale CARN built for x4): they stay in float, as they could never be calibrated, and cost accounting
@@ -20,6 +21,7 @@ from torch import nn
 from ..errors import SrqError
 from .markers import QuantPoint
 from .config import QuantConfig
+from .edges import edge_layers
 from .layers import QUANT_LAYER_TYPES, QuantConv2d, QuantConvTranspose2d, QuantLinear
 from .quantizer import Quantizer
 
@@ -126,7 +128,8 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
     """Insert quantizers into ``model`` (in place) following ``config``; returns ``model``.
 
     Bounds are not set yet: calibrate the model (:func:`srq.quant.calibrate`) before using it.
-    ``example_input`` (default: a random (1, 3, 32, 32) image) is run once to find the execution order.
+    ``example_input`` (default: a random (1, 3, 32, 32) image) is run once to find which layers run and which
+    are first/last (:mod:`srq.quant.edges`).
     """
     if any(isinstance(m, QUANT_LAYER_TYPES) for m in model.modules()):
         raise SrqError("the model is already quantized; start from the float model")
@@ -136,10 +139,9 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
     if example_input is None:
         example_input = torch.rand(1, 3, 32, 32)
     example_input = example_input.to(_model_device(model))
-    order = execution_order(model, example_input, [n for n, _ in layers])
+    order, first, last = edge_layers(model, example_input, [n for n, _ in layers])
     if not order:
         raise SrqError("no Conv2d/Linear layer ran on the example input; pass an example_input the model accepts")
-    first, last = order[0], order[-1]
     points = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantPoint)] if config.quant_points else []
 
     used = [False] * len(config.rules)
@@ -160,7 +162,7 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
     layer_plan = []
     ran = set(order)
     for name, layer in layers:
-        role = "first" if name == first else "last" if name == last else "body"
+        role = "first" if name in first else "last" if name in last else "body"
         w: int | None = config.w_bits
         a: int | None = config.a_bits
         why: str | None = None
