@@ -330,9 +330,6 @@ def test_fine_tuning_that_makes_the_model_worse_is_not_returned_silently():
     assert all("\n" not in str(w.message) for w in said)
 
 
-@pytest.mark.xfail(strict=True, reason="new: nn.MultiheadAttention's out_proj (its weight is used by "
-                   "F.multi_head_attention_forward, its forward never called) is reported idle ('did not run on the "
-                   "example input') and its parameters are left out of the model size")
 def test_multihead_attention_projection_is_not_reported_idle():
     fp, _ = build("multihead_attention")
     q = prepare(copy.deepcopy(fp), srq.methods.MinMax(w_bits=4, a_bits=4).config(), torch.rand(1, 3, PATCH, PATCH))

@@ -46,6 +46,7 @@ from torch import nn
 
 from ..errors import SrqError
 from .layers import QUANT_LAYER_TYPES
+from .prepare import weights_read_by_parent
 from .quantizer import Quantizer
 
 __all__ = ["LayerCost", "ModelCost", "layer_costs", "model_cost", "default_input_size", "FLOAT_BITS",
@@ -327,7 +328,8 @@ def _storage(model: nn.Module, ran: set[str]) -> dict[str, int]:
     low_bit: dict[int, int] = {}     # id(weight) -> bits, for quantized weights
     quantizer: set[int] = set()
     excluded: set[int] = set()
-    idle = {id(p) for name, m in model.named_modules() if isinstance(m, _COUNTED) and name not in ran
+    used = ran | weights_read_by_parent(model)
+    idle = {id(p) for name, m in model.named_modules() if isinstance(m, _COUNTED) and name not in used
             for p in m.parameters()}
     for m in model.modules():
         if isinstance(m, QUANT_LAYER_TYPES):

@@ -247,6 +247,13 @@ def _float_reason(module: nn.Module, prepared: bool) -> str | None:
     return None
 
 
+def weights_read_by_parent(model: nn.Module) -> set[str]:
+    """Names of Conv/Linear layers whose parent reads their weights without calling them, so they never "run" as
+    modules although the model uses them: ``nn.MultiheadAttention``'s ``out_proj``."""
+    return {f"{name}.{child}" if name else child for name, m in model.named_modules()
+            if isinstance(m, nn.MultiheadAttention) for child, _ in m.named_children()}
+
+
 def float_layers(model: nn.Module) -> list[FloatLayer]:
     """Every layer with parameters (and every marked operand) that computes in float, with the reason.
 
@@ -257,12 +264,16 @@ def float_layers(model: nn.Module) -> list[FloatLayer]:
     prepared = hasattr(model, "srq_quant_config")
     found: list[FloatLayer] = []
     inside: tuple[str, ...] = ()
+    read_by_parent = weights_read_by_parent(model)
     for name, m in model.named_modules():
         if inside and name.startswith(inside):
             continue
         if isinstance(m, (Quantizer, *QUANT_LAYER_TYPES)):
             inside += (name + ".",)
-        if not isinstance(m, Quantizer) and (why := _float_reason(m, prepared)) is not None:
+        if name in read_by_parent:
+            found.append(FloatLayer(name, type(m).__name__, "its parent (nn.MultiheadAttention) reads its weights "
+                                                            "directly; srq does not quantize that type"))
+        elif not isinstance(m, Quantizer) and (why := _float_reason(m, prepared)) is not None:
             found.append(FloatLayer(name, type(m).__name__, why))
     return found
 
