@@ -2,8 +2,7 @@
 method (tiny budgets) → quantize, check outputs and placement, save/load bit-identical; every zoo model through
 prepare → calibrate → save/load; targeted checks of block detection, memory format and first-layer protection.
 
-Cases that fail because of a known srq bug are ``xfail(strict=True)`` with the issue-32 item in the reason; the
-lead flips the marks as the fixes land.
+A case that fails because of a known srq bug is marked ``xfail(strict=True)`` with the reason (none at present).
 """
 
 from __future__ import annotations
