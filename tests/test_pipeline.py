@@ -54,3 +54,16 @@ def test_recipe_hash_follows_every_field():
     changed = srq.methods.base.apply_params(base, ["alloc.lambda_feat=10"])
     assert pipeline.recipe_hash(base) != pipeline.recipe_hash(changed)
     assert len(pipeline.recipe_hash(base)) == 8
+
+
+def test_feature_loss_blocks_are_recorded_and_printed_only_where_the_recipe_uses_them(tiny):
+    fp, calib = tiny
+    short = srq.engine.distill.FinetuneConfig(steps=1)
+    tuned = pipeline.run(fp, Percentile(w_bits=4, a_bits=4, fine_tune=True, finetune_config=short), calib[:2],
+                         name="srq_tiny", scale=4, progress=False)
+    blocks = tuned.record["blocks"]
+    assert blocks and blocks == pipeline.resolve_blocks(fp, None, calib[:1])
+    assert f"feature-loss blocks ({len(blocks)}; set with -p blocks=REGEX): {', '.join(blocks)}" \
+        in tuned.files["placement.txt"]
+    plain = pipeline.run(fp, Percentile(w_bits=4, a_bits=4), calib[:2], name="srq_tiny", scale=4, progress=False)
+    assert "blocks" not in plain.record and "feature-loss blocks" not in plain.files["placement.txt"]

@@ -81,10 +81,12 @@ def run(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.Tenso
     message = collapse_warning(check, f"{name} x{scale} quantized")
     if message:
         warnings.warn(message)
+    blocks = feature_blocks(model, recipe, calib)
     record = {"calibration": {**(calibration or {}), "sha256": tensor_sha256(calib)}, "quantize_seconds": seconds,
               "recipe_hash": recipe_hash(recipe), "cost": cost.to_dict(), "provenance": provenance(),
-              "collapse_check": check, **feature_blocks(model, recipe, calib), **(extra or {})}
-    result = Run(qmodel, name, scale, seconds, cost, artefacts(qmodel, f"{name} x{scale}"), record=record)
+              "collapse_check": check, **blocks, **(extra or {})}
+    result = Run(qmodel, name, scale, seconds, cost, artefacts(qmodel, f"{name} x{scale}", blocks.get("blocks")),
+                 record=record)
     if output is not None:
         result.folder = api.save(qmodel, output, files=result.files, extra=record)
     if datasets:
@@ -93,18 +95,35 @@ def run(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.Tenso
 
 
 def feature_blocks(model: nn.Module, recipe: Recipe, calib: torch.Tensor | list[torch.Tensor]) -> dict[str, Any]:
-    """``{"blocks": [...]}``: the modules whose outputs the recipe's feature loss aligned (a recipe with a
-    ``blocks`` field: its pattern, or the automatic rule); ``{}`` for recipes without a feature loss."""
-    if not hasattr(recipe, "blocks"):
+    """``{"blocks": [...]}``: the modules whose outputs the recipe's feature loss aligned (its ``blocks`` pattern,
+    or the automatic rule); ``{}`` for recipes without a feature loss (or with its weight at 0)."""
+    if not hasattr(recipe, "blocks") or not _uses_feature_loss(recipe.to_dict()):
         return {}
     example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0][None] if calib[0].dim() == 3 else calib[0]
     return {"blocks": resolve_blocks(model, getattr(recipe, "blocks"), example.to(next(model.parameters()).device))}
 
 
-def artefacts(qmodel: nn.Module, title: str) -> dict[str, str]:
-    """The text files of a run folder: the placement (with the layers left float, and why), and the method's bit
-    map (text and SVG), routing table and training log (CSV and SVG) where its report has them."""
-    files = {"placement.txt": format_placement(placement(qmodel), float_layers(qmodel)) + "\n"}
+def _uses_feature_loss(fields: dict[str, Any]) -> bool:
+    """Whether a recipe (its ``to_dict()``) trains with a feature term: some ``lambda_feat`` above 0, not counting
+    a ``finetune_config`` that ``fine_tune=False`` switches off."""
+    for key, value in fields.items():
+        if key == "lambda_feat" and isinstance(value, (int, float)) and value > 0:
+            return True
+        if isinstance(value, dict) and not (key == "finetune_config" and fields.get("fine_tune") is False) \
+                and _uses_feature_loss(value):
+            return True
+    return False
+
+
+def artefacts(qmodel: nn.Module, title: str, blocks: list[str] | None = None) -> dict[str, str]:
+    """The text files of a run folder: the placement (with the layers left float, and why, and the ``blocks`` whose
+    outputs a feature loss aligned), and the method's bit map (text and SVG), routing table and training log (CSV
+    and SVG) where its report has them."""
+    text = format_placement(placement(qmodel), float_layers(qmodel))
+    if blocks is not None:
+        text += (f"\n\nfeature-loss blocks ({len(blocks)}; set with -p blocks=REGEX): {', '.join(blocks)}" if blocks
+                 else "\n\nfeature-loss blocks: none found (pixel loss only; set with -p blocks=REGEX)")
+    files = {"placement.txt": text + "\n"}
     report = api.current_report(qmodel)
     if report and ("a" in report or "w" in report):
         from .report import bit_offsets_svg, format_bit_map
