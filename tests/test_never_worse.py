@@ -82,7 +82,11 @@ def test_pipeline_records_the_collapse_check_and_the_blocks(tiny):
     made = srq.pipeline.run(fp, srq.methods.Percentile(w_bits=8, a_bits=8), calib, name="srq_tiny", scale=4,
                             progress=False)
     assert made.record["collapse_check"]["collapsed"] is False
-    assert made.record["blocks"] == [f"body.{i}" for i in range(4)]
+    assert "blocks" not in made.record  # no feature loss: nothing to record
+    tuned = srq.pipeline.run(fp, srq.methods.Percentile(w_bits=8, a_bits=8, fine_tune=True,
+                                                        finetune_config=FinetuneConfig(steps=1)),
+                             calib, name="srq_tiny", scale=4, progress=False)
+    assert tuned.record["blocks"] == [f"body.{i}" for i in range(4)]
     plain = srq.pipeline.run(fp, srq.methods.GBA(blocks=r"body\.[23]", init_epochs=1, alloc=FinetuneConfig(
         steps=1, lambda_feat=0.0), finetune_config=FinetuneConfig(steps=1)), calib, name="srq_tiny", scale=4,
         progress=False)

@@ -72,7 +72,7 @@ def _build_model(model: str, scale: Optional[int], weights: str, weights_root: O
                  pixel_range: Optional[float]) -> _LoadedModel:
     """A float model: a zoo model by name or the user's ``file.py:function``, with its weights and variant."""
     from .models import create_model
-    from .models.registry import check_scale, get_model_info, parse_arch_params, resolve_weights
+    from .models.registry import check_arch_params, check_scale, get_model_info, parse_arch_params, resolve_weights
     from .models.user import code_label, from_file, is_code_spec
 
     params: dict[str, Any] = parse_arch_params(arch)
@@ -90,6 +90,7 @@ def _build_model(model: str, scale: Optional[int], weights: str, weights_root: O
         raise SrqError(f"--pixel-range is for a model from your own file; {info.name} is registered with its "
                        f"range ({info.pixel_range:g}); drop --pixel-range")
     check_scale(info, scale)
+    check_arch_params(info, params)  # a wrong keyword is the user's first mistake to hear of, before missing weights
     path = resolve_weights(info, scale, weights, weights_root)
     net = create_model(model, scale, path, **params)
     variant = "".join(f" {k}={v}" for k, v in params.items())
@@ -597,6 +598,31 @@ def convert_cmd(
     check_output_file(output, (".safetensors",))
     path = convert_checkpoint(model, scale, weights, output)
     err.print(f"wrote {path} ({model} x{scale})")
+
+
+@app.command("report")
+def report_cmd(
+    paths: list[Path] = typer.Argument(..., help="run folders, result files (.json), or folders holding them"),
+    output: Path = typer.Option(..., "--output", "-o", help="the HTML file to write (self-contained)"),
+    images: Optional[str] = typer.Option(None, help="images to crop, SET/IMAGE comma-separated (e.g. "
+                                         "Set14/barbara,Urban100/img_092) [default: the worst-hit Urban100/Set14 "
+                                         "images by Δ PSNR]"),
+    datasets: Optional[str] = typer.Option(None, help="sets shown in the table, comma-separated; the last one is "
+                                           "plotted [default: all scored]"),
+    no_crops: bool = typer.Option(False, "--no-crops", help="table, plots and per-run sections only (loads no model)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="FP and bicubic crop cache [default: ~/.cache/srq/report]"),
+    data_root: Optional[Path] = typer.Option(None, help="benchmark data root for the crops [env SRQ_DATA]"),
+    title: str = typer.Option("srq report", help="the page title"),
+):
+    """One self-contained HTML page over runs: sortable table, trade-off plots, per-run details, image crops."""
+    from .report.html import write_report
+
+    check_output_file(output, (".html", ".htm"))
+    done = write_report(paths, output, images=_split(images or ""), datasets=_split(datasets or ""),
+                        crops=not no_crops, cache_dir=cache_dir, data_root=data_root, title=title,
+                        log=lambda m: err.print(m, highlight=False))
+    err.print(f"report of {done.runs} runs, {done.images} cropped images ({done.bytes / 1e6:.2f} MB, "
+              f"{done.seconds:.1f} s) → {done.path}")
 
 
 def main() -> None:
