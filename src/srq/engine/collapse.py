@@ -3,7 +3,7 @@
 PSNR of the quantized model's output against the FP model's output (both clamped to [0, 1], RGB, no border
 crop) on a few calibration inputs. Below :data:`COLLAPSE_DB` (24 dB) the model has collapsed. Measured on the
 first 4 DIV2K_test_LRx4 patches (96 px), next to each row's Set5 loss against FP: IMDN x4 MinMax W4A4 19.9 dB
-(Set5 −11.4 dB), RLFN x4 MinMax W4A4 15.2 (−15.6), RLFN x4 Percentile W4A4 20.0 (−11.3) are flagged; IMDN x4
+(Set5 −11.4 dB), RLFN x4 MinMax W4A4 15.2 (−15.6), RLFN x4 Percentile W4A4 20.0 (−11.4) are flagged; IMDN x4
 Percentile W4A4 26.1 (−6.5), OMSE W2A2 29.9 / 30.3 (IMDN / RLFN, −4.2 / −4.5), OMSE W4A4 32.8 / 30.7 and
 MinMax W8A8 43 are not.
 Then each quantized layer is tried alone (only its quantizers on) and the layers whose quantizers alone lose the
