@@ -32,7 +32,6 @@ COMPARISONS = [
     ("IMDN x2 Percentile+FT W4A4", [
         ("FP", "fp/imdn_x2.json"),
         ("DIV2K_test_LRx4, LR patch 192", "ptq/imdn_x2_percentile_ft_w4a4.json"),
-        ("DIV2K_test_LRx4, LR patch 160", "ptq/imdn_x2_percentile_ft_patch160_w4a4.json"),
         ("x2 LR from T91+BSD200, LR patch 160", "ptq/imdn_x2_percentile_ft_calib-hr_patch160_w4a4.json"),
     ]),
     ("IMDN x4 Percentile+FT W4A4: the source at the same scale", [
@@ -40,11 +39,6 @@ COMPARISONS = [
         ("DIV2K_test_LRx4, LR patch 96", "ptq/imdn_x4_percentile_ft_w4a4.json"),
         ("DIV2K_test_LRx4, LR patch 80", "ptq/imdn_x4_percentile_ft_patch80_w4a4.json"),
         ("x4 LR from T91+BSD200, LR patch 80", "ptq/imdn_x4_percentile_ft_calib-hr_patch80_w4a4.json"),
-    ]),
-    ("IMDN x4 SPR²Q W4A4: the source at the same scale (500 + 100 iterations × batch 4, LR patch 32)", [
-        ("FP", "fp/imdn_x4.json"),
-        ("DIV2K_test_LRx4", "spr2q/imdn_x4_spr2q_w4a4.json"),
-        ("x4 LR from T91+BSD200", "spr2q/imdn_x4_spr2q_calib-hr_w4a4.json"),
     ]),
 ]
 
