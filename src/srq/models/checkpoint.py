@@ -133,23 +133,28 @@ def _fit_hint(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Te
         if pairs and all(_scale_pair(a, b) for a, b in pairs):
             return "the checkpoint looks like the same architecture at another scale: check --scale"
         for (ours, theirs), _ in pairs.most_common():
-            named = [k for k, v in ints.items() if v == ours]
-            if named:
-                fix = " or ".join(f"{k}={theirs}" for k in named)
-                return (f"the checkpoint has {theirs} channels where {model_name} has {ours} "
-                        f"({' or '.join(named)}): pass {fix} (-a {named[0]}={theirs} on the command line)")
+            if hint := _keyword_hint("channels", ours, theirs, ints, model_name):
+                return hint
         return ("the checkpoint is a different width (or scale) of this architecture: build it with the "
                 "checkpoint's channels, or check --scale")
     if _same_layers_up_to_numbering(expected, state):
         ours_n, theirs_n = _numbered_count(expected), _numbered_count(state)
-        named = [k for k, v in ints.items() if v == ours_n] if ours_n != theirs_n else []
-        if named:
-            fix = " or ".join(f"{k}={theirs_n}" for k in named)
-            return (f"the checkpoint has {theirs_n} blocks where {model_name} has {ours_n} "
-                    f"({' or '.join(named)}): pass {fix} (-a {named[0]}={theirs_n} on the command line)")
+        if ours_n != theirs_n and (hint := _keyword_hint("blocks", ours_n, theirs_n, ints, model_name)):
+            return hint
         return ("the checkpoint is a different depth (number of blocks) of this architecture: "
                 "build it with the checkpoint's depth")
     return "the checkpoint is for a different architecture: check the model name and --scale"
+
+
+def _keyword_hint(what: str, ours: int, theirs: int, ints: Mapping[str, int], model_name: str) -> str | None:
+    """"the checkpoint has 48 channels where rlfn x4 has 52 (feature_channels): pass feature_channels=48 ...", naming
+    the integer architecture keywords whose value is ``ours``; None if none is."""
+    named = [k for k, v in ints.items() if v == ours]
+    if not named:
+        return None
+    fix = " or ".join(f"{k}={theirs}" for k in named)
+    return (f"the checkpoint has {theirs} {what} where {model_name} has {ours} ({' or '.join(named)}): pass {fix} "
+            f"(-a {named[0]}={theirs} on the command line)")
 
 
 def _scale_pair(ours: int, theirs: int) -> bool:
