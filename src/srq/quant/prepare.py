@@ -65,22 +65,9 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, _FloatLayer]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _FLOAT_TYPES) and _is_learned(m)]
 
 
-@torch.no_grad()
 def execution_order(model: nn.Module, example: torch.Tensor, names: list[str]) -> list[str]:
     """The subset of ``names`` (module names) in the order their forward runs on ``example``."""
-    order: list[str] = []
-    modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_pre_hook(lambda m, a, n=n: order.append(n) if n not in order else None)
-               for n in names]
-    try:
-        was_training = model.training
-        model.eval()
-        model(example)
-        model.train(was_training)
-    finally:
-        for h in handles:
-            h.remove()
-    return order
+    return edge_layers(model, example, names)[0]
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
