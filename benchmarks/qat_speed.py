@@ -5,9 +5,13 @@ Usage (from the repository root; weights from $SRQ_WEIGHTS):
     python benchmarks/qat_speed.py --cases imdn:4:16:192 --variants fp32,bf16 --steps 5
 Each (model, variant) runs in its own process (so peak RSS is that variant's): an LSQ W4A4 model calibrated on
 4 DIV2K LR patches, ``--warmup`` untimed training steps (Adam, L1 to a random HR batch), then ``--steps`` timed
-ones; the median step time, the process's peak RSS and the loss of the first step are recorded. Variants:
-fp32 (eager, the baseline), fp32-cl (channels-last), bf16 (bfloat16 autocast of the forward passes, as
-``train.precision=bf16``), bf16-cl. Interleaved runs (``--rounds``) spread the machine's noise over variants.
+ones; the median step time, the process's peak RSS and the loss of every step are recorded. A variant is a
+precision, ``fp32`` (float32 eager) or ``bf16`` (bfloat16 autocast of the forward passes, as
+``train.precision=bf16``), with options ``-cl`` (channels-last) and ``-fused`` (the per-tensor LSQ/LSQ+/PAMS
+activation quantizers in one autograd node, ``srq.quant.functional.fake_quant_step``, srq's default; without it
+the composed expression of earlier releases). ``fp32`` is the baseline ("before"); srq's training runs as
+``bf16-fused`` with ``train.precision=bf16``. Interleaved runs (``--rounds``) spread the machine's noise over
+variants.
 Writes benchmarks/results/qat/speed.json.
 """
 
@@ -25,15 +29,18 @@ from pathlib import Path
 import torch
 
 OUT = Path(__file__).resolve().parent / "results" / "qat"
-VARIANTS = ("fp32", "fp32-cl", "bf16", "bf16-cl")
+VARIANTS = ("fp32", "fp32-fused", "bf16", "bf16-fused", "bf16-cl-fused")
 
 
 def one(case: str, variant: str, warmup: int, steps: int) -> dict:
     """Time ``steps`` QAT steps of ``case`` (model:scale:batch:hr_patch) under ``variant`` in this process."""
     import srq
+    import srq.quant.grids.base as grids
     from srq.data import calibration_set
     from srq.methods import LSQ
 
+    options = variant.split("-")
+    grids.FUSED = "fused" in options
     model, scale, batch, hr = case.split(":")
     scale, batch, hr = int(scale), int(batch), int(hr)
     torch.manual_seed(0)
@@ -41,7 +48,7 @@ def one(case: str, variant: str, warmup: int, steps: int) -> dict:
     calib = calibration_set("DIV2K_test_LRx4", patch=hr // scale, n=4)
     q = LSQ(w_bits=4, a_bits=4).prepare(fp, calib[:1])
     srq.quant.calibrate(q, [calib], progress=False)
-    fmt = torch.channels_last if variant.endswith("-cl") else torch.contiguous_format
+    fmt = torch.channels_last if "cl" in options else torch.contiguous_format
     q = q.to(memory_format=fmt)  # type: ignore[call-overload]
     opt = torch.optim.Adam(q.parameters(), 1e-5)
     gen = torch.Generator().manual_seed(0)
@@ -50,7 +57,7 @@ def one(case: str, variant: str, warmup: int, steps: int) -> dict:
     times, losses = [], []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.startswith("bf16")):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=options[0] == "bf16"):
             out = q(x).float()
         loss = torch.nn.functional.l1_loss(out, y)
         opt.zero_grad(set_to_none=True)
@@ -60,7 +67,7 @@ def one(case: str, variant: str, warmup: int, steps: int) -> dict:
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return {"case": case, "variant": variant, "step_ms": [1000 * t for t in times],
-            "median_ms": 1000 * statistics.median(times), "first_loss": losses[0],
+            "median_ms": 1000 * statistics.median(times), "first_loss": losses[0], "losses": losses,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "threads": torch.get_num_threads()}
 
@@ -88,7 +95,7 @@ def main() -> None:
                                       capture_output=True, text=True, check=True)
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(f"{case} {variant}: {rows[-1]['median_ms']:.0f} ms/step, peak {rows[-1]['peak_rss_mib']:.0f} "
-                      f"MiB, first loss {rows[-1]['first_loss']:.5f}", flush=True)
+                      f"MiB, losses {' '.join(f'{v:.5f}' for v in rows[-1]['losses'])}", flush=True)
     summary = {}
     for case in args.cases.split(","):
         base = statistics.median(r["median_ms"] for r in rows if r["case"] == case and r["variant"] == "fp32")

@@ -13,6 +13,7 @@ from torch import nn
 from srq.errors import SrqError
 from srq.quant import QuantConfig, Quantizer, calibrate, layer_costs, model_cost, prepare
 from srq.quant.grids import GRIDS, DoReFaGrid, LSQGrid, LSQPlusGrid, PAMSGrid, SymmetricGrid
+from srq.quant.functional import fake_quant_step, round_ste
 from srq.quant.rounding import ROUNDINGS, STE
 
 QAT = ["lsq", "lsqplus", "pams", "dorefa"]
@@ -134,6 +135,33 @@ def _pams_official(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Ten
     qmax = 2.0 ** (bits - 1) - 1
     act = torch.max(torch.min(x, alpha), -alpha) * qmax / alpha
     return (act + (torch.round(act) - act).detach()) * alpha / qmax
+
+
+@pytest.mark.parametrize("offset", [None, 0.3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_step_quantizer_has_the_values_and_gradients_of_the_composed_expression(offset, dtype):
+    torch.manual_seed(0)
+    x0 = torch.cat([torch.randn(4000) * 2, torch.tensor([-2.0, 1.5, 0.25, -1.75])])  # ties at lo/hi and at .5
+    u = torch.randn_like(x0)
+    outs = []
+    for fused in (True, False):
+        x = x0.clone().to(dtype).requires_grad_(True)
+        s = torch.tensor(0.25, requires_grad=True)
+        beta = None if offset is None else torch.tensor(offset, requires_grad=True)
+        if fused:
+            y = fake_quant_step(x, s, -4, 3, offset=beta)
+        else:
+            v = (x if beta is None else x - beta) / s
+            y = round_ste(torch.clamp(v, -4.0, 3.0)) * s
+            y = y if beta is None else y + beta
+        (y.float() * u).sum().backward()
+        outs.append((y.detach(), x.grad, s.grad, None if beta is None else beta.grad))
+    (y1, gx1, gs1, gb1), (y2, gx2, gs2, gb2) = outs
+    assert y1.dtype == dtype and torch.equal(y1, y2) and torch.equal(gx1, gx2)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2  # the fused sums accumulate in float32
+    assert gs1.item() == pytest.approx(gs2.item(), rel=tol, abs=tol)
+    if gb1 is not None:
+        assert gb1.item() == pytest.approx(gb2.item(), rel=tol, abs=tol)
 
 
 def test_pams_max_scale_and_its_gradient():

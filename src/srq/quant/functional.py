@@ -23,8 +23,8 @@ from typing import Callable, overload
 import torch
 
 __all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_symmetric", "fake_quant_affine", "binarize",
-           "num_levels", "affine_step", "fake_quant_fwd", "fake_quant_affine_fwd", "fake_quant_symmetric_fwd",
-           "binarize_fwd"]
+           "fake_quant_step", "num_levels", "affine_step", "fake_quant_fwd", "fake_quant_affine_fwd",
+           "fake_quant_symmetric_fwd", "binarize_fwd"]
 
 _EPS = 1e-8
 
@@ -125,6 +125,58 @@ def binarize(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     inside = (x.abs() <= alpha).to(x.dtype)
     x_ste = x * inside - (x * inside).detach()  # zero forward, clipped identity backward
     return sign * alpha + x_ste
+
+
+class _FakeQuantStep(torch.autograd.Function):
+    """``round(clamp((x − β)/s, lo, hi))·s + β`` with the STE, forward and backward written out (see
+    :func:`fake_quant_step`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None,  # type: ignore[override]
+                lo: float, hi: float) -> torch.Tensor:
+        ctx.save_for_backward(x, step, offset)
+        ctx.limits = (lo, hi)
+        v = torch.div(x if offset is None else x - offset, step)
+        out = v.clamp_(lo, hi).round_().mul_(step)
+        return out if offset is None else out.add_(offset)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        # arithmetic only: on CPU a boolean mask (comparison, logical_and, where, mixed-dtype multiply) costs
+        # 5–30× an elementwise multiply, so "inside" is a 1/0 tensor of x's dtype made by an in-place eq_
+        x, step, offset = ctx.saved_tensors
+        lo, hi = ctx.limits
+        v = torch.div(x if offset is None else x - offset, step)
+        q = torch.clamp(v, lo, hi)
+        inside = q.clone().eq_(v)  # 1 where lo ≤ v ≤ hi, else 0
+        grad_x = grad * inside
+        grad_step = grad_offset = None
+        if ctx.needs_input_grad[1]:  # ∂out/∂s = q − v inside the range, q (= lo or hi) outside
+            slope = q.round_().sub_(v.mul_(inside))
+            grad_step = torch.sum(grad * slope, dtype=torch.float32).to(step.dtype).reshape(step.shape)
+        if offset is not None and ctx.needs_input_grad[2]:  # ∂out/∂β = 1 outside the range, 0 inside
+            outside = torch.sum(grad, dtype=torch.float32) - torch.sum(grad_x, dtype=torch.float32)
+            grad_offset = outside.to(offset.dtype).reshape(offset.shape)
+        return grad_x if ctx.needs_input_grad[0] else None, grad_step, grad_offset, None, None
+
+
+def fake_quant_step(x: torch.Tensor, step: torch.Tensor, lo: float, hi: float,
+                    offset: torch.Tensor | None = None) -> torch.Tensor:
+    """``round(clamp((x − β)/s, lo, hi))·s + β`` with the STE, for one step ``s`` and offset ``β`` per tensor.
+
+    The values and gradients of the same expression built from :func:`round_ste` and ``torch.clamp`` (∂/∂x = 1
+    inside ``[lo, hi]`` (ties included), 0 outside; ∂/∂s = q − v inside, q outside, v = (x − β)/s; ∂/∂β = 1
+    outside), in one autograd node that keeps only ``x``: the grids of the QAT baselines (LSQ, LSQ+, PAMS) run
+    their per-tensor activations through it, which takes a third of the elementwise work out of a training step.
+
+    Args:
+        x: any shape and float dtype.
+        step, offset: one-element tensors (shape () or (1,)), step > 0.
+        lo, hi: the integer range, e.g. ``−Qn`` and ``Qp``.
+    Returns:
+        Tensor like ``x`` on the grid ``β + k·s``, k = lo … hi.
+    """
+    return _FakeQuantStep.apply(x, step, offset, float(lo), float(hi))
 
 
 # ---- forward-only twins (evaluation: no gradient, integer bits) ----------------------------------------

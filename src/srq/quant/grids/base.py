@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import torch
 
-from ..functional import RoundFn
+from ..functional import RoundFn, round_ste
 from ..registry import Registry
+from ..rounding import STE
 
-__all__ = ["GRIDS", "Grid", "Params"]
+__all__ = ["GRIDS", "Grid", "Params", "fusable"]
 
 GRIDS = Registry("grid")
 
 Params = dict[str, torch.Tensor]  # the quantizer's bound parameters by name, e.g. {"lower": …, "upper": …}
+
+
+FUSED = True  # whether grids use fake_quant_step where they can (False: the composed expression, for benchmarks)
+
+
+def fusable(rounding: RoundFn, *params: torch.Tensor) -> bool:
+    """Whether a grid may quantize through :func:`~srq.quant.functional.fake_quant_step`: rounding by the STE
+    (or plain ``torch.round``) and one-element parameters (per tensor), unless :data:`FUSED` is off."""
+    if not FUSED:
+        return False
+    ste = type(rounding) is STE or rounding is round_ste or rounding is torch.round  # not a subclass: its own rounding
+    return ste and all(p.numel() == 1 for p in params)
 
 
 class Grid:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..functional import RoundFn
-from .base import GRIDS, Grid, Params
+from ..functional import RoundFn, fake_quant_step
+from .base import GRIDS, Grid, Params, fusable
 
 __all__ = ["LSQGrid", "scale_grad"]
 
@@ -60,6 +60,8 @@ class LSQGrid(Grid):
         n = x.numel() / samples / p["step"].numel()
         g = (n * qp.float()).rsqrt().to(qp)  # in float32: N·Qp overflows float16
         s = scale_grad(p["step"], g)
+        if fusable(rounding, s):
+            return fake_quant_step(x, s, -qn.item(), qp.item())
         return rounding(torch.clamp(x / s, -qn, qp)) * s
 
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..functional import RoundFn
-from .base import GRIDS, Grid, Params
+from ..functional import RoundFn, fake_quant_step
+from .base import GRIDS, Grid, Params, fusable
 from .lsq import scale_grad
 
 __all__ = ["LSQPlusGrid"]
@@ -41,6 +41,8 @@ class LSQPlusGrid(Grid):
         qp = 2 ** int(bits) - 1
         g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
         s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
+        if fusable(rounding, s, beta):
+            return fake_quant_step(x, s, 0, qp, offset=beta)
         return rounding(torch.clamp((x - beta) / s, 0, qp)) * s + beta
 
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .base import GRIDS
+import torch
+
+from ..functional import RoundFn, fake_quant_step
+from .base import GRIDS, Params, fusable
 from .symmetric import SymmetricGrid
 
 __all__ = ["PAMSGrid"]
@@ -16,3 +19,9 @@ class PAMSGrid(SymmetricGrid):
     per channel the channel's max |w|. PAMS's weights are the ``symmetric`` grid with max |w| (``minmax``)."""
 
     observer = "sample_maxabs"
+
+    def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn) -> torch.Tensor:
+        if not (isinstance(bits, int) and bits >= 2 and fusable(rounding, p["alpha"])):
+            return super().quantize(x, p, bits, rounding)
+        qmax = 2 ** (bits - 1) - 1  # the same grid as the symmetric one, with step α/k
+        return fake_quant_step(x, p["alpha"].clamp_min(1e-8) / qmax, -qmax, qmax)
