@@ -36,7 +36,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*made the model worse")
 PATCH = 12  # LR calibration patch (a multiple of the token mixer's 4-pixel window)
 N_CALIB = 4
 METHODS = [m.name for m in list_methods()]
-QAT_RECIPES = {"LSQ", "LSQPlus", "PAMS", "DoReFa"}
+QAT_RECIPES = {"LSQ", "LSQPlus", "PAMS", "DoReFa", "QMambaIR", "QuantSR", "QuantSRPlus"}
 TRAINING = {m.name for m in list_methods()
             if m.preset.get("fine_tune") or m.recipe.__name__ in QAT_RECIPES | {"GBA", "AdaBM", "PTQ4SR", "SPR2Q"}}
 _FLOAT_TYPES = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
@@ -149,12 +149,15 @@ def build(arch: str) -> tuple[nn.Module, int]:
 # ---- checks --------------------------------------------------------------------------------------------------------
 
 def check_placement(fp: nn.Module, q: nn.Module) -> None:
-    """Every Conv/Linear of the float model is quantized in ``q`` or listed among its float layers with a reason."""
+    """Every Conv/Linear of the float model is quantized in ``q``, listed among its float layers with a reason, or in
+    a block QuantSR+'s slimming removed (``srq_structure["removed"]``)."""
     quantized = {e.name for e in placement(q) if e.w_bits is not None and e.a_bits is not None}
     floats = {f.name: f.reason for f in float_layers(q)}
+    removed = tuple(f"{n}." for n in (getattr(q, "srq_structure", None) or {}).get("removed", []))
     for name, m in fp.named_modules():
         if isinstance(m, _FLOAT_TYPES):
-            assert name in quantized or floats.get(name), f"{name} ({type(m).__name__}) neither quantized nor explained"
+            assert name in quantized or floats.get(name) or name.startswith(removed), \
+                f"{name} ({type(m).__name__}) neither quantized nor explained"
 
 
 def check_outputs(q: nn.Module, x: torch.Tensor, scale: int) -> torch.Tensor:

@@ -123,8 +123,12 @@ def artefacts(qmodel: nn.Module, title: str, blocks: list[str] | None = None) ->
     if blocks is not None:
         text += (f"\n\nfeature-loss blocks ({len(blocks)}; set with -p blocks=REGEX): {', '.join(blocks)}" if blocks
                  else "\n\nfeature-loss blocks: none found (pixel loss only; set with -p blocks=REGEX)")
-    files = {"placement.txt": text + "\n"}
     report = api.current_report(qmodel)
+    if report and report.get("quantizer_grids"):  # methods that mix grids (Q-MambaIR, QuantSR) say which is where
+        from .quant.grid_placement import format_grid_placement
+
+        text += "\n\n" + format_grid_placement(report["quantizer_grids"])
+    files = {"placement.txt": text + "\n"}
     if report and ("a" in report or "w" in report):
         from .report import bit_offsets_svg, format_bit_map
 

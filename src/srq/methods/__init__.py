@@ -9,11 +9,14 @@ from .base import Recipe
 from .gba import GBA
 from .ptq import OMSE, MinMax, Percentile
 from .ptq4sr import PTQ4SR
+from .qmambair import QMambaIR
 from .qat import LSQ, PAMS, DoReFa, LSQPlus
+from .quantsr import QuantSR
+from .quantsr_plus import QuantSRPlus
 from .registry import get_method, list_methods, register_method
 from .spr2q import SPR2Q
 
 METHODS = {info.name: info.create for info in list_methods()}
 
 __all__ = ["AdaBM", "DoReFa", "GBA", "LSQ", "LSQPlus", "METHODS", "OMSE", "PAMS", "PTQ4SR", "MinMax", "Percentile",
-           "Recipe", "SPR2Q", "get_method", "list_methods", "register_method"]
+           "QMambaIR", "QuantSR", "QuantSRPlus", "Recipe", "SPR2Q", "get_method", "list_methods", "register_method"]

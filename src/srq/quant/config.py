@@ -20,7 +20,11 @@ __all__ = ["LayerRule", "QuantConfig", "parse_bits", "FIRST_LAST_POLICIES"]
 FIRST_LAST_POLICIES = ("8bit", "fp", "same")
 _GRANULARITIES = ("channel", "tensor")
 _MODES = ("affine", "uniform", "symmetric", "lsq", "lsqplus", "pams")  # grids for weights and activations
-_W_MODES = (*_MODES, "dorefa")  # DoReFa's tanh normalisation is a weight quantizer
+# weight-only grids: DoReFa, Q-MambaIR's RFA and N2UQ, QuantSR's tanh-rounded LSQ, QuantSR+'s RBD
+_W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "rbd")
+# activation-only grids: Q-MambaIR's DLS (range from each sample's statistics, four initialisations), QuantSR's RLQ,
+# QuantSR+'s RBD on RLQ
+_A_MODES = (*_MODES, "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "rlq", "rbd_act")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
 DAN_CHOICES = ("none", "range", "std", "capped")
 ONE_BIT_CHOICES = ("binary", "levels")
@@ -90,6 +94,10 @@ class QuantConfig:
         one_bit: how 1-bit quantizers work: ``"binary"`` (sign·α, the default) or ``"levels"`` (two learnable
             levels ``lower``/``upper``: Eq. 1 with n = 1, which also suits non-negative activations).
         rules: ordered overrides, later ones win.
+        a_mode_rules: ordered ``[regex, a_mode]`` pairs: activation quantizers (layer inputs and marked operands)
+            whose name fully matches ``regex`` use grid ``a_mode`` instead of ``a_mode``; later pairs win, and each
+            must match something (e.g. Q-MambaIR: DLS inside the SSM blocks, LSQ+ elsewhere). Left out of
+            :meth:`to_dict` while empty.
     """
 
     w_bits: int = 4
@@ -105,6 +113,7 @@ class QuantConfig:
     a_dan_window: int = 0
     one_bit: str = "binary"
     rules: list[LayerRule] = field(default_factory=list)
+    a_mode_rules: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_bits(self.w_bits, "w_bits")
@@ -117,7 +126,8 @@ class QuantConfig:
         self.rules = [r if isinstance(r, LayerRule) else LayerRule(**r) for r in self.rules]
         if not isinstance(self.quant_points, bool):
             raise SrqError(f"quant_points must be true or false, got {self.quant_points!r}")
-        choices = {"w_granularity": _GRANULARITIES, "w_mode": _W_MODES, "a_mode": _MODES,
+        self.a_mode_rules = [_check_mode_rule(r) for r in self.a_mode_rules]
+        choices = {"w_granularity": _GRANULARITIES, "w_mode": _W_MODES, "a_mode": _A_MODES,
                    "w_observer": _WEIGHT_OBSERVERS, "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES,
                    "a_dan": DAN_CHOICES, "one_bit": ONE_BIT_CHOICES}
         if isinstance(self.a_dan_window, bool) or not isinstance(self.a_dan_window, int) or self.a_dan_window < 0 \
@@ -131,6 +141,8 @@ class QuantConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["rules"] = [r.to_dict() for r in self.rules]
+        if not self.a_mode_rules:  # configs without per-layer grids read (and hash) as before the field
+            del d["a_mode_rules"]
         return d
 
     def to_json(self) -> str:
@@ -150,6 +162,20 @@ class QuantConfig:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
             raise SrqError(f"quantization config is not valid JSON ({e}); fix the file")
+
+
+def _check_mode_rule(rule: Any) -> list[str]:
+    """One ``[regex, a_mode]`` pair of ``QuantConfig.a_mode_rules``, checked (one-line SrqError otherwise)."""
+    if not isinstance(rule, (list, tuple)) or len(rule) != 2 or not all(isinstance(v, str) for v in rule):
+        raise SrqError(f"a_mode rule {rule!r} is not valid; write [regex, a_mode], e.g. ['body\\..*', 'dls']")
+    pattern, mode = rule
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise SrqError(f"a_mode rule pattern {pattern!r} is not a valid regex ({e}); fix the pattern")
+    if mode not in _A_MODES:
+        raise SrqError(f"a_mode rule {pattern!r}: a_mode must be one of {', '.join(_A_MODES)}, got {mode!r}")
+    return [pattern, mode]
 
 
 def parse_bits(spec: str) -> tuple[int, int]:

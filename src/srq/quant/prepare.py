@@ -13,6 +13,7 @@ leaves them out of the model size. :func:`float_layers` lists every layer that s
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -160,6 +161,20 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
         if name in ran:
             layer_plan.append((name, layer, role, w, a, why))
     point_plan = [(name, point, *bits_for(name, None, config.a_bits)[1:]) for name, point in points]
+    modes_used = [False] * len(config.a_mode_rules)
+
+    def a_mode_for(name: str) -> str:
+        """The activation grid of the quantizer ``name`` (the last ``a_mode_rules`` pair that matches wins)."""
+        mode = config.a_mode
+        for i, (pattern, rule_mode) in enumerate(config.a_mode_rules):
+            if re.fullmatch(pattern, name):
+                modes_used[i], mode = True, rule_mode
+        return mode
+
+    a_modes = {name: a_mode_for(name) for name, *_ in layer_plan} | {name: a_mode_for(name) for name, *_ in point_plan}
+    if not all(modes_used):
+        pattern = config.a_mode_rules[modes_used.index(False)][0]
+        raise SrqError(f"a_mode rule {pattern!r} matches no layer or operand (see `srq quantize ... --show-placement`)")
     unused = [config.rules[i].pattern for i, u in enumerate(used) if not u]
     if unused:
         example = ", ".join(n for n, _ in layers[:3])
@@ -173,7 +188,7 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
                                               channels if config.w_granularity == "channel" else None, True, axis,
                                               one_bit=config.one_bit)
         dan = None if config.a_dan == "none" else config.a_dan
-        aq = None if a is None else _quantizer(a, config.a_mode, config.a_observer, None, False, dan=dan,
+        aq = None if a is None else _quantizer(a, a_modes[name], config.a_observer, None, False, dan=dan,
                                               dan_axis=-1 if isinstance(layer, nn.Linear) else 1,
                                               dan_window=config.a_dan_window, dan_channels=_in_channels(layer),
                                               one_bit=config.one_bit)
@@ -185,7 +200,7 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
         _set_module(model, name, q)
     for name, point, a, why in point_plan:
         if a is not None:
-            pq = _quantizer(a, config.a_mode, config.a_observer, None, False, one_bit=config.one_bit)
+            pq = _quantizer(a, a_modes[name], config.a_observer, None, False, one_bit=config.one_bit)
             pq = pq.to(example_input.device)  # the model's device (points hold no tensors)
             setattr(pq, "srq_point_kind", point.kind)
             _set_module(model, name, pq)

@@ -48,7 +48,8 @@ class Quantizer(nn.Module):
         dan: normaliser name (``None``: off; ``"range"``, ``"std"``, ``"capped"``).
         dan_axis: channel axis of the input for the normaliser (1 for NCHW conv inputs, −1 for token inputs).
         dan_window: window size in pixels for normalisers that take one (0: whole sample).
-        dan_channels: the input's number of channels, for normalisers with per-channel state.
+        dan_channels: the input's number of channels, for normalisers and grids with per-channel state (RLQ);
+            ``dan_axis`` is then that channel axis.
         one_bit: at 1 bit, ``"binary"`` (sign·α) or ``"levels"`` (the uniform grid with n = 1).
         rounding: rounding estimator name (``"ste"``).
         bit_width: bit-width part name (``"fixed"``; ``"offset"`` adds a learnable offset at once).
@@ -78,7 +79,10 @@ class Quantizer(nn.Module):
         self.channel_axis = channel_axis
         self.batch_axis = batch_axis
         shape = (num_channels,) if channel_axis is not None else ()
-        for name, value in self.grid.init(shape).items():
+        # grids whose tensors are sized by the bit width or the input's channels (RFA thresholds, RLQ shifts)
+        sized = getattr(self.grid, "init_sized", None)
+        values = sized(shape, int(bits), dan_channels, dan_axis) if sized else self.grid.init(shape)
+        for name, value in values.items():
             if name in self.grid.buffers:
                 self.register_buffer(name, value)
             else:

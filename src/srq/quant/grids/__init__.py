@@ -9,6 +9,11 @@ from .lsq import LSQGrid
 from .lsqplus import LSQPlusGrid
 from .pams import PAMSGrid
 from .dorefa import DoReFaGrid
+from .dls import DLSGrid
+from .rfa import NU2UGrid, RFAGrid
+from .rlq import LSQTanhGrid, RLQGrid
+from .rbd import RBDActivationGrid, RBDGrid
 
-__all__ = ["GRIDS", "AffineGrid", "BinaryGrid", "DoReFaGrid", "Grid", "LSQGrid", "LSQPlusGrid", "PAMSGrid", "Params",
+__all__ = ["GRIDS", "AffineGrid", "BinaryGrid", "DLSGrid", "DoReFaGrid", "Grid", "LSQGrid", "LSQPlusGrid",
+           "LSQTanhGrid", "NU2UGrid", "PAMSGrid", "Params", "RBDActivationGrid", "RBDGrid", "RFAGrid", "RLQGrid",
            "SymmetricGrid", "UniformGrid"]
