@@ -624,6 +624,11 @@ _ZOO_EDGES = {
     ("srq_tiny", 4): (["head"], ["tail"]),
     ("srresnet", 4): (["conv_block1.conv_block.0"], ["conv_block3.conv_block.0"]),
     ("swinir_light", 4): (["conv_first"], ["upsample.0"]),
+    ("cdncnn_b", 1): (["model.0"], ["model.38"]),
+    ("ffdnet_color", 1): (["model.0"], ["model.22"]),
+    ("dncnn3", 1): (["net.model.0"], ["net.model.38"]),
+    ("swinir_color_dn", 1): (["conv_first"], ["conv_last"]),
+    ("swinir_jpeg_car", 1): (["net.conv_first"], ["net.conv_last"]),
 }
 
 

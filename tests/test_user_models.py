@@ -124,7 +124,7 @@ def _scale_only(scale):
     ({"name": "", "scales": (2,)}, _scale_only, "name must be"),
     ({"name": "n", "scales": ()}, _scale_only, "scales must be a tuple of positive integers"),
     ({"name": "n", "scales": 4}, _scale_only, "scales must be a tuple of positive integers"),
-    ({"name": "n", "scales": (2,), "color": "bgr"}, _scale_only, "color must be 'rgb' or 'y'"),
+    ({"name": "n", "scales": (2,), "color": "bgr"}, _scale_only, "color must be 'rgb', 'y' or 'grey'"),
     ({"name": "n", "scales": (2,), "pixel_range": 0}, _scale_only, "pixel_range must be a positive number"),
     ({"name": "n", "scales": (2,), "weights": {4: "n_x4.pth"}}, _scale_only, "not in scales"),
     ({"name": "n", "scales": (2,)}, lambda: nn.Identity(), "must take the scale as its first argument"),

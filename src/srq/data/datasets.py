@@ -4,6 +4,7 @@ Layout under the data root (see :mod:`srq.paths`)::
 
     <data_root>/benchmarks/Set5/*.png      HR images of a benchmark set
     <data_root>/calibration/<name>/*.png   LR images used as calibration inputs
+    <data_root>/restoration/Classic5/*.png clean images of a denoising / JPEG test set (also looked up in benchmarks/)
 
 A set is named case-insensitively (``"set5"``, ``"BSD100"`` for B100, ...) or given as any folder.
 """
@@ -24,6 +25,7 @@ from .io import is_image_file, mod_crop, read_image
 
 __all__ = [
     "BENCHMARKS",
+    "RESTORATION_SETS",
     "Sample",
     "SRBenchmark",
     "benchmark_dir",
@@ -34,7 +36,10 @@ __all__ = [
 ]
 
 BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
-_ALIASES = {"bsd100": "B100", "bsds100": "B100", **{name.lower(): name for name in BENCHMARKS}}
+#: Test sets of denoising and JPEG artifact removal (clean images; the task makes the inputs), known by name.
+RESTORATION_SETS = ("Classic5", "LIVE1", "CBSD68", "Kodak24", "McMaster", "Set12", "BSD68")
+_ALIASES = {"bsd100": "B100", "bsds100": "B100", "kodak": "Kodak24", "cbsd": "CBSD68",
+            **{name.lower(): name for name in BENCHMARKS + RESTORATION_SETS}}
 
 
 class Sample(NamedTuple):
@@ -77,6 +82,10 @@ def _setup_hint(root: Path, name: str = "<Set>") -> str:
              "that has them")
     if name == "Manga109":  # licensed per user, not downloadable
         return f"request Manga109 at http://www.manga109.org/, then {where}"
+    if name in RESTORATION_SETS:  # not in `srq download`: the authors' test-set folders have them
+        return (f"copy the clean images (e.g. the testsets/{name} folder of github.com/cszn/KAIR or cszn/FFDNet) "
+                f"to {root / 'restoration' / name}/, point --data-root or SRQ_DATA at a data root that has them, "
+                f"or give the folder itself")
     return f"{where}, or fetch them with `srq download`"
 
 
@@ -84,7 +93,8 @@ def benchmark_dir(name_or_path: str | os.PathLike, data_root: str | os.PathLike 
     """Resolve a benchmark name or folder to ``(display name, folder)``.
 
     A known name (any case, aliases included) is looked up as ``<data_root>/benchmarks/<Name>/``,
-    then ``<data_root>/<Name>/``, accepting folders spelled in any case. Anything else must be a folder.
+    then ``<data_root>/restoration/<Name>/``, then ``<data_root>/<Name>/``, accepting folders spelled in any
+    case. Anything else must be a folder.
 
     Raises:
         SrqError: unknown name, missing folder.
@@ -95,7 +105,7 @@ def benchmark_dir(name_or_path: str | os.PathLike, data_root: str | os.PathLike 
     canonical = canonical_name(str(name_or_path)) if isinstance(name_or_path, str) else None
     if canonical is not None:
         spellings = spellings_of(canonical)
-        for parent in (root / "benchmarks", root):
+        for parent in (root / "benchmarks", root / "restoration", root):
             found = _find_child_dir(parent, spellings, canonical)
             if found is not None:
                 return canonical, found
@@ -109,7 +119,7 @@ def benchmark_dir(name_or_path: str | os.PathLike, data_root: str | os.PathLike 
         raise SrqError(f"benchmark folder {name_or_path} does not exist: check the path")
     raise SrqError(
         f"unknown benchmark set {str(name_or_path)!r} and no such folder: known sets are "
-        f"{', '.join(BENCHMARKS)} (give one of them or a folder of HR images); {_setup_hint(root)}"
+        f"{', '.join(BENCHMARKS + RESTORATION_SETS)} (give one of them or a folder of images); {_setup_hint(root)}"
     )
 
 

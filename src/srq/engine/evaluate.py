@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from ..metrics import psnr_ssim
 from .inference import memory_format, super_resolve
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
+
+if TYPE_CHECKING:
+    from ..tasks import Task
 
 __all__ = ["ImageScore", "DatasetScore", "ScoreLog", "BenchmarkSet", "evaluate", "evaluate_dataset", "validation_psnr",
            "score_log_path"]
@@ -148,7 +151,8 @@ def _json_or_none(line: str):
 def evaluate_dataset(model: nn.Module, dataset: BenchmarkSet, *, tile: int | None = None, overlap: int = 32,
                      y_channel: bool = True, save_dir: str | os.PathLike | None = None,
                      progress: bool = True, split: int | None = None,
-                     score_log: str | os.PathLike | None = None) -> DatasetScore:
+                     score_log: str | os.PathLike | None = None,
+                     task: "Task | None" = None) -> DatasetScore:
     """Super-resolve every image of ``dataset`` and score it with the benchmark protocol.
 
     ``dataset`` is an indexable set of ``(name, lr, hr)`` with ``.name`` and ``.scale`` (e.g.
@@ -159,13 +163,18 @@ def evaluate_dataset(model: nn.Module, dataset: BenchmarkSet, *, tile: int | Non
     ``score_log``: a JSON-lines file (:class:`ScoreLog`) that keeps each image's scores as soon as they are
     made; images already in it are not run again (the caller must delete it when the model changes). The
     set's ``seconds`` then add the earlier images' model time to this call's wall time.
+    ``task`` (:mod:`srq.tasks`): score with the task's protocol (``dataset`` then yields the task's
+    ``(name, input, target)``, e.g. :class:`~srq.tasks.TaskBenchmark`); None: the SR protocol above.
     """
     scale = dataset.scale
+    score: Callable[[object, object], tuple[float, float]] = (
+        task.score if task is not None else lambda sr, hr: psnr_ssim(sr, hr, scale, y_channel))  # type: ignore
     result = DatasetScore(dataset.name, scale)
     start = time.perf_counter()
     log = None if score_log is None else ScoreLog(score_log, {
         "dataset": dataset.name, "scale": scale, "images": len(dataset), "tile": tile,
-        "overlap": overlap if tile else None, "split": split, "y_channel": y_channel})
+        "overlap": overlap if tile else None, "split": split, "y_channel": y_channel,
+        **({"task": task.to_dict()} if task is not None else {})})
     earlier = {} if log is None else log.done  # scores from an interrupted run of this evaluation
     todo = [i for i in range(len(dataset)) if i not in earlier]
     done = dict(earlier)
@@ -188,7 +197,7 @@ def evaluate_dataset(model: nn.Module, dataset: BenchmarkSet, *, tile: int | Non
             seconds = time.perf_counter() - t0
             release_memory(collect=False)  # image sizes vary: do not let freed buffers pile up
             collect(wait=False)
-            pending.append((index, name, seconds, pool.submit(psnr_ssim, sr, hr, scale, y_channel)))
+            pending.append((index, name, seconds, pool.submit(score, sr, hr)))
             if save_dir is not None:
                 png = Path(save_dir) / dataset.name / f"{Path(name).stem}_x{scale}.png"
                 writes.append(pool.submit(write_image, png, sr))
@@ -204,7 +213,7 @@ def evaluate(model: nn.Module, datasets: Sequence[str | os.PathLike] | str, scal
              data_root: str | os.PathLike | None = None, tile: int | None = None, overlap: int = 32,
              y_channel: bool = True, save_dir: str | os.PathLike | None = None,
              progress: bool = True, channels_last: bool = True, split: int | None = None,
-             score_logs: str | os.PathLike | None = None) -> list[DatasetScore]:
+             score_logs: str | os.PathLike | None = None, task: "Task | None" = None) -> list[DatasetScore]:
     """Evaluate ``model`` on benchmark sets given by name (``"Set5"``) or folder.
 
     All sets are resolved before any work starts, so a missing set fails at once. ``channels_last`` (default)
@@ -215,29 +224,41 @@ def evaluate(model: nn.Module, datasets: Sequence[str | os.PathLike] | str, scal
     :func:`~srq.engine.inference.super_resolve`; ``split=200`` is MambaIRv2's official test).
     ``score_logs``: a folder where each set's per-image scores are kept as they are made
     (:func:`score_log_path`), so that an interrupted evaluation of the same model goes on where it stopped.
+    ``task`` (:mod:`srq.tasks`, e.g. ``Denoise(sigma=25)``): make each set's inputs from its clean images and score
+    them by that task's protocol (``scale`` must then be 1 and ``y_channel`` is the task's); None or an
+    :class:`~srq.tasks.SR` task: the SR protocol.
     Returns one :class:`DatasetScore` per set, in the given order.
     """
+    from ..tasks import SR, TaskBenchmark
+
+    if isinstance(task, SR):
+        task = None  # the SR protocol, at ``scale``
+    if task is not None and scale != task.scale:
+        from ..errors import SrqError
+
+        raise SrqError(f"the {task.name} task runs models at scale {task.scale}, not x{scale}")
     names: Iterable[str | os.PathLike] = [datasets] if isinstance(datasets, (str, os.PathLike)) else datasets
-    sets = [SRBenchmark(n, scale, data_root=data_root) for n in names]
+    sets: list[BenchmarkSet] = [SRBenchmark(n, scale, data_root=data_root) if task is None
+                                else TaskBenchmark(n, task, data_root=data_root) for n in names]
     was_training = model.training
     model.eval()
     try:
         with memory_format(model, torch.channels_last if channels_last else None):
             return [evaluate_dataset(model, s, tile=tile, overlap=overlap, y_channel=y_channel, save_dir=save_dir,
-                                     progress=progress, split=split,
+                                     progress=progress, split=split, task=task,
                                      score_log=None if score_logs is None else
                                      score_log_path(score_logs, s.name, scale, tile=tile, split=split,
-                                                    y_channel=y_channel))
+                                                    y_channel=y_channel, task=task))
                     for s in sets]
     finally:
         model.train(was_training)
 
 
 def score_log_path(folder: str | os.PathLike, dataset: str, scale: int, *, tile: int | None = None,
-                   split: int | None = None, y_channel: bool = True) -> Path:
-    """``<folder>/<set>_x<scale>[_split<N>][_tile<T>][_rgb].jsonl``: one score log per set and inference."""
-    parts = [f"{dataset}_x{scale}"] + ([f"split{split}"] if split else []) + ([f"tile{tile}"] if tile else []) \
-        + ([] if y_channel else ["rgb"])
+                   split: int | None = None, y_channel: bool = True, task: "Task | None" = None) -> Path:
+    """``<folder>/<set>_x<scale>[_<task>][_split<N>][_tile<T>][_rgb].jsonl``: one score log per set and inference."""
+    parts = [f"{dataset}_x{scale}"] + ([task.label()] if task is not None else []) \
+        + ([f"split{split}"] if split else []) + ([f"tile{tile}"] if tile else []) + ([] if y_channel else ["rgb"])
     return Path(folder) / ("_".join(parts) + ".jsonl")
 
 

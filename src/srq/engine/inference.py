@@ -78,9 +78,9 @@ def to_uint8_image(x: torch.Tensor) -> np.ndarray:
 
 
 def _run(model: nn.Module, lr: np.ndarray, device: torch.device) -> torch.Tensor:
-    # HWC uint8 → NCHW float in the channels-last layout (no copy of the pixel order)
+    # HWC uint8 (or float32 on the [0, 1] scale: a noisy input) → NCHW float in the channels-last layout
     x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1).unsqueeze(0).to(device)
-    return model(x.float().div_(255.0))
+    return model(x.float().div_(255.0) if lr.dtype == np.uint8 else x.float())
 
 
 def _split_inference(model: nn.Module, lr: np.ndarray, scale: int, split: int, device: torch.device) -> np.ndarray:
@@ -109,7 +109,8 @@ def super_resolve(model: nn.Module, lr: np.ndarray, scale: int, tile: int | None
 
     Args:
         model: maps (1, 3, h, w) RGB [0, 1] to (1, 3, scale·h, scale·w).
-        lr: (h, w, 3) uint8 RGB.
+        lr: (h, w, 3) uint8 RGB, or float32 RGB on the [0, 1] scale (a restoration task's input, e.g. an
+            unclipped noisy image).
         scale: the model's upscaling factor.
         tile: LR core size in pixels; ``None`` or 0 runs the whole image at once.
         overlap: LR context pixels added around each tile (ignored untiled).

@@ -9,7 +9,7 @@ cosine learning-rate schedule.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,10 @@ from ..data.bicubic import imresize
 from .inference import model_device
 from ..utils.progress import progress_bar
 
-__all__ = ["TrainConfig", "train_l1", "random_patches"]
+if TYPE_CHECKING:
+    from ..tasks import Task
+
+__all__ = ["TrainConfig", "train_l1", "random_patches", "task_pairs"]
 
 
 @dataclass
@@ -48,9 +51,35 @@ def random_patches(images: Sequence[np.ndarray], n: int, patch: int, rng: np.ran
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
 
 
+def task_pairs(images: Sequence[np.ndarray], n: int, patch: int, rng: np.random.Generator,
+               task: "Task") -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random clean crops (flips/rotations as :func:`random_patches`) made into ``(input, target)`` by ``task``
+    (e.g. noisy / clean), each (n, 3, patch, patch) float32."""
+    from ..tasks.data import to_tensor
+
+    inputs, targets = [], []
+    for _ in range(n):
+        img = images[int(rng.integers(len(images)))]
+        top, left = rng.integers(img.shape[0] - patch + 1), rng.integers(img.shape[1] - patch + 1)
+        crop = img[top:top + patch, left:left + patch]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        crop = np.ascontiguousarray(np.rot90(crop, k=int(rng.integers(4))))
+        inputs.append(task.degrade_patch(crop, rng))
+        targets.append(task.target(crop))
+    return to_tensor(inputs), to_tensor(targets)
+
+
 def train_l1(model: nn.Module, images: Sequence[np.ndarray], scale: int, config: TrainConfig,
-             progress: bool = True) -> list[float]:
-    """Train ``model`` in place on random patches of ``images`` ((H, W, 3) uint8); returns the loss curve."""
+             progress: bool = True, task: "Task | None" = None) -> list[float]:
+    """Train ``model`` in place on random patches of ``images`` ((H, W, 3) uint8); returns the loss curve.
+
+    ``task`` (:mod:`srq.tasks`, e.g. ``Denoise(25, calib_sigma=(0, 55))``): inputs are the task's degradation of the
+    clean patches (``scale`` must be 1); None: bicubic ×``scale`` LR, as the SR benchmarks make it."""
+    if task is not None and task.name != "sr" and scale != 1:
+        raise ValueError(f"the {task.name} task trains models at scale 1, not x{scale}")
+    if task is not None and task.name == "sr":
+        task = None
     if config.patch % scale:
         raise ValueError(f"patch {config.patch} must be a multiple of the scale {scale}")
     small = [img.shape[:2] for img in images if min(img.shape[:2]) < config.patch]
@@ -64,8 +93,11 @@ def train_l1(model: nn.Module, images: Sequence[np.ndarray], scale: int, config:
     losses: list[float] = []
     model.train()
     for _ in progress_bar(range(config.steps), total=config.steps, description="training", enabled=progress):
-        hr = random_patches(images, config.batch, config.patch, rng).to(device)
-        lr_img = (imresize(hr, scale=1 / scale).clamp(0, 1) * 255).round() / 255  # as 8-bit LR files
+        if task is not None:
+            lr_img, hr = (t.to(device) for t in task_pairs(images, config.batch, config.patch, rng, task))
+        else:
+            hr = random_patches(images, config.batch, config.patch, rng).to(device)
+            lr_img = (imresize(hr, scale=1 / scale).clamp(0, 1) * 255).round() / 255  # as 8-bit LR files
         loss = F.l1_loss(model(lr_img), hr)
         opt.zero_grad(set_to_none=True)
         loss.backward()

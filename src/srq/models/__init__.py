@@ -1,4 +1,5 @@
-"""Model zoo: SR architectures written in srq that load the official checkpoints; and your own models.
+"""Model zoo: SR, denoising and JPEG-deblocking architectures written in srq that load the official checkpoints;
+and your own models.
 
 >>> import srq
 >>> srq.models.list_models()          # doctest: +SKIP
@@ -13,7 +14,8 @@ from .user import from_file
 from .wrappers import wrap
 
 # Importing the architecture modules registers them.
-from . import carn, edsr, fsrcnn, imdn, mambair, mambairv2, pan, rdn, rfdn, rlfn, srresnet, swinir, tiny  # noqa: F401,E402
+from . import carn, dncnn, edsr, fsrcnn, imdn, mambair, mambairv2, pan, rdn, rfdn, rlfn, srresnet, swinir  # noqa: F401,E402
+from . import swinir_restore, tiny  # noqa: F401,E402
 
 __all__ = ["ModelInfo", "arch_defaults", "check_output_range", "create_model", "from_file", "get_model_info",
            "list_models", "register_model", "wrap"]

@@ -1,7 +1,8 @@
 """Safe checkpoint reading and loading.
 
 Checkpoints are untrusted input: ``.pth``/``.pt`` files are read with ``torch.load(weights_only=True)``
-(which refuses any pickle that would run code) and ``.safetensors`` with safetensors. Wrapper dicts
+(which refuses any pickle that would run code), ``.safetensors`` with safetensors and MatConvNet ``.mat``
+(MATLAB v7.3) with h5py (:mod:`srq.models.matconvnet`). Wrapper dicts
 (``params_ema``, ``params``, ``state_dict``, ``model``, ``net``) and DataParallel ``module.`` prefixes
 are removed. Key problems are reported by name in one line.
 """
@@ -42,6 +43,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj: object = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
             raise SrqError(f"{path.name} is not a readable .safetensors file ({err}); re-download or re-convert it")
+    elif suffix == ".mat":
+        from .matconvnet import read_matconvnet
+
+        obj = read_matconvnet(path)
     elif suffix == ".pdparams":
         from .paddle import read_pdparams
 

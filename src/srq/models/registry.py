@@ -49,13 +49,15 @@ class ModelInfo:
             (with defaults) are the architecture parameters ``create_model`` accepts (see :func:`arch_defaults`).
         weights: official checkpoint file name per scale, looked up in the weights root (an absolute
             path, for weights that ship inside srq, is used as is).
-        color: ``"rgb"`` (3-channel in/out) or ``"y"`` (1-channel luma; wrapped to RGB at creation).
+        color: ``"rgb"`` (3-channel in/out), ``"y"`` (1-channel luma; wrapped to RGB at creation) or ``"grey"``
+            (1-channel grey restoration network at scale 1; wrapped to run on the channel mean of RGB input).
         pixel_range: value range the checkpoint was trained on, 1.0 or 255.0 (wrapped to [0, 1]).
         description: one line for ``srq models``.
         source: where the official weights come from (repository / paper).
         adapt_state_dict: optional ``fn(state) -> state`` that renames keys of other official releases
             (e.g. BasicSR vs. the original repository) to this architecture's names; must leave
             native state dicts unchanged.
+        tasks: the tasks the weights were trained for (``"sr"``, ``"denoise"``, ``"jpeg"``; see :mod:`srq.tasks`).
     """
 
     name: str
@@ -67,6 +69,7 @@ class ModelInfo:
     description: str = ""
     source: str = ""
     adapt_state_dict: Callable[[dict], dict] | None = None
+    tasks: tuple[str, ...] = ("sr",)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -107,6 +110,7 @@ def register_model(
     source: str = "",
     adapt_state_dict: Callable[[dict], dict] | None = None,
     replace: bool = False,
+    tasks: tuple[str, ...] = ("sr",),
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a builder ``fn(scale, *, key=default, ...) -> nn.Module`` under ``name``.
 
@@ -114,12 +118,14 @@ def register_model(
         name: lower-case letters, digits, ``_``, ``-``, ``.`` (``create_model`` and the CLI find it by this name).
         scales: the upscaling factors the builder supports (positive integers).
         weights: official checkpoint file per scale (a file name in the weights root, or an absolute path).
-        color: ``"rgb"`` or ``"y"`` (a 1-channel luma network, wrapped to RGB).
+        color: ``"rgb"``, ``"y"`` (a 1-channel luma SR network, wrapped to RGB) or ``"grey"`` (a 1-channel
+            restoration network at scale 1, run on the channel mean; its output is copied to R, G and B).
         pixel_range: 1.0 if the network takes and returns [0, 1] pixels, 255.0 for [0, 255] (wrapped to [0, 1]).
         description: one line for ``srq models``; default: the first line of the builder's docstring, else the name.
         source: where the weights come from.
         adapt_state_dict: ``fn(state) -> state`` renaming the keys of other releases (optional).
         replace: replace an earlier registration of ``name`` (e.g. a notebook cell run twice).
+        tasks: what the network restores: ``("sr",)`` (default), ``("denoise",)``, ``("jpeg",)`` or several.
 
     The builder's keyword parameters (each with a default) are the architecture's width/depth parameters:
     ``create_model(name, scale, **arch)`` passes them through. Bad arguments raise
@@ -132,8 +138,10 @@ def register_model(
                                                         for s in scales):
         raise ConfigError(f"register_model({name!r}): scales must be a tuple of positive integers, e.g. (2, 4); "
                           f"got {scales!r}")
-    if color not in ("rgb", "y"):
-        raise ConfigError(f"register_model({name!r}): color must be 'rgb' or 'y', not {color!r}")
+    if color not in ("rgb", "y", "grey"):
+        raise ConfigError(f"register_model({name!r}): color must be 'rgb', 'y' or 'grey', not {color!r}")
+    if isinstance(tasks, str) or not tasks or not set(tasks) <= {"sr", "denoise", "jpeg"}:
+        raise ConfigError(f"register_model({name!r}): tasks must be a tuple of 'sr', 'denoise', 'jpeg'; got {tasks!r}")
     if isinstance(pixel_range, bool) or not isinstance(pixel_range, (int, float)) or pixel_range <= 0:
         raise ConfigError(f"register_model({name!r}): pixel_range must be a positive number (1.0 or 255.0), "
                           f"not {pixel_range!r}")
@@ -152,7 +160,8 @@ def register_model(
         if key in _REGISTRY and not replace:
             raise ConfigError(f"model {key!r} is registered twice; pass replace=True to replace it")
         _REGISTRY[key] = ModelInfo(key, tuple(scales), fn, dict(weights or {}), color, float(pixel_range),
-                                   description or _first_line(fn.__doc__) or key, source, adapt_state_dict)
+                                   description or _first_line(fn.__doc__) or key, source, adapt_state_dict,
+                                   tuple(tasks))
         return fn
 
     return deco

@@ -4,6 +4,8 @@
   pixel range of a model of your own (``srq.models.wrap(net, pixel_range=255)``).
 * :class:`YChannelWrapper` for luma-only models (FSRCNN): the network upsamples Y (BT.601, as MATLAB
   ``rgb2ycbcr``), Cb and Cr are upsampled with MATLAB-exact bicubic, and the result goes back to RGB.
+* :class:`GreyWrapper` for 1-channel restoration models (DnCNN-3): the network runs on the channel mean (the
+  grey image itself when R = G = B, as the JPEG task's inputs are) and its output is copied to R, G and B.
 The wrapped network stays reachable as ``.net`` so its state dict keeps the official key names.
 """
 
@@ -16,7 +18,7 @@ from ..data.bicubic import imresize
 from ..errors import SrqError
 from ..metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
 
-__all__ = ["PixelRangeWrapper", "YChannelWrapper", "wrap", "wrap_model"]
+__all__ = ["PixelRangeWrapper", "YChannelWrapper", "GreyWrapper", "wrap", "wrap_model"]
 
 
 class PixelRangeWrapper(nn.Module):
@@ -64,10 +66,26 @@ class YChannelWrapper(nn.Module):
         return ycbcr_to_rgb(torch.cat([y_sr, cbcr], dim=1))
 
 
+class GreyWrapper(nn.Module):
+    """Run a 1-channel (grey) restoration network on RGB input: (N, 3, H, W) → (N, 3, H, W), [0, 1].
+
+    The network sees the mean of R, G and B (the grey image for grey input) and its output fills all three channels.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.mean(dim=1, keepdim=True)).repeat(1, 3, 1, 1)
+
+
 def wrap_model(net: nn.Module, info, scale: int) -> nn.Module:
     """Apply the wrappers ``info`` (a :class:`~srq.models.registry.ModelInfo`) calls for."""
     if info.pixel_range != 1.0:
         net = PixelRangeWrapper(net, info.pixel_range)
     if info.color == "y":
         net = YChannelWrapper(net, scale)
+    if info.color == "grey":
+        net = GreyWrapper(net)
     return net
