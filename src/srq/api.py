@@ -29,6 +29,7 @@ from .errors import SrqError
 from .fileio import file_sha256, follow_umask, replace_folder
 from .methods.base import Recipe
 from .models import create_model
+from .engine.slimming import apply_structure
 from .models.wrappers import PixelRangeWrapper
 from .quant import QuantConfig, float_layers, placement, prepare
 
@@ -75,7 +76,7 @@ def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | No
             "placement": [e.to_dict() for e in placement(model)],
             "float_layers": [f.to_dict() for f in float_layers(model)],
             "recipe": getattr(model, "srq_recipe", None), "report": current_report(model),
-            **(extra or {})}
+            **_structure_entry(model), **(extra or {})}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -93,6 +94,12 @@ def save(model: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | No
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _structure_entry(model: nn.Module) -> dict[str, Any]:
+    """``{"structure": record}`` for a model whose blocks were wrapped or removed (``model.srq_structure``), else {}."""
+    record = getattr(model, "srq_structure", None)
+    return {} if record is None else {"structure": record}
 
 
 def _user_model_info(model: nn.Module) -> dict:
@@ -126,10 +133,16 @@ def load(folder: str | os.PathLike, model: nn.Module | None = None) -> nn.Module
 
     ``model``: for a model of your own architecture, a float instance of it built as before quantization
     (weights need not be loaded: every tensor comes from the folder). It is copied, not modified.
+    ``folder`` may also be a packed ``.safetensors`` file from ``srq export --format packed``
+    (:func:`srq.export.packed.load_packed`).
 
     The folder holds CPU tensors (:func:`save` writes them from any device); the rebuilt model is on the CPU, or on
     ``model``'s device when one is given: ``srq.load(folder).to("cuda")`` runs it on a GPU.
     """
+    if Path(folder).is_file() and str(folder).endswith(".safetensors"):  # a packed file (srq export --format packed)
+        from .export.packed import load_packed
+
+        return load_packed(folder, model)
     meta = read_meta(folder)
     if meta.get("format_version") != FORMAT_VERSION:
         raise SrqError(f"{folder} has format version {meta.get('format_version')}, this srq reads {FORMAT_VERSION}")
@@ -147,6 +160,7 @@ def load(folder: str | os.PathLike, model: nn.Module | None = None) -> nn.Module
         raise SrqError(f"{folder} holds a model of your own architecture ({cls}); pass a float instance of it: "
                        f"srq.load(folder, model={cls.rpartition('.')[2]}(...))")
     model = create_model(spec["model"], spec["scale"], None, wrap=spec.get("wrapped", True), **(spec.get("arch") or {}))
+    apply_structure(model, meta.get("structure"))  # shortcut-scaled / removed blocks (QuantSR+), before quantizers
     if meta.get("quant_config") is not None:
         prepare(model, QuantConfig.from_dict(meta["quant_config"]))
     state = _read_model_file(Path(folder), meta)
@@ -171,6 +185,7 @@ def _from_file_call(code: dict) -> str:
 def _load_onto(model: nn.Module, folder: Path, meta: dict) -> nn.Module:
     """Quantize the float ``model`` as saved in ``folder`` and load its tensors; checks it is the same model."""
     saved = meta.get("user_model", {}).get("class", "the saved model")
+    apply_structure(model, meta.get("structure"))
     if meta.get("quant_config") is not None:
         shape = meta.get("user_model", {}).get("example_shape")
         try:

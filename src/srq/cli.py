@@ -10,8 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli_models import ARCH_HELP, MODEL_CODE_HELP, MODEL_HELP, PIXEL_RANGE_HELP, build_model, load_model, probe
+from .cli_deploy import PRECISION_HELP, RUNTIME_HELP, check_runtime, register as register_deploy, runtime_model
+from .cli_models import ARCH_HELP, MODEL_CODE_HELP, MODEL_HELP, PIXEL_RANGE_HELP, build_model, probe
 from .cli_support import check_output_file, check_output_folder, check_tile, check_writable_folder, run_app
+from .cli_tasks import CALIB_SIGMA_HELP, QUALITY_HELP, SIGMA_HELP, TASK_HELP
 from .errors import Interrupted, SrqError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -123,7 +125,11 @@ def eval_cmd(
     arch_param: list[str] = typer.Option([], "--arch-param", "-a", help=ARCH_HELP),
     pixel_range: Optional[float] = typer.Option(None, "--pixel-range", help=PIXEL_RANGE_HELP),
     model_code: Optional[str] = typer.Option(None, "--model-code", help=MODEL_CODE_HELP),
-    datasets: str = typer.Option(DEFAULT_SETS, help="comma-separated set names or folders"),
+    datasets: Optional[str] = typer.Option(None, help=f"comma-separated set names or folders [default: "
+                                            f"{DEFAULT_SETS} for sr, Urban100 for denoise, Classic5 for jpeg]"),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    sigma: Optional[float] = typer.Option(None, "--sigma", help=SIGMA_HELP),
+    quality: Optional[int] = typer.Option(None, "--quality", help=QUALITY_HELP),
     data_root: Optional[Path] = typer.Option(None, help="benchmark data root [env SRQ_DATA]"),
     weights_root: Optional[Path] = typer.Option(None, help="official checkpoint folder [env SRQ_WEIGHTS]"),
     tile: int = typer.Option(0, help="LR tile size for tiled inference (0: whole images)"),
@@ -132,24 +138,36 @@ def eval_cmd(
     save_images: Optional[Path] = typer.Option(None, help="write SR images to this folder"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results file (.json or .csv)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch (or the runtime)"),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
 ):
-    """Evaluate a model on benchmark sets (PSNR/SSIM on Y, crop = scale, MATLAB bicubic LR)."""
+    """Evaluate a model on benchmark sets (SR: PSNR/SSIM on Y, crop = scale, MATLAB bicubic LR; --task denoise / jpeg:
+    that task's protocol, see docs/tasks.md)."""
+    from .cli_tasks import default_datasets, resolve_task, task_arch, task_scale
     from .engine.evaluate import evaluate
     from .engine.results import provenance, write_results
     from .fileio import file_sha256
 
+    the_task = resolve_task(model, task, sigma, quality, scale)
+    scale = task_scale(the_task, scale)
+    if the_task.name != "sr" and rgb:
+        raise SrqError(f"--rgb is for the sr task; the {the_task.name} task scores by its own protocol")
+    arch_param = task_arch(model, the_task, arch_param)
     _check_results_path(output)
     check_tile(tile, tile_overlap)
     if save_images is not None:
         check_writable_folder(save_images, "--save-images")
-    dev = _setup_device(device, threads)
-    net, name, scale, path, label, extra = load_model(model, scale, weights, weights_root, arch_param, pixel_range,
-                                                       model_code)
+    runtime = check_runtime(runtime, model)
+    dev = _setup_device(device if runtime == "torch" else "cpu", threads)
+    net, name, scale, path, label, extra = runtime_model(model, runtime, scale, weights, weights_root, arch_param,
+                                                          pixel_range, model_code, threads, precision)
     net = net.to(dev)
-    scores = evaluate(net, _split(datasets), scale, data_root=data_root, tile=tile or None, overlap=tile_overlap,
-                      y_channel=not rgb, save_dir=save_images)
-    out.print(_score_table(label + (" (tiled)" if tile else ""), [(name, scores)]))
+    sets = _split(datasets or default_datasets(the_task, DEFAULT_SETS))
+    scores = evaluate(net, sets, scale, data_root=data_root, tile=tile or None, overlap=tile_overlap,
+                      y_channel=not rgb, save_dir=save_images, task=the_task)
+    out.print(_score_table(label + (f" {the_task.label()}" if the_task.name != "sr" else "")
+                           + (" (tiled)" if tile else ""), [(name, scores)]))
     if output is not None:
         meta = {"model": name, "scale": scale, **extra, "weights": str(path) if path else None,
                 "weights_sha256": file_sha256(path) if path else None,
@@ -158,6 +176,7 @@ def eval_cmd(
                              "crop_border": scale,
                              "ssim": "11x11 Gaussian, sigma 1.5, float64", "tile": tile or None,
                              "tile_overlap": tile_overlap if tile else None},
+                **({"protocol": the_task.protocol()} if the_task.name != "sr" else {}), "task": the_task.to_dict(),
                 "provenance": provenance()}
         write_results(output, scores, meta)
         err.print(f"results written to {output}")
@@ -179,7 +198,9 @@ def upscale_cmd(
     tile_overlap: int = typer.Option(32, min=0, help="LR context pixels around each tile"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace output images that exist"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch (or the runtime)"),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
 ):
     """Upscale an image, or every image of a folder, with a model or a quantized run folder."""
     from .data import read_image, write_image
@@ -192,8 +213,10 @@ def upscale_cmd(
     if existing and not overwrite:
         raise SrqError(f"{existing[0]} exists{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''}; "
                        f"add --overwrite to replace")
-    dev = _setup_device(device, threads)
-    net, name, scale, *_ = load_model(model, scale, weights, weights_root, arch_param, pixel_range, model_code)
+    runtime = check_runtime(runtime, model)
+    dev = _setup_device(device if runtime == "torch" else "cpu", threads)
+    net, name, scale, *_ = runtime_model(model, runtime, scale, weights, weights_root, arch_param, pixel_range,
+                                         model_code, threads, precision)
     net = net.to(dev)
     folder_mode = len(pairs) > 1 or input.is_dir()
     for src, dst in progress_bar(pairs, total=len(pairs), description="upscaling", enabled=folder_mode):
@@ -228,9 +251,13 @@ def _upscale_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:
 def quantize_cmd(
     model: str = typer.Argument(..., help="model name (see `srq models`) or your own model as "
                                            "path/to/my_arch.py:build_model"),
-    scale: int = typer.Option(..., "--scale", "-s"),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="upscaling factor (sr task; required there)"),
     weights: str = typer.Option("official", help="checkpoint path or 'official' (for your own model: the "
                                 "parameters its function returns)"),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    sigma: Optional[float] = typer.Option(None, "--sigma", help=SIGMA_HELP),
+    quality: Optional[int] = typer.Option(None, "--quality", help=QUALITY_HELP),
+    calib_sigma: Optional[str] = typer.Option(None, "--calib-sigma", help=CALIB_SIGMA_HELP),
     arch_param: list[str] = typer.Option([], "--arch-param", "-a", help=ARCH_HELP),
     pixel_range: Optional[float] = typer.Option(None, "--pixel-range", help=PIXEL_RANGE_HELP),
     method: str = typer.Option("minmax", help=_method_help()),
@@ -280,7 +307,13 @@ def quantize_cmd(
     from .methods.registry import get_method
     from .quant import LayerRule, QuantConfig, parse_bits
     from .utils.distributed import barrier, init_from_env
+    from .cli_tasks import resolve_task, task_arch, task_calibration, task_scale
 
+    the_task = resolve_task(model, task, sigma, quality, scale, calib_sigma)
+    scale = task_scale(the_task, scale)
+    if scale is None:
+        raise SrqError("--scale is required for the sr task")
+    arch_param = task_arch(model, the_task, arch_param)
     w_bits, a_bits = parse_bits(bits)
     info = get_method(method)  # one line naming the choices for an unknown method
     if not info.savable:
@@ -299,6 +332,9 @@ def quantize_cmd(
             raise SrqError(f"--train-data is for quantization-aware training; {method} calibrates on --calib")
         recipe = dataclasses.replace(recipe, **{"train_data": tuple(_split(train_data))})  # type: ignore[arg-type]
     recipe.config()  # validate before any work
+    if the_task.name != "sr" and hasattr(recipe, "train_data"):
+        raise SrqError(f"{method} trains on SR pairs only so far; for the {the_task.name} task use a PTQ method "
+                       f"(srq.tasks.TaskTrainingSet has the task's training pairs for QAT from Python)")
     if hasattr(recipe, "training_folders"):
         recipe.training_folders()  # one line for a missing folder, before any work
     dev = _setup_device(device, threads)
@@ -310,22 +346,26 @@ def quantize_cmd(
     loaded = build_model(model, scale, weights, weights_root, arch_param, pixel_range)
     weights_path, name = loaded.weights, loaded.name
     net = loaded.net.to(dev)  # quantizers follow; calibration batches move one by one
-    if calib == "auto":
-        calib = default_calibration(scale)
     data: torch.Tensor | list[torch.Tensor]
-    if calib == "samples":
-        from .data.samples import sample_calibration
-
-        data = sample_calibration(scale, n=calib_n, patch=patch)
+    if the_task.name != "sr":  # clean crops degraded by the task
+        data, calibration = task_calibration(the_task, calib, calib_n, patch, data_root)
     else:
-        data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root, scale=scale)
+        if calib == "auto":
+            calib = default_calibration(scale)
+        if calib == "samples":
+            from .data.samples import sample_calibration
+
+            data = sample_calibration(scale, n=calib_n, patch=patch)
+        else:
+            data = calibration_set(calib, patch=patch, n=calib_n, data_root=data_root, scale=scale)
+        calibration = {"set": calib, "images": len(data), "patch": patch,
+                       **({"lr_made_at_scale": scale} if calib.startswith("hr:") or calib == "samples" else {})}
     probe(loaded._replace(net=net), data[0][:1] if isinstance(data, list) else data[:1])
-    calibration = {"set": calib, "images": len(data), "patch": patch,
-                   **({"lr_made_at_scale": scale} if calib.startswith("hr:") or calib == "samples" else {})}
     fingerprint = {"srq": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
                    "device": dev.type, "world_size": world, "model": model, "scale": scale, **loaded.extra,
                    "weights_sha256": file_sha256(weights_path) if weights_path else None,
-                   "recipe": recipe.to_dict(), "calibration": {**calibration, "sha256": pipeline.tensor_sha256(data)}}
+                   "recipe": recipe.to_dict(), "calibration": {**calibration, "sha256": pipeline.tensor_sha256(data)},
+                   **({"task": the_task.to_dict()} if the_task.name != "sr" else {})}
     if rank == 0:
         work = WorkArea.open(output / WORK_AREA, fingerprint, resume=resume, every_steps=checkpoint_every)
     barrier()
@@ -334,7 +374,7 @@ def quantize_cmd(
     try:
         result = pipeline.run(net, recipe, data, name=name, scale=scale, output=output if rank == 0 else None,
                               calibration=calibration, checkpoints=resumable(work),
-                              extra={"resumed": resume, "world_size": world})
+                              extra={"resumed": resume, "world_size": world, "task": the_task.to_dict()})
     except KeyboardInterrupt:
         raise Interrupted("interrupted; the run can continue from its last checkpoint: repeat the command with "
                           "--resume") from None
@@ -408,19 +448,28 @@ def demo_cmd(
 @app.command("train")
 def train_cmd(
     model: str = typer.Argument("srq_tiny", help="model name (trained from scratch)"),
-    scale: int = typer.Option(4, "--scale", "-s"),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="upscaling factor [default: 4 for sr, 1 for "
+                                                                "denoise and jpeg]"),
     images: str = typer.Option("skimage", help="'skimage' (photos shipped with scikit-image) or a folder of HR images"),
     steps: int = typer.Option(3000, min=1),
     batch: int = typer.Option(16, min=1),
     patch: int = typer.Option(96, min=8, help="HR patch size"),
     lr: float = typer.Option(2e-3, min=0.0),
     seed: int = typer.Option(0),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    sigma: Optional[float] = typer.Option(None, "--sigma", help=SIGMA_HELP),
+    quality: Optional[int] = typer.Option(None, "--quality", help=QUALITY_HELP),
+    calib_sigma: Optional[str] = typer.Option(None, "--calib-sigma", help="denoise task: σ range low,high of the "
+                                              "training patches (a blind denoiser, e.g. 0,55) [default: --sigma]"),
     output: Path = typer.Option(..., "--output", "-o", help="weights file (.safetensors)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
 ):
-    """Train a small SR model from scratch with L1 loss (how srq's embedded model is made)."""
+    """Train a small model from scratch with L1 loss (how srq's embedded model is made); --task denoise / jpeg
+    trains a restoration model (scale 1) on the task's degraded patches."""
     import json
+
+    from .cli_tasks import resolve_task, task_scale
 
     import torch
     from .data import read_image
@@ -432,6 +481,8 @@ def train_cmd(
     from .models import create_model
 
     check_output_file(output, (".safetensors",))
+    the_task = resolve_task(model, task, sigma, quality, scale, calib_sigma)
+    scale = task_scale(the_task, scale) or 4
     dev = _setup_device(device, threads)
     if images == "skimage":
         hr = [img for _, img in sample_images("train")]
@@ -445,13 +496,15 @@ def train_cmd(
     net = create_model(model, scale, None, wrap=False).to(dev)  # initialised on the CPU, then moved
     cfg = TrainConfig(steps=steps, batch=batch, patch=patch, lr=lr, seed=seed)
     try:
-        losses = train_l1(net, hr, scale, cfg)
+        losses = train_l1(net, hr, scale, cfg, task=the_task)
     except ValueError as e:
         raise SrqError(f"{e}; change --patch")
     write_safetensors(output, {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-                      metadata={"model": model, "scale": str(scale), "config": json.dumps(cfg.__dict__)})
+                      metadata={"model": model, "scale": str(scale), "config": json.dumps(cfg.__dict__),
+                                "task": json.dumps(the_task.to_dict())})
     atomic_write_text(output.with_suffix(".json"), json.dumps(
         {"model": model, "scale": scale, "images": images, "config": cfg.__dict__, "device": dev.type,
+         "task": the_task.to_dict(),
          "final_loss_mean_last_100": sum(losses[-100:]) / len(losses[-100:]), "provenance": provenance()}, indent=2))
     err.print(f"trained {model} x{scale} for {steps} steps (final L1 {losses[-1]:.4f}) → {output}")
 
@@ -508,6 +561,9 @@ def report_cmd(
                         log=lambda m: err.print(m, highlight=False))
     err.print(f"report of {done.runs} runs, {done.images} cropped images ({done.bytes / 1e6:.2f} MB, "
               f"{done.seconds:.1f} s) → {done.path}")
+
+
+register_deploy(app, out, err)  # srq export, srq bench
 
 
 def main() -> None:

@@ -132,7 +132,7 @@ class _FakeQuantStep(torch.autograd.Function):
     :func:`fake_quant_step`)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None,  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None,
                 lo: float, hi: float) -> torch.Tensor:
         ctx.save_for_backward(x, step, offset)
         ctx.limits = (lo, hi)
@@ -141,7 +141,7 @@ class _FakeQuantStep(torch.autograd.Function):
         return out if offset is None else out.add_(offset)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         # arithmetic only: on CPU a boolean mask (comparison, logical_and, where, mixed-dtype multiply) costs
         # 5–30× an elementwise multiply, so "inside" is a 1/0 tensor of x's dtype made by an in-place eq_
         x, step, offset = ctx.saved_tensors

@@ -1,0 +1,204 @@
+"""Packed low-bit model files: quantized weights as b-bit integers packed into bytes, everything else float32.
+
+One ``.safetensors`` file with three tensors and a small JSON header (``__metadata__["srq"]``: the architecture
+and quantization config, as in a run folder's ``srq.json``):
+
+* ``packed`` (uint8): every quantized layer's weight as level indices ``k = v − vmin`` (``0 … 2ᵇ − 1``; 1-bit
+  binary weights: ``k = (v + 1)/2``), ``b`` bits each, little-endian bit order, layers one after another in
+  state-dict order, each starting on a byte;
+* ``floats`` (float32): every other parameter and floating-point buffer (biases, quantizer bounds, ...) flat,
+  in state-dict order;
+* ``flags`` (uint8): other buffers that are not floating point (LSQ's ``signed`` steps), bytes in state-dict
+  order; quantizers' ``initialized`` flags are not stored (a packed model is calibrated).
+
+Loading rebuilds the model from the header and the registry (no code is executed from the file), puts the
+dequantized weight ``v·s`` where the float weight was, and loads the rest; as ``v·s`` lies on its own grid, the
+loaded model computes exactly what the run folder's model computes. The float weights before quantization are not
+kept (the file is for deployment, not for more fine-tuning). Its size is srq's cost accounting
+(:mod:`srq.quant.cost`: weights at their bits, everything else at 32 bit) plus the header and under one byte per
+layer of padding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import SrqError
+from ..fileio import write_safetensors
+from ..quant.layers import QUANT_LAYER_TYPES
+from .qparams import int_grid, int_weight
+
+__all__ = ["pack_bits", "unpack_bits", "save_packed", "load_packed", "PACKED_FORMAT"]
+
+PACKED_FORMAT = "srq-packed-1"
+
+
+def pack_bits(k: np.ndarray, bits: int) -> np.ndarray:
+    """Integers ``k`` in ``0 … 2ᵇ − 1`` (any shape) → ``ceil(k.size·b/8)`` uint8, little-endian bit order."""
+    k = np.ascontiguousarray(k, dtype=np.uint8).reshape(-1)
+    planes = np.unpackbits(k[:, None], axis=1, bitorder="little")[:, :bits]
+    return np.packbits(planes.reshape(-1), bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The inverse of :func:`pack_bits`: ``count`` uint8 integers."""
+    planes = np.unpackbits(np.asarray(packed, dtype=np.uint8), bitorder="little")[:count * bits]
+    planes = planes.reshape(count, bits)
+    full = np.zeros((count, 8), dtype=np.uint8)
+    full[:, :bits] = planes
+    return np.packbits(full, axis=1, bitorder="little").reshape(-1)
+
+
+def _quantized_weights(model: nn.Module) -> dict[str, tuple[Any, str]]:
+    """State-dict key of every quantized layer's weight → (layer, layer name)."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QUANT_LAYER_TYPES) and m.weight_quantizer is not None:
+            if m.weight_delta is not None:
+                raise SrqError(f"{name} still has a weight increment (weight_delta); fold it into the weight first")
+            out[f"{name}.weight" if name else "weight"] = (m, name)
+    return out
+
+
+def _is_flag(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] == "initialized"
+
+
+@torch.no_grad()
+def save_packed(model: nn.Module, run: str | os.PathLike | None, path: str | os.PathLike) -> Path:
+    """Write quantized ``model`` (loaded from run folder ``run``, whose ``srq.json`` supplies the header) to
+    ``path`` atomically; returns the path."""
+    from ..api import read_meta
+
+    meta = read_meta(run) if run is not None else {}
+    header = {"format": PACKED_FORMAT, "architecture": meta.get("architecture", getattr(model, "srq_spec", None)),
+              "quant_config": meta.get("quant_config")}
+    if meta.get("structure") is not None:  # blocks wrapped or removed before quantization (QuantSR+)
+        header["structure"] = meta["structure"]
+    if header["quant_config"] is None:
+        raise SrqError("only a quantized run folder can be packed")
+    if header["architecture"] is None:
+        header["user_model"] = {k: v for k, v in (meta.get("user_model") or {}).items() if k != "code"}
+    weights = _quantized_weights(model)
+    packed: list[np.ndarray] = []
+    floats: list[torch.Tensor] = []
+    flags: list[np.ndarray] = []
+    for key, t in model.state_dict().items():
+        if key in weights:
+            layer, name = weights[key]
+            iw = int_weight(layer.effective_weight().detach().float().cpu(), layer.weight_quantizer, name)
+            v = iw.q.to(torch.int16) - _broadcast(iw.zero_point.to(torch.int16), iw.q.dim(), iw.axis)
+            grid = int_grid(layer.weight_quantizer, name, weight=True)
+            vmin = grid.vmin if grid.vmin.dim() == 0 else _broadcast(grid.vmin, v.dim(), iw.axis)
+            k = (v + 1) // 2 if grid.bits == 1 else v - vmin
+            packed.append(pack_bits(k.numpy().astype(np.uint8), grid.bits))
+        elif t.is_floating_point():
+            floats.append(t.detach().float().cpu().reshape(-1))
+        elif not _is_flag(key):
+            flags.append(t.detach().cpu().contiguous().view(torch.uint8).numpy().reshape(-1))
+    tensors = {"packed": torch.from_numpy(np.concatenate(packed) if packed else np.zeros(0, np.uint8)),
+               "floats": torch.cat(floats) if floats else torch.zeros(0),
+               "flags": torch.from_numpy(np.concatenate(flags) if flags else np.zeros(0, np.uint8))}
+    return write_safetensors(path, tensors, metadata={"srq": json.dumps(header, separators=(",", ":"))})
+
+
+def _broadcast(v: torch.Tensor, dim: int, axis: int) -> torch.Tensor:
+    shape = [1] * dim
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a packed file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise SrqError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:200]})")
+    header = json.loads(meta.get("srq", "{}"))
+    if header.get("format") != PACKED_FORMAT:
+        raise SrqError(f"{path} is not a packed srq model (format {header.get('format')!r}, expected {PACKED_FORMAT})")
+    return header
+
+
+@torch.no_grad()
+def load_packed(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild the model of a packed file (``model``: a float instance, for an architecture of your own)."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from ..engine.slimming import apply_structure
+    from ..models import create_model
+    from ..quant import QuantConfig, prepare
+
+    header = read_header(path)
+    spec = header["architecture"]
+    if model is not None:
+        net = copy.deepcopy(model)
+        apply_structure(net, header.get("structure"))
+        shape = (header.get("user_model") or {}).get("example_shape")
+        prepare(net, QuantConfig.from_dict(header["quant_config"]), None if shape is None else torch.rand(shape))
+    elif spec is None:
+        raise SrqError(f"{path} holds a model of your own architecture; pass a float instance of it: "
+                       f"srq.load(path, model=...)")
+    else:
+        net = create_model(spec["model"], spec["scale"], None, wrap=spec.get("wrapped", True),
+                           **(spec.get("arch") or {}))
+        apply_structure(net, header.get("structure"))
+        prepare(net, QuantConfig.from_dict(header["quant_config"]))
+    blobs = load_file(str(path))
+    packed, floats, flags = blobs["packed"].numpy(), blobs["floats"], blobs["flags"].numpy()
+    weights = _quantized_weights(net)
+    state = net.state_dict()
+    p_at = f_at = g_at = 0
+    new: dict[str, torch.Tensor] = {}
+    damaged = f"{path} does not match the model its header describes; the file is damaged"
+    for key, t in state.items():
+        if key in weights:
+            layer, name = weights[key]
+            bits = layer.weight_quantizer.bits
+            n = t.numel()
+            size = (n * bits + 7) // 8
+            if p_at + size > packed.size:
+                raise SrqError(damaged)
+            k = torch.from_numpy(unpack_bits(packed[p_at:p_at + size], bits, n).astype(np.int64)).reshape(t.shape)
+            p_at += size
+            new[key] = k  # dequantized below, once the quantizer's bounds are loaded
+        elif t.is_floating_point():
+            n = t.numel()
+            if f_at + n > floats.numel():
+                raise SrqError(damaged)
+            new[key] = floats[f_at:f_at + n].reshape(t.shape).to(t.dtype)
+            f_at += n
+        elif _is_flag(key):
+            new[key] = torch.ones_like(t)
+        else:
+            n = t.numel() * t.element_size()
+            if g_at + n > flags.size:
+                raise SrqError(damaged)
+            new[key] = torch.from_numpy(flags[g_at:g_at + n].copy()).view(t.dtype).reshape(t.shape)
+            g_at += n
+    if (p_at, f_at, g_at) != (packed.size, floats.numel(), flags.size):
+        raise SrqError(damaged)
+    levels = {key: new[key] for key in weights}
+    net.load_state_dict({k: (state[k] if k in weights else v) for k, v in new.items()}, strict=True)
+    for key, k in levels.items():  # bounds are loaded: now the weights as v·s
+        layer, name = weights[key]
+        grid = int_grid(layer.weight_quantizer, name, weight=True)
+        axis = layer.weight_quantizer.channel_axis or 0
+        vmin = grid.vmin if grid.vmin.dim() == 0 else _broadcast(grid.vmin, k.dim(), axis)
+        scale = grid.scale if grid.scale.dim() == 0 else _broadcast(grid.scale, k.dim(), axis)
+        v = 2 * k - 1 if grid.bits == 1 else k + vmin
+        layer.weight.copy_((v.float() * scale).to(layer.weight.dtype))
+    setattr(net, "srq_spec", spec)
+    return net.eval()

@@ -1,0 +1,350 @@
+"""Deployment: integer QDQ ONNX export (exact levels, outputs against srq's fake-quant model), one-line refusals,
+packed low-bit files (exact round trip, size = cost accounting), runtimes and the command line.
+
+ONNX tests skip where the ``deploy`` extra (onnx, onnxruntime, openvino) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import srq
+from srq.errors import SrqError
+from srq.export.packed import load_packed, pack_bits, save_packed, unpack_bits
+from srq.quant import QuantConfig, calibrate, prepare
+from srq.quant.cost import model_cost
+from srq.quant.layers import QuantConv2d
+
+from conftest import console_script
+
+
+def _calib() -> torch.Tensor:
+    from srq.data.samples import sample_images
+
+    crops = [torch.from_numpy(img[:48, :48].copy()).permute(2, 0, 1).float() / 255
+             for _, img in sample_images("train")[:4]]
+    return torch.stack(crops)
+
+
+def _image() -> torch.Tensor:
+    """A natural (1, 3, 40, 48) image in [0, 1] (random noise would put many values on rounding ties)."""
+    from srq.data.samples import sample_images
+
+    img = sample_images("train")[0][1]
+    return (torch.from_numpy(img[60:100, 60:108].copy()).permute(2, 0, 1).unsqueeze(0).float() / 255).contiguous()
+
+
+def _quantized(w_bits: int, a_bits: int, **config) -> nn.Module:
+    fp = srq.create_model("srq_tiny", 4, "official")
+    return srq.quantize(fp, srq.methods.MinMax(w_bits=w_bits, a_bits=a_bits, **config), _calib(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def w4a4() -> nn.Module:
+    return _quantized(4, 4)
+
+
+@pytest.fixture(scope="module")
+def w4a4_run(tmp_path_factory, w4a4) -> str:
+    folder = tmp_path_factory.mktemp("runs") / "tiny_w4a4"
+    srq.save(w4a4, folder)
+    return str(folder)
+
+
+# ---- the integer form ------------------------------------------------------------------------------------
+
+def test_export_ready_computes_what_srq_computes(w4a4):
+    """With srq's float bias and zero points kept, the swapped model (what the ONNX nodes compute, in torch) is srq's
+    model, bit for bit."""
+    from srq.export import export_ready
+
+    x = _image()
+    with torch.no_grad():
+        assert torch.equal(export_ready(w4a4, bias="float", asym="zero_point")(x), w4a4(x))
+
+
+def test_split_zero_points_is_the_same_convolution():
+    """An 8-bit affine weight (uint8, per-channel zero points) split into int8 levels and a box-sum correction
+    computes the same convolution up to float rounding."""
+    from srq.export import export_ready
+    from srq.export.onnx_qdq import _ExportLayer
+
+    model = _quantized(8, 8)
+    split, kept = export_ready(model, bias="float"), export_ready(model, bias="float", asym="zero_point")
+    layers = [n for n, m in split.named_modules() if isinstance(m, _ExportLayer) and m.spec.offset is not None]
+    assert layers, "no layer needed a zero point: the test model does not exercise the split"
+    x = _image()
+    for name in layers:
+        a, b = split.get_submodule(name), kept.get_submodule(name)
+        assert a.spec.weight.q.dtype == torch.int8 and b.spec.weight.q.dtype == torch.uint8
+        with torch.no_grad():
+            h = torch.rand(1, a.spec.weight.q.shape[1], 12, 10)
+            torch.testing.assert_close(a(h), b(h), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert (split(x) - model(x)).abs().mean() < 1e-3
+
+
+def test_onnx_carries_exact_integer_levels(tmp_path, w4a4):
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from srq.export import export_onnx, int_grid
+
+    path = export_onnx(w4a4, tmp_path / "m.onnx", asym="zero_point")  # the split form: test_split_zero_points_...
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version >= 17
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    layers = [(n, m) for n, m in w4a4.named_modules() if isinstance(m, QuantConv2d)]
+    weight_dqs = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None
+                  and inits[n.input[0]].ndim == 4]
+    assert len(weight_dqs) == len(layers)
+    dequantized = []  # (DequantizeLinear's float32 result, the stored integers)
+    for dq in weight_dqs:
+        q, s, z = (inits[i] for i in dq.input)
+        assert q.dtype in (np.int8, np.uint8) and z.dtype == q.dtype and s.dtype == np.float32
+        v = q.astype(np.int32) - z.astype(np.int32).reshape(-1, 1, 1, 1)
+        dequantized.append((v.astype(np.float32) * s.reshape(-1, 1, 1, 1), q))
+    for name, layer in layers:
+        w = layer.effective_weight().detach().numpy()
+        found = [q for dq, q in dequantized if dq.shape == w.shape and np.array_equal(dq, w)]  # equal floats (±0)
+        assert found, f"{name}: no initialiser dequantizes to srq's weight exactly"
+        q = found[0]
+        levels = 2 ** layer.weight_quantizer.bits
+        assert all(len(np.unique(ch)) <= levels for ch in q)  # a 4-bit layer keeps (at most) its 16 levels
+    # activations: uint8 with srq's scale and zero point; a 4-bit grid is clipped to its 16 levels
+    quants = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(quants) == len(layers)
+    clips = {n.input[0]: n for n in proto.graph.node if n.op_type == "Clip"}
+    grids = [int_grid(m.input_quantizer) for _, m in layers]
+    for qnode in quants:
+        scale, zp = inits[qnode.input[1]], inits[qnode.input[2]]
+        assert zp.dtype == np.uint8
+        match = [g for g in grids if np.float32(g.scale) == scale and -int(g.vmin) == int(zp)]
+        assert match, "an activation scale/zero point that srq does not have"
+        if match[0].bits < 8:
+            clip = clips[qnode.output[0]]
+            assert (int(inits[clip.input[1]]), int(inits[clip.input[2]])) == (0, 2 ** match[0].bits - 1)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_runtime_output_matches_srq(tmp_path, w4a4, runtime):
+    """On a natural image the runtime's output equals what the graph computes in torch (with srq's float bias:
+    srq's own output) to float rounding, except where a tiny difference in a float convolution's sum moves an
+    activation across a rounding tie of its grid (one level): under 1 % of the uint8 output pixels change, by
+    at most 8/255, and the mean difference stays under 1e-3. (An int32 bias is itself a change of the model, by
+    at most half a step s_in·s_w per channel: srq's fake-quant model keeps a float bias.)"""
+    pytest.importorskip(runtime)
+    from srq.export import export_onnx, export_ready
+    from srq.export.runtime import RuntimeModel
+
+    x = _image()
+    for bias in ("float", "int32"):
+        with torch.no_grad():
+            ref = export_ready(w4a4, bias=bias, asym="zero_point")(x)
+            if bias == "float":
+                assert torch.equal(ref, w4a4(x))
+        path = export_onnx(w4a4, tmp_path / f"{bias}.onnx", bias=bias, asym="zero_point")
+        got = RuntimeModel(path, runtime, threads=1)(x)
+        diff = (got - ref).abs()
+        assert got.shape == ref.shape
+        assert diff.mean() < 1e-3 and diff.max() < 8 / 255, (bias, diff.mean(), diff.max())
+        changed = ((got.clamp(0, 1) * 255).round() != (ref.clamp(0, 1) * 255).round()).float().mean()
+        assert changed < 0.01, (bias, changed)
+
+
+def test_int32_bias_is_within_half_a_step(w4a4):
+    from srq.export import int_bias, int_grid
+
+    for m in w4a4.modules():
+        if isinstance(m, QuantConv2d):
+            w_scale = int_grid(m.weight_quantizer, weight=True).scale
+            ints, scale = int_bias(m.bias, int_grid(m.input_quantizer).scale, w_scale)
+            assert ints.dtype == torch.int32 and torch.equal(scale, int_grid(m.input_quantizer).scale * w_scale)
+            assert ((ints * scale - m.bias).abs() <= scale / 2 * (1 + 1e-5)).all()
+
+
+def test_dynamic_height_and_width(tmp_path, w4a4):
+    pytest.importorskip("onnxruntime")
+    from srq.export import export_onnx
+    from srq.export.runtime import RuntimeModel
+
+    model = RuntimeModel(export_onnx(w4a4, tmp_path / "m.onnx"), "onnxruntime", threads=1)
+    for h, w in ((17, 23), (40, 8)):
+        assert model(torch.rand(2, 3, h, w)).shape == (2, 3, 4 * h, 4 * w)
+
+
+def test_conv_transpose_and_prelu_export(tmp_path):
+    """FSRCNN's body (PReLU, a quantized ConvTranspose2d with output padding) on RGB: the runtime matches srq."""
+    pytest.importorskip("onnxruntime")
+    from srq.export import export_onnx, export_ready
+    from srq.export.runtime import RuntimeModel
+    from srq.models.fsrcnn import FSRCNN
+
+    torch.manual_seed(0)
+    net = prepare(FSRCNN(4, num_channels=3).eval(), QuantConfig(w_bits=4, a_bits=8), torch.rand(1, 3, 16, 16))
+    calibrate(net, [torch.rand(1, 3, 24, 24)])
+    x = torch.rand(1, 3, 20, 28)
+    with torch.no_grad():
+        ref = net(x)
+        assert torch.equal(export_ready(net, bias="float", asym="zero_point")(x), ref)
+    got = RuntimeModel(export_onnx(net, tmp_path / "m.onnx", bias="float", asym="zero_point"), "onnxruntime", 1)(x)
+    assert got.shape == (1, 3, 80, 112) and (got - ref).abs().max() < 1e-4
+
+
+# ---- refusals in one line ---------------------------------------------------------------------------------
+
+class _FFTNet(nn.Module):
+    """A conv, then an op the ONNX exporter has no conversion for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(torch.fft.rfft2(self.conv(x)), s=x.shape[-2:])
+
+
+def test_unsupported_op_is_one_line(tmp_path):
+    pytest.importorskip("onnx")
+    from srq.export import export_onnx
+
+    net = prepare(_FFTNet(), QuantConfig(w_bits=8, a_bits=8, first_last="same"))
+    calibrate(net, [torch.rand(1, 3, 16, 16)])
+    with pytest.raises(SrqError) as e:
+        export_onnx(net, tmp_path / "m.onnx")
+    assert "cannot be exported" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_quantizer_without_integer_form_is_one_line(tmp_path):
+    pytest.importorskip("onnx")
+    from srq.export import export_onnx
+
+    net = prepare(srq.create_model("srq_tiny", 4, "official"), QuantConfig(a_dan="range"))
+    calibrate(net, [_calib()])
+    with pytest.raises(SrqError, match="normaliser") as e:
+        export_onnx(net, tmp_path / "m.onnx")
+    assert "\n" not in str(e.value)
+
+
+def test_a_graph_fixed_to_the_traced_size_is_one_line(tmp_path):
+    """FSRCNN's Y-channel wrapper computes its bicubic chroma tables from the input size in Python: the trace only
+    works at the traced size, which export finds out (with ONNX Runtime) and says in one line."""
+    pytest.importorskip("onnxruntime")
+    from srq.export import export_onnx
+
+    net = prepare(srq.create_model("fsrcnn", 4, None).eval(), QuantConfig(w_bits=8, a_bits=8))
+    calibrate(net, [torch.rand(1, 3, 24, 24)])
+    with pytest.raises(SrqError, match="traced input size") as e:
+        export_onnx(net, tmp_path / "m.onnx")
+    assert "\n" not in str(e.value) and not (tmp_path / "m.onnx").exists()
+
+
+# ---- packed files -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 7, 8])
+def test_pack_bits_round_trip(bits):
+    k = np.random.default_rng(bits).integers(0, 2**bits, 1001).astype(np.uint8)
+    packed = pack_bits(k, bits)
+    assert packed.size == (k.size * bits + 7) // 8
+    assert np.array_equal(unpack_bits(packed, bits, k.size), k)
+
+
+@pytest.mark.parametrize("bits", [(8, 8), (4, 4), (2, 2)])
+def test_packed_file_round_trip_is_exact(tmp_path, bits):
+    model = _quantized(*bits)
+    run = tmp_path / "run"
+    srq.save(model, run)
+    path = save_packed(srq.load(run), run, tmp_path / "m.safetensors")
+    loaded = load_packed(path)
+    x = _image()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    # size: srq's cost accounting, plus the header and < 1 byte of padding per quantized layer
+    from safetensors import safe_open
+
+    with open(path, "rb") as f:
+        header = int.from_bytes(f.read(8), "little") + 8
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == {"packed", "floats", "flags"}
+    layers = sum(1 for m in model.modules() if isinstance(m, QuantConv2d))
+    payload = os.path.getsize(path) - header
+    assert model_cost(model).size_bytes <= payload < model_cost(model).size_bytes + layers
+
+
+def test_srq_load_reads_a_packed_file(tmp_path, w4a4, w4a4_run):
+    path = save_packed(srq.load(w4a4_run), w4a4_run, tmp_path / "m.safetensors")
+    x = _image()
+    with torch.no_grad():
+        assert torch.equal(srq.load(path)(x), w4a4(x))
+
+
+# ---- command line and bench -------------------------------------------------------------------------------
+
+def _srq(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SRQ_WEIGHTS": "/nonexistent-weights", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([console_script(), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_cli_export_and_eval_on_a_runtime(tmp_path, w4a4_run):
+    """``srq export`` then ``srq eval FILE.onnx``: with srq's float bias and zero points the deployed file scores what
+    srq scores (within 0.02 dB); ``srq eval RUN --runtime`` exports with the defaults (int32 bias, which moves each
+    output by up to half a step s_in·s_w: on this tiny W4A4 model about 0.1 dB, on IMDN x4 W4A4 0.004 dB)."""
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from srq.data.samples import sample_images
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, (_, img) in enumerate(sample_images("train")[:2]):
+        Image.fromarray(img[:64, :64]).save(images / f"im{i}.png")
+    onnx_file = tmp_path / "m.onnx"
+    proc = _srq("export", w4a4_run, "-o", str(onnx_file), "--bias", "float", "--asym", "zero_point")
+    assert proc.returncode == 0, proc.stderr
+    proc = _srq("export", w4a4_run, "-o", str(onnx_file))
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    psnr = {}
+    for model, runtime in ((w4a4_run, "torch"), (str(onnx_file), "onnxruntime"), (w4a4_run, "onnxruntime")):
+        out = tmp_path / f"{runtime}{len(psnr)}.json"
+        proc = _srq("eval", model, "--runtime", runtime, "--datasets", str(images), "--threads", "1", "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(out.read_text())
+        assert doc["runtime"] == runtime if runtime != "torch" else "runtime" not in doc
+        psnr[(model, runtime)] = doc["results"][0]["psnr"]
+    srq_psnr = psnr[(w4a4_run, "torch")]
+    assert abs(psnr[(str(onnx_file), "onnxruntime")] - srq_psnr) < 0.02, psnr
+    assert abs(psnr[(w4a4_run, "onnxruntime")] - srq_psnr) < 0.2, psnr
+
+
+def test_cli_refusals_are_one_line(tmp_path, w4a4_run):
+    cases = [(("eval", str(tmp_path / "none.onnx"), "--runtime", "onnxruntime", "--datasets", "Set5"),
+              "does not exist"),
+             (("eval", w4a4_run, "--runtime", "tensorrt", "--datasets", "Set5"), "--runtime"),
+             (("export", w4a4_run, "--format", "tflite", "-o", str(tmp_path / "m.onnx")), "--format"),
+             (("export", w4a4_run, "-o", str(tmp_path / "m.txt")), "must end in")]
+    for argv, fragment in cases:
+        proc = _srq(*argv)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and fragment in errors[0], (argv, proc.stderr)
+
+
+def test_bench_runs_and_reports_ratios(w4a4):
+    pytest.importorskip("onnxruntime")
+    from srq.cli_deploy import BENCH_VARIANTS
+    from srq.export.bench import VARIANTS, bench, format_bench
+
+    assert BENCH_VARIANTS.split(",") == list(VARIANTS)
+    result = bench(w4a4, (16, 16), threads=(1,), runs=2, warmup=0,
+                   variants=("torch_fp32", "torch_fakequant", "onnxruntime_int"), memory=False)
+    stats = result.latency["1"]
+    assert set(stats) == {"torch_fp32", "torch_fakequant", "onnxruntime_int"}
+    assert stats["torch_fp32"]["speedup_vs_torch_fp32"] == 1.0 and len(stats["onnxruntime_int"]["times"]) == 2
+    assert result.file_bytes["onnx_int"] > 0 and "onnxruntime_int" in format_bench(result)
