@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -59,13 +60,18 @@ def other_rows(out_dir: Path = OUT) -> list[Path]:
     return matching_rows(out_dir, ("ptq", "gba", "spr2q"))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="imdn")
+Rows = list[tuple[str, list[str]]]  # (method, its own -p settings) per result row
+
+
+def qat_parser(description: str, *, model: str, bits: str, methods: str) -> argparse.ArgumentParser:
+    """The options every QAT benchmark takes (model, bits, methods, sets, budget via -p, checkpoints, resume)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", default=model)
     p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--bits", default="w4a4")
-    p.add_argument("--methods", default="lsq")
+    p.add_argument("--bits", default=bits)
+    p.add_argument("--methods", default=methods)
     p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
+    p.add_argument("--split", type=int, default=None, help="evaluate LR images in parts of about N px (MambaIR: 200)")
     p.add_argument("--calib-n", type=int, default=100)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--save-dir", type=Path, default=None, help="write each run folder there (with checkpoints)")
@@ -74,7 +80,14 @@ def main() -> None:
     add_fp_scores_option(p)
     add_device_option(p)
     add_param_option(p)
-    args = p.parse_args()
+    return p
+
+
+def run_qat_rows(p: argparse.ArgumentParser, args: argparse.Namespace, rows: Rows, out_dir: Path, title: str,
+                 note: str, *, also: Callable[[], list[Path]] | None = None,
+                 after: Callable[[Path], None] | None = None) -> None:
+    """Train, evaluate and write each of ``rows`` at each of ``args.bits`` into ``out_dir`` (result JSON, training
+    CSV/SVG), rebuilding its ``summary.md`` (with the files ``also()`` lists) and calling ``after(out_dir)``."""
     if args.resume and args.save_dir is None:
         p.error("--resume needs --save-dir (the folder with the interrupted runs)")
     if args.threads:
@@ -82,18 +95,28 @@ def main() -> None:
     datasets = args.datasets.split(",")
     calib = calibration_set("DIV2K_test_LRx4", patch=96, n=args.calib_n)
     fp_scores, fp_source = fp_reference(args, datasets)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)
-        for method in args.methods.split(","):
-            recipe, tag = with_params(METHODS[method](w_bits=w, a_bits=a), args.param, method)
-            doc, _ = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe,
-                         tag=tag, fp_source=fp_source, device=args.device, save_dir=args.save_dir,
-                         resume=args.resume, checkpoint_every=args.checkpoint_every)
+        for method, variant in rows:
+            recipe, tag = with_params(METHODS[method](w_bits=w, a_bits=a), [*variant, *args.param], method)
+            if args.split:
+                tag += f"_split{args.split}"
+            doc, _ = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=out_dir,
+                         recipe=recipe, tag=tag, fp_source=fp_source, device=args.device, save_dir=args.save_dir,
+                         resume=args.resume, checkpoint_every=args.checkpoint_every, split=args.split)
             stem = f"{args.model}_x{args.scale}_{tag}_{bits.lower()}"
-            split_training_log(doc, stem, OUT)
-            atomic_write_text(OUT / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
-            summary(OUT, "QAT baselines", NOTE, also=other_rows())
+            split_training_log(doc, stem, out_dir)
+            atomic_write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
+            summary(out_dir, title, note, also=also() if also else ())
+            if after is not None:
+                after(out_dir)
+
+
+def main() -> None:
+    p = qat_parser(__doc__.splitlines()[0], model="imdn", bits="w4a4", methods="lsq")
+    args = p.parse_args()
+    run_qat_rows(p, args, [(m, []) for m in args.methods.split(",")], OUT, "QAT baselines", NOTE, also=other_rows)
 
 
 if __name__ == "__main__":

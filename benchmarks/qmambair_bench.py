@@ -21,21 +21,14 @@ with their reductions, srq's count and the BOPs ÷ 64 count).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, run_script
-from srq.methods import METHODS
-from srq.quant import parse_bits
 from srq.quant.complexity import complexity_from_dict, format_complexity
 
-from ptq_bench import (RESULT_NAME, add_device_option, add_fp_scores_option, add_param_option, fp_reference, run,
-                       summary, with_params)
-from qat_bench import split_training_log
+from ptq_bench import RESULT_NAME
+from qat_bench import qat_parser, run_qat_rows
 
 OUT = Path(__file__).resolve().parent / "results" / "qmambair"
 NOTE = ("Made by `python benchmarks/qmambair_bench.py` (the exact command, git revision and machine are in each "
@@ -76,46 +69,11 @@ def complexity_table(out_dir: Path = OUT) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="mambairv2_light")
-    p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--bits", default="w4a4")
-    p.add_argument("--methods", default="qmambair,quantsr,lsq")
+    p = qat_parser(__doc__.splitlines()[0], model="mambairv2_light", bits="w4a4", methods="qmambair,quantsr,lsq")
     p.add_argument("--ablation", choices=sorted(ABLATIONS), default=None, help="run a table's rows instead")
-    p.add_argument("--datasets", default="Set5,Set14,B100,Urban100")
-    p.add_argument("--split", type=int, default=None, help="evaluate LR images in parts of about N px (MambaIR: 200)")
-    p.add_argument("--calib-n", type=int, default=100)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--save-dir", type=Path, default=None, help="write each run folder there (with checkpoints)")
-    p.add_argument("--resume", action="store_true", help="continue interrupted runs in --save-dir")
-    p.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS")
-    add_fp_scores_option(p)
-    add_device_option(p)
-    add_param_option(p)
     args = p.parse_args()
-    if args.resume and args.save_dir is None:
-        p.error("--resume needs --save-dir (the folder with the interrupted runs)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     rows = ABLATIONS[args.ablation] if args.ablation else [(m, []) for m in args.methods.split(",")]
-    datasets = args.datasets.split(",")
-    calib = calibration_set("DIV2K_test_LRx4", patch=96, n=args.calib_n)
-    fp_scores, fp_source = fp_reference(args, datasets)
-    OUT.mkdir(parents=True, exist_ok=True)
-    for bits in args.bits.split(","):
-        w, a = parse_bits(bits)
-        for method, variant in rows:
-            recipe, tag = with_params(METHODS[method](w_bits=w, a_bits=a), [*variant, *args.param], method)
-            if args.split:
-                tag += f"_split{args.split}"
-            doc, _ = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=OUT, recipe=recipe,
-                         tag=tag, fp_source=fp_source, device=args.device, save_dir=args.save_dir,
-                         resume=args.resume, checkpoint_every=args.checkpoint_every, split=args.split)
-            stem = f"{args.model}_x{args.scale}_{tag}_{bits.lower()}"
-            split_training_log(doc, stem, OUT)
-            atomic_write_text(OUT / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
-            summary(OUT, "Q-MambaIR, QuantSR and LSQ", NOTE)
-            complexity_table(OUT)
+    run_qat_rows(p, args, rows, OUT, "Q-MambaIR, QuantSR and LSQ", NOTE, after=complexity_table)
 
 
 if __name__ == "__main__":
