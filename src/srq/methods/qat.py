@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -39,6 +39,16 @@ from .registry import register_method
 __all__ = ["LSQ", "LSQPlus", "PAMS", "DoReFa", "model_scale"]
 
 DEFAULT_TRAIN_DATA = ("train/T91", "train/BSD200")  # the classic "291" set, under the data root
+
+
+class QATStart(NamedTuple):
+    """The data side of a QAT run's start: an example input (1, 3, h, w), the model's scale, the training folders
+    and the training set made from them."""
+
+    example: torch.Tensor
+    scale: int
+    folders: list[Path]
+    data: TrainingSet | LROnlySet
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,10 @@ class _QAT(Recipe):
         return TrainingSet(folders, scale, self.train.hr_patch, seed=self.train.seed,
                            skip_small=True, cache_dir=Path(self.cache_dir).expanduser() if self.cache_dir else None)
 
-    def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
+    def start(self, model: nn.Module, calib: torch.Tensor | list[torch.Tensor],
+              progress: bool = True) -> tuple[QATStart, nn.Module, nn.Module]:
+        """What every QAT run begins with: the training data, the quantized model calibrated on ``calib`` and a
+        frozen copy of ``model`` (the FP teacher)."""
         example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0]
         scale = model_scale(model, example)
         folders = self.training_folders()
@@ -85,11 +98,15 @@ class _QAT(Recipe):
         qmodel = self.prepare(model, example)
         batches = calibration_batches(calib)
         calibrate(qmodel, batches, total=len(batches), progress=progress)
-        quant_params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
-        weights = [p for p in qmodel.parameters() if all(p is not q for q in quant_params)]
         teacher = copy.deepcopy(model).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+        return QATStart(example, scale, folders, data), qmodel, teacher
+
+    def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
+        (_, scale, folders, data), qmodel, teacher = self.start(model, calib, progress)
+        quant_params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
+        weights = [p for p in qmodel.parameters() if all(p is not q for q in quant_params)]
         val = self.train.val_set
 
         def validate(m: nn.Module) -> float:

@@ -17,7 +17,6 @@ Each switch is independent, for the ablation QuantSR → +RBD → +QSA → +SFD 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import re
@@ -28,18 +27,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..engine.batches import calibration_batches
 from ..engine.evaluate import validation_psnr
 from ..engine.qat import QATConfig, TrainBatches, train_qat
 from ..engine.shortcut_scale import GAMMA, is_shortcut_scaled, prepare_shortcut_scaled, shortcut_gammas
 from ..engine.slimming import (METRICS, cost_of, least_critical, plan_removals, remove_blocks, segment_ends,
                                structure_record)
 from ..errors import SrqError
-from ..quant import QuantConfig, calibrate, quantizers
+from ..quant import QuantConfig, quantizers
 from ..quant.cost import default_input_size
 from ..quant.grid_placement import grid_placement
 from ..quant.prepare import execution_order
-from .qat import _QAT, model_scale
+from .qat import _QAT
 from .registry import register_method
 
 __all__ = ["QuantSRPlus", "phase_bounds", "phase_config"]
@@ -130,16 +128,7 @@ class QuantSRPlus(_QAT):
         return prepare_shortcut_scaled(model, self.config(), example, self.blocks)
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
-        example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0]
-        scale = model_scale(model, example)
-        folders = self.training_folders()
-        data = self.training_set(folders, scale)
-        qmodel = self.prepare(model, example)
-        batches = calibration_batches(calib)
-        calibrate(qmodel, batches, total=len(batches), progress=progress)
-        teacher = copy.deepcopy(model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        (example, scale, folders, data), qmodel, teacher = self.start(model, calib, progress)
         structure = getattr(qmodel, "srq_structure", None)
         blocks = execution_order(model, example.to(next(model.parameters()).device), structure["blocks"]) \
             if structure else []
