@@ -51,3 +51,15 @@ def console_script() -> str:
     if found is None:
         pytest.fail("the `srq` console script is not installed; install the project with pip as the README says")
     return found
+
+
+@pytest.fixture(scope="session")
+def hr_folder(tmp_path_factory) -> Path:
+    """A folder of three small HR photos (shipped with scikit-image) for training tests."""
+    from srq.data import write_image
+    from srq.data.samples import sample_images
+
+    folder = tmp_path_factory.mktemp("hr")
+    for name, img in sample_images("train")[:3]:
+        write_image(folder / f"{name}.png", img)
+    return folder

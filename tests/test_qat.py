@@ -26,14 +26,6 @@ from srq.quant import quantizers
 
 
 @pytest.fixture(scope="module")
-def hr_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hr")
-    for name, img in sample_images("train")[:3]:
-        write_image(folder / f"{name}.png", img)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def fp():
     return srq.create_model("srq_tiny", 4, "official")
 

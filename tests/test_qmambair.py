@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import srq
-from srq.data import write_image
-from srq.data.samples import sample_calibration, sample_images
+from srq.data.samples import sample_calibration
 from srq.engine.qat import QATConfig
 from srq.errors import SrqError
 from srq.methods import QMambaIR, QuantSR, get_method
@@ -197,14 +196,6 @@ def test_rlq_shifts_are_per_channel_and_learn():
 
 
 # ---- methods --------------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def hr_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hr")
-    for name, img in sample_images("train")[:3]:
-        write_image(folder / f"{name}.png", img)
-    return folder
-
 
 def _tiny(cls, hr_folder, **fields):
     return cls(train_data=(str(hr_folder),), cache_dir="", train=QATConfig(iterations=3, batch=2, hr_patch=32,

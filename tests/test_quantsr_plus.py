@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 import srq
-from srq.data import write_image
-from srq.data.samples import sample_calibration, sample_images
+from srq.data.samples import sample_calibration
 from srq.engine.qat import QATConfig
 from srq.engine.shortcut_scale import (GAMMA, add_shortcut_scale, add_shortcut_scales, is_shortcut_scaled,
                                       shortcut_gammas)
@@ -111,14 +110,6 @@ def test_rbd_activations_start_as_rlq_and_learn_their_thresholds():
 
 
 # ---- shortcut scales ----------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def hr_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hr")
-    for name, img in sample_images("train")[:3]:
-        write_image(folder / f"{name}.png", img)
-    return folder
-
 
 def _tiny(cls, hr_folder, iterations=3, **fields):
     return cls(train_data=(str(hr_folder),), cache_dir="", train=QATConfig(iterations=iterations, batch=2,
