@@ -79,6 +79,10 @@ def test_rbd_weights_deploy_as_integers_times_the_step_and_thresholds_stay_valid
         wq = q(w)
         ints = wq / q.step.view(-1, 1, 1, 1)
     assert torch.allclose(ints, ints.round(), atol=1e-5) and ints.min() >= -4 and ints.max() <= 3
+    qparams = pytest.importorskip("srq.export.qparams")  # the export writes them as int8 values and a step
+    with torch.no_grad():
+        packed = qparams.int_weight(wq, q)
+    assert packed.q.dtype == torch.int8 and torch.allclose(packed.dequantize(), wq, atol=1e-6)
 
 
 def test_rbd_activations_start_as_rlq_and_learn_their_thresholds():

@@ -10,8 +10,8 @@ the float32 scale srq uses:
 * ``symmetric`` / ``pams``: ``s = α/(2ⁿ⁻¹ − 1)``, ``v = −(2ⁿ⁻¹ − 1) … 2ⁿ⁻¹ − 1``;
 * ``lsq``: ``s = step``, ``v = −2ⁿ⁻¹ … 2ⁿ⁻¹ − 1`` where signed, ``0 … 2ⁿ − 1`` where not;
 * ``binary`` (weights only): ``s = α``, ``v ∈ {−1, 1}``;
-* ``rfa`` / ``nu2u`` (Q-MambaIR's weights): ``s = step``, ``v = −2ⁿ⁻¹ … 2ⁿ⁻¹ − 1`` (the learned thresholds only
-  decided which level each weight took).
+* ``rfa`` / ``nu2u`` (Q-MambaIR's weights), ``rbd`` (QuantSR+'s): ``s = step``, ``v = −2ⁿ⁻¹ … 2ⁿ⁻¹ − 1`` (the
+  learned thresholds only decided which level each weight took).
 
 Grids without an integer zero point (``uniform``, ``lsqplus``: levels ``a + k·s`` with ``a`` off the grid), DoReFa
 weights, 1-bit activations, normalisers (DAN) and learnable bit offsets have no such form: :func:`int_grid` raises
@@ -109,7 +109,7 @@ def int_grid(q: Quantizer, name: str = "quantizer", weight: bool = False) -> Int
             s = _param(q, "alpha").clamp_min(_EPS) / qmax
             return IntGrid(s, torch.full_like(s, -qmax, dtype=torch.long), torch.full_like(s, qmax, dtype=torch.long),
                            bits)
-        if mode in ("rfa", "nu2u"):  # Q-MambaIR's RFA weights: signed levels times the step (thresholds: training)
+        if mode in ("rfa", "nu2u", "rbd"):  # RFA (Q-MambaIR), RBD (QuantSR+): signed levels times the step
             s, half = _param(q, "step"), 2 ** (bits - 1)
             low = torch.full_like(s, -half, dtype=torch.long)
             return IntGrid(s, low, low + 2 * half - 1, bits)
