@@ -17,6 +17,7 @@ each rank takes its share of every global batch and DDP averages the gradients; 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -35,7 +36,7 @@ from ..utils.progress import progress_bar
 from .checkpoint import active_work_area
 from .blocks import capture_outputs, resolve_blocks
 from .distill import _backward, _finite_gradients, feature_term
-from .inference import model_device
+from .inference import memory_format, model_device
 
 __all__ = ["QATConfig", "TrainBatches", "train_qat", "LOG_COLUMNS"]
 
@@ -75,6 +76,7 @@ class QATConfig:
     val_images: int = 0  # 0: every image of val_set
     keep: str = "best"
     precision: str = "fp32"  # "bf16": forward passes under bfloat16 autocast (AMX/tensor cores); losses in fp32
+    memory_format: str = "contiguous"  # "channels_last": train (and run the teacher) in NHWC layout
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,6 +90,7 @@ class QATConfig:
         check_choice(self, "schedule", ("multistep", "cosine", "constant"))
         check_choice(self, "keep", ("best", "last"))
         check_choice(self, "precision", ("fp32", "bf16"))
+        check_choice(self, "memory_format", ("contiguous", "channels_last"))
         if not all(0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ConfigError(f"QATConfig: milestones must be increasing fractions of the run in (0, 1), "
                               f"got {self.milestones}")
@@ -127,9 +130,6 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     names = resolve_blocks(fp_model, blocks, data.batch(0, 1)[0][:1].to(device)) \
         if teacher and config.lambda_feat and fp_model is not None else []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
-    net: nn.Module = qmodel
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(qmodel)
     log: list[dict[str, Any]] = []
     best: dict[str, Any] = {"step": 0, "psnr": None}
     start_psnr: float | None = None
@@ -156,7 +156,12 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
             best_state = {k: v.detach().clone() for k, v in qmodel.state_dict().items()}
         return psnr
 
+    fmt = torch.channels_last if config.memory_format == "channels_last" else torch.contiguous_format
+    layout = _training_layout(config, qmodel, fp_model)  # before DDP: its gradient buckets follow the layout
+    net: nn.Module = qmodel
     try:
+        if world > 1:
+            net = nn.parallel.DistributedDataParallel(qmodel)
         saved = stage.restore(qmodel, opt, scheduler) if stage is not None else None
         if saved is not None and stage is not None:
             done, record = saved
@@ -176,7 +181,7 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
             for step in steps:
                 t0 = time.perf_counter()
                 lr_in, hr = data.batch(step, config.batch, rank, world)
-                lr_in = lr_in.to(device)
+                lr_in = lr_in.to(device).contiguous(memory_format=fmt)
                 with autocast:
                     out = net(lr_in).float()
                 loss = out.new_zeros(())
@@ -217,6 +222,7 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
         if stage is not None and done < config.iterations:
             checkpoint(config.iterations)
     finally:
+        layout.close()  # parameters back in their own layout, with the trained values
         for p in frozen:
             p.requires_grad_(True)
         release_memory()
@@ -232,6 +238,16 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     return {"log": log, "best": best, "start_psnr": start_psnr, "seconds": seconds, "steps_skipped": skipped,
             "world_size": world,
             "config": {k: getattr(config, k) for k in config.__dataclass_fields__}}
+
+
+def _training_layout(config: QATConfig, *models: nn.Module | None) -> contextlib.ExitStack:
+    """The layout the models train in: an open stack of :func:`~srq.engine.inference.memory_format` contexts (close
+    it to put every 4-D parameter and buffer back in its own layout, keeping the values)."""
+    stack = contextlib.ExitStack()
+    if config.memory_format == "channels_last":
+        for model in {id(m): m for m in models if m is not None}.values():
+            stack.enter_context(memory_format(model, torch.channels_last))
+    return stack
 
 
 def _optimizer(config: QATConfig, groups: list[dict]) -> torch.optim.Optimizer:
