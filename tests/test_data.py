@@ -59,7 +59,7 @@ def test_read_lossless_formats(tmp_path, ext):
     path = tmp_path / f"a{ext}"
     Image.fromarray(img).save(path, **({"lossless": True} if ext == ".webp" else {}))
     out = read_image(path)
-    assert out.dtype == np.uint8 and out.shape == (7, 9, 3)
+    assert out.dtype == np.uint8 and out.shape == (7, 9, 3) and out.flags.writeable  # torch warns on read-only
     np.testing.assert_array_equal(out, img)
 
 

@@ -113,7 +113,7 @@ def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any common image file (PNG, JPEG, BMP, TIFF, WebP, ...) as an (H, W, 3) uint8 RGB array.
+    """Read any common image file (PNG, JPEG, BMP, TIFF, WebP, ...) as an (H, W, 3) uint8 RGB array (writable).
 
     Raises:
         SrqError: the file is missing, not an image, corrupt or truncated.
@@ -133,7 +133,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             f"cannot read image {path}: {detail}; the file is not a readable image (corrupt, truncated "
             "or an unsupported format): replace it or remove it from the folder"
         ) from None
-    return np.ascontiguousarray(img)
+    img = np.ascontiguousarray(img)
+    return img if img.flags.writeable else img.copy()  # Pillow's buffer is read-only; torch warns on those
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
