@@ -307,6 +307,14 @@ def test_cli_quantize_and_eval_a_denoiser(tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(res.read_text())
     assert doc["task"]["sigma"] == 30.0 and doc["protocol"]["crop_border"] == 0  # the run's task by default
+    qat = tmp_path / "qat"  # a QAT method: trained on the clean folder degraded by the task
+    proc = _srq("quantize", f"{model}:build", "--task", "denoise", "--sigma", "30", "--method", "lsq", "--bits",
+                "w4a4", "--calib", f"hr:{clean}", "--calib-n", "2", "--patch", "16", "--train-data", str(clean),
+                "-p", "train.iterations=2", "-p", "train.batch=2", "-p", "train.hr_patch=16", "-p",
+                f"train.val_set={clean}", "-p", "cache_dir=", "-o", str(qat))
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((qat / "srq.json").read_text())
+    assert meta["recipe"]["task"] == {"task": "denoise", "sigma": 30.0, "seed": 0}
 
 
 # ---------------------------------------------------------------- every PTQ method, no per-task code
@@ -337,3 +345,34 @@ def test_every_ptq_method_quantizes_a_denoiser_on_task_calibration(method, tmp_p
     qmodel = srq.quantize(net, apply_params(recipe, small), calib, progress=False)
     score = srq.evaluate(qmodel, [str(folder)], scale=1, task=Denoise(25), progress=False)[0]
     assert np.isfinite(score.psnr) and len(score.images) == 3
+
+
+def _qat_methods() -> list[str]:
+    from srq.methods.registry import list_methods
+
+    return [m.name for m in list_methods() if hasattr(m.create(w_bits=4, a_bits=4), "train_data")]
+
+
+@pytest.mark.filterwarnings("ignore:.*(collapsed|budget|made the model worse)")  # 2 steps of a tiny model
+@pytest.mark.parametrize("method", _qat_methods())
+def test_every_qat_method_trains_a_denoiser_on_the_tasks_pairs(method, tmp_path):
+    from srq.engine.qat import QATConfig
+    from srq.methods.registry import get_method
+
+    torch.manual_seed(0)
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
+    net = srq.create_model("cdncnn_b", 1, None, channels=8, convs=4)
+    task = Denoise(25)
+    calib = task_calibration_set(task, [folder], patch=24, n=3)
+    recipe = get_method(method).create(w_bits=4, a_bits=4, task=task.to_dict(), train_data=(str(folder),),
+                                       cache_dir="", train=QATConfig(iterations=2, batch=2, hr_patch=24,
+                                                                     val_set=str(folder)))
+    qmodel = srq.quantize(net, recipe, calib, progress=False)
+    training = srq.api.current_report(qmodel)["training"]
+    assert training["data"]["targets"] == "clean images" and training["data"]["task"]["sigma"] == 25
+    psnr = srq.evaluate(qmodel, [str(folder)], scale=1, task=task, progress=False)[0].psnr
+    assert np.isfinite(psnr) and training["best"]["psnr"] is not None  # validated by the task's protocol

@@ -332,9 +332,8 @@ def quantize_cmd(
             raise SrqError(f"--train-data is for quantization-aware training; {method} calibrates on --calib")
         recipe = dataclasses.replace(recipe, **{"train_data": tuple(_split(train_data))})  # type: ignore[arg-type]
     recipe.config()  # validate before any work
-    if the_task.name != "sr" and hasattr(recipe, "train_data"):
-        raise SrqError(f"{method} trains on SR pairs only so far; for the {the_task.name} task use a PTQ method "
-                       f"(srq.tasks.TaskTrainingSet has the task's training pairs for QAT from Python)")
+    if the_task.name != "sr" and hasattr(recipe, "task"):  # QAT: train on clean crops degraded by the task
+        recipe = dataclasses.replace(recipe, task=the_task.to_dict())  # type: ignore[call-arg]
     if hasattr(recipe, "training_folders"):
         recipe.training_folders()  # one line for a missing folder, before any work
     dev = _setup_device(device, threads)

@@ -263,15 +263,19 @@ def score_log_path(folder: str | os.PathLike, dataset: str, scale: int, *, tile:
 
 
 def validation_psnr(model: nn.Module, dataset: str | os.PathLike, scale: int, *, images: int = 0,
-                    data_root: str | os.PathLike | None = None) -> float:
-    """Mean PSNR (dB, Y channel, benchmark protocol) of ``model`` on the first ``images`` images of ``dataset``
-    (0: all of them), for validation during training. The model's memory format is left as it is and its
-    train/eval mode is restored."""
-    data = SRBenchmark(dataset, scale, data_root=data_root)
+                    data_root: str | os.PathLike | None = None, task: "Task | None" = None) -> float:
+    """Mean PSNR (dB, Y channel, benchmark protocol; with a restoration ``task``, that task's protocol) of ``model``
+    on the first ``images`` images of ``dataset`` (0: all of them), for validation during training. The model's
+    memory format is left as it is and its train/eval mode is restored."""
+    from ..tasks import SR, TaskBenchmark
+
+    data = SRBenchmark(dataset, scale, data_root=data_root) if task is None or isinstance(task, SR) \
+        else TaskBenchmark(dataset, task, data_root=data_root)
     n = len(data) if images == 0 else min(images, len(data))
     was_training = model.training
     model.eval()
     try:
-        return evaluate_dataset(model, _Subset(data, list(range(n))), progress=False).psnr
+        return evaluate_dataset(model, _Subset(data, list(range(n))), progress=False,
+                                task=None if task is None or isinstance(task, SR) else task).psnr
     finally:
         model.train(was_training)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..data.training import LROnlySet, TrainingSet
+from ..tasks import SR, Task, TaskTrainingSet, task_from_dict
 from ..engine.batches import calibration_batches
 from ..engine.blocks import check_blocks_pattern
 from ..engine.evaluate import validation_psnr
@@ -48,7 +49,7 @@ class QATStart(NamedTuple):
     example: torch.Tensor
     scale: int
     folders: list[Path]
-    data: TrainingSet | LROnlySet
+    data: TrainingSet | LROnlySet | TaskTrainingSet
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class _QAT(Recipe):
     cache_dir: str = "~/.cache/srq/lr"
     lr_only: bool = False
     blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
+    task: dict | None = None  # a restoration task (srq.tasks.Task.to_dict(), e.g. denoise σ 25); None: SR
 
     w_mode: ClassVar[str] = "lsq"
     a_mode: ClassVar[str] = "lsq"
@@ -78,8 +80,20 @@ class _QAT(Recipe):
         ``calibration/``); one line if one is missing."""
         return [_resolve(f, "calibration" if self.lr_only else "") for f in self.train_data]
 
-    def training_set(self, folders: list[Path], scale: int) -> TrainingSet | LROnlySet:
-        """The training crops of ``folders``: HR/LR pairs, or LR crops alone (``lr_only``)."""
+    def restoration_task(self) -> Task | None:
+        """The recipe's restoration task (denoise, jpeg), or None for super-resolution."""
+        task = task_from_dict(self.task)
+        return None if task is None or isinstance(task, SR) else task
+
+    def training_set(self, folders: list[Path], scale: int) -> TrainingSet | LROnlySet | TaskTrainingSet:
+        """The training crops of ``folders``: HR/LR pairs, LR crops alone (``lr_only``), or for a restoration task
+        clean crops (``train.hr_patch`` pixels) degraded by it."""
+        task = self.restoration_task()
+        if task is not None:
+            if self.lr_only:
+                raise SrqError(f"{self.name}: lr_only is for super-resolution; the {task.name} task trains on "
+                               f"clean images degraded on the fly")
+            return TaskTrainingSet(task, folders, patch=self.train.hr_patch, seed=self.train.seed)
         if self.train.hr_patch % scale:
             raise SrqError(f"train.hr_patch {self.train.hr_patch} is not a multiple of the scale {scale}")
         if self.lr_only:
@@ -103,6 +117,14 @@ class _QAT(Recipe):
             p.requires_grad_(False)
         return QATStart(example, scale, folders, data), qmodel, teacher
 
+    def data_record(self, folders: list[Path], data: TrainingSet | LROnlySet | TaskTrainingSet,
+                    scale: int) -> dict:
+        """What a run trained on, for its report: folders, images, patch, targets (and the task)."""
+        targets = "FP model outputs" if self.lr_only else "HR images" if self.task is None else "clean images"
+        return {"folders": [str(f) for f in folders], "images": len(data), "skipped_small": len(data.skipped),
+                "scale": scale, "hr_patch": self.train.hr_patch, "targets": targets,
+                **({"task": self.task} if self.task else {})}
+
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         (_, scale, folders, data), qmodel, teacher = self.start(model, calib, progress)
         quant_params = [p for _, q in quantizers(qmodel) for p in q.parameters()]
@@ -110,14 +132,12 @@ class _QAT(Recipe):
         val = self.train.val_set
 
         def validate(m: nn.Module) -> float:
-            return validation_psnr(m, val, scale, images=self.train.val_images)
+            return validation_psnr(m, val, scale, images=self.train.val_images, task=self.restoration_task())
 
         record = train_qat(qmodel, teacher, data, self.train, weights=weights, quant_params=quant_params,
                            validate=validate if val else None, progress=progress, description=f"{self.name} QAT",
                            blocks=self.blocks)
-        record["data"] = {"folders": [str(f) for f in folders], "images": len(data),
-                          "skipped_small": len(data.skipped), "scale": scale, "hr_patch": self.train.hr_patch,
-                          "targets": "FP model outputs" if self.lr_only else "HR images"}
+        record["data"] = self.data_record(folders, data, scale)
         setattr(qmodel, "srq_report", {"training": record})
         return qmodel.eval()
 

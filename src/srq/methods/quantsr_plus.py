@@ -142,7 +142,7 @@ class QuantSRPlus(_QAT):
         val = self.train.val_set
 
         def validate(m: nn.Module) -> float:
-            return validation_psnr(m, val, scale, images=self.train.val_images)
+            return validation_psnr(m, val, scale, images=self.train.val_images, task=self.restoration_task())
 
         for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
             if i:  # a removal point: the least critical block goes (at the last one, as many as the budget needs)
@@ -158,10 +158,7 @@ class QuantSRPlus(_QAT):
             setattr(qmodel, "srq_structure", structure_record(blocks, gone, structure["shortcut_scale"]))
         report: dict[str, Any] = {"training": _merged(phases, self.train), "quantizer_grids": grid_placement(qmodel),
                                   "shortcut_gammas": shortcut_gammas(qmodel)}
-        report["training"]["data"] = {"folders": [str(f) for f in folders], "images": len(data),
-                                      "skipped_small": len(data.skipped), "scale": scale,
-                                      "hr_patch": self.train.hr_patch,
-                                      "targets": "FP model outputs" if self.lr_only else "HR images"}
+        report["training"]["data"] = self.data_record(folders, data, scale)
         if self.qsa_budget:
             report["qsa"] = {"metric": self.qsa_metric, "budget": self.qsa_budget, "input_size": list(size),
                              "start": start_cost, "end": cost_of(qmodel, self.qsa_metric, size),
