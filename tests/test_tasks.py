@@ -320,6 +320,17 @@ def test_cli_quantize_and_eval_a_denoiser(tmp_path):
 # ---------------------------------------------------------------- every PTQ method, no per-task code
 
 
+def _small_denoiser(tmp_path) -> tuple[torch.nn.Module, Path]:
+    """A 4-layer, 8-channel CDnCNN (random weights, seed 0) and a folder of three 30×30 random clean images."""
+    torch.manual_seed(0)
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
+    return srq.create_model("cdncnn_b", 1, None, channels=8, convs=4), folder
+
+
 def _ptq_methods() -> list[str]:
     from srq.methods.registry import list_methods
 
@@ -331,13 +342,7 @@ def test_every_ptq_method_quantizes_a_denoiser_on_task_calibration(method, tmp_p
     from srq.methods.base import apply_params, tunable_params
     from srq.methods.registry import get_method
 
-    torch.manual_seed(0)
-    folder = tmp_path / "clean"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
-    net = srq.create_model("cdncnn_b", 1, None, channels=8, convs=4)
+    net, folder = _small_denoiser(tmp_path)
     calib = task_calibration_set(Denoise(25, calib_sigma=(0, 55)), [folder], patch=24, n=3)
     recipe = get_method(method).create(w_bits=4, a_bits=4)
     small = [f"{k}=2" for k in tunable_params(recipe) if k.split(".")[-1] in ("iterations", "epochs", "steps",
@@ -359,13 +364,7 @@ def test_every_qat_method_trains_a_denoiser_on_the_tasks_pairs(method, tmp_path)
     from srq.engine.qat import QATConfig
     from srq.methods.registry import get_method
 
-    torch.manual_seed(0)
-    folder = tmp_path / "clean"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
-    net = srq.create_model("cdncnn_b", 1, None, channels=8, convs=4)
+    net, folder = _small_denoiser(tmp_path)
     task = Denoise(25)
     calib = task_calibration_set(task, [folder], patch=24, n=3)
     recipe = get_method(method).create(w_bits=4, a_bits=4, task=task.to_dict(), train_data=(str(folder),),
