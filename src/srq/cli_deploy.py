@@ -127,19 +127,14 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output file"),
     ):
         """Export a quantized run folder: an integer QDQ ONNX graph with srq's own ranges, or packed weights."""
-        from .export import ASYM_FORMS, BIAS_FORMS, CLIP_DOMAINS
+        from .export.onnx_qdq import check_export_options
 
         if format not in EXPORT_FORMATS:
             raise SrqError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
         check_output_file(output, (".onnx",) if format == "onnx" else (".safetensors",))
         if output.exists() and not overwrite:
             raise SrqError(f"{output} exists; add --overwrite to replace it")
-        if bias not in BIAS_FORMS:
-            raise SrqError(f"--bias must be one of {', '.join(BIAS_FORMS)}, got {bias!r}")
-        if clip not in CLIP_DOMAINS:
-            raise SrqError(f"--clip must be one of {', '.join(CLIP_DOMAINS)}, got {clip!r}")
-        if asym not in ASYM_FORMS:
-            raise SrqError(f"--asym must be one of {', '.join(ASYM_FORMS)}, got {asym!r}")
+        check_export_options(bias=bias, clip=clip, asym=asym, flag="--")
         loaded = load_model(model, scale, weights, None, [], None, model_code)
         if format == "packed":
             from .export.packed import save_packed

@@ -44,14 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SrqError
+from ..errors import ConfigError, SrqError
 from ..fileio import follow_umask
 from ..quant.layers import QuantConv2d, QuantConvTranspose2d, QuantLinear
 from ..quant.quantizer import Quantizer
 from .qparams import IntGrid, IntWeight, int_bias, int_grid, int_weight
 
-__all__ = ["ActSpec", "ASYM_FORMS", "BIAS_FORMS", "CLIP_DOMAINS", "DEFAULT_OPSET", "export_onnx", "export_ready",
-           "split_zero_points", "write_bytes"]
+__all__ = ["ActSpec", "ASYM_FORMS", "BIAS_FORMS", "CLIP_DOMAINS", "DEFAULT_OPSET", "check_export_options",
+           "export_onnx", "export_ready", "split_zero_points", "write_bytes"]
 
 DEFAULT_OPSET = 17
 CLIP_DOMAINS = ("int", "float")  # where a < 8-bit activation grid is clipped: on the uint8 integers, or before Q
@@ -275,12 +275,7 @@ def export_ready(model: nn.Module, clip: str = "int", bias: str = "int32", asym:
     per-channel zero points, exactly srq's values; OpenVINO then convolves in float)."""
     import copy
 
-    if clip not in CLIP_DOMAINS:
-        raise ValueError(f"clip must be one of {CLIP_DOMAINS}, got {clip!r}")
-    if bias not in BIAS_FORMS:
-        raise ValueError(f"bias must be one of {BIAS_FORMS}, got {bias!r}")
-    if asym not in ASYM_FORMS:
-        raise ValueError(f"asym must be one of {ASYM_FORMS}, got {asym!r}")
+    check_export_options(bias=bias, clip=clip, asym=asym)
     model = copy.deepcopy(model).cpu().float().eval()
     swaps: list[tuple[str, nn.Module]] = []
     inside: tuple[str, ...] = ()
@@ -313,6 +308,14 @@ def _constants_to_initializers(proto: Any) -> None:
             keep.append(node)
     del graph.node[:]
     graph.node.extend(keep)
+
+
+def check_export_options(*, bias: str, clip: str, asym: str, flag: str = "") -> None:
+    """One :class:`~srq.errors.ConfigError` line (a ``ValueError`` too) for an unknown ``bias``, ``clip`` or ``asym``
+    form; ``flag`` prefixes the option's name (``"--"`` on the command line)."""
+    for name, value, choices in (("bias", bias, BIAS_FORMS), ("clip", clip, CLIP_DOMAINS), ("asym", asym, ASYM_FORMS)):
+        if value not in choices:
+            raise ConfigError(f"{flag}{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET, clip: str = "int",
