@@ -32,6 +32,7 @@ from .models import create_model
 from .engine.slimming import apply_structure
 from .models.wrappers import PixelRangeWrapper
 from .quant import QuantConfig, float_layers, placement, prepare
+from .quant.prepare import float_weight_point, weight_points
 
 __all__ = ["quantize", "save", "load", "FORMAT_VERSION"]
 
@@ -163,6 +164,7 @@ def load(folder: str | os.PathLike, model: nn.Module | None = None) -> nn.Module
     apply_structure(model, meta.get("structure"))  # shortcut-scaled / removed blocks (QuantSR+), before quantizers
     if meta.get("quant_config") is not None:
         prepare(model, QuantConfig.from_dict(meta["quant_config"]))
+        _as_saved(model, meta)
     state = _read_model_file(Path(folder), meta)
     problem = _state_mismatch(model.state_dict(), state)
     if problem is not None:
@@ -186,20 +188,32 @@ def _load_onto(model: nn.Module, folder: Path, meta: dict) -> nn.Module:
     """Quantize the float ``model`` as saved in ``folder`` and load its tensors; checks it is the same model."""
     saved = meta.get("user_model", {}).get("class", "the saved model")
     apply_structure(model, meta.get("structure"))
+    reverted: set[str] = set()
     if meta.get("quant_config") is not None:
         shape = meta.get("user_model", {}).get("example_shape")
         try:
             prepare(model, QuantConfig.from_dict(meta["quant_config"]), None if shape is None else torch.rand(shape))
         except SrqError as e:
             raise SrqError(f"cannot rebuild {folder} on the model passed ({e}); pass the float model of {saved}")
+        reverted = _as_saved(model, meta)
     state = _read_model_file(folder, meta)
     problem = _state_mismatch(model.state_dict(), state)
-    if problem is None and [e.to_dict() for e in placement(model)] != meta["placement"]:
+    if problem is None and [e.to_dict() for e in placement(model) if e.name not in reverted] != meta["placement"]:
         problem = "its quantizer placement differs from the saved one"
     if problem is not None:
         raise SrqError(f"the model passed is not the architecture saved in {folder} ({saved}): {problem}; "
                        f"pass a float instance built with the same configuration")
     return _loaded(model, state, meta)
+
+
+def _as_saved(model: nn.Module, meta: dict) -> set[str]:
+    """Marked raw weights (``WeightPoint``) that a run folder's placement does not list were saved before srq
+    quantized them: they stay in float, as the folder's model computed. Returns their names."""
+    listed = {e["name"] for e in meta.get("placement") or []}
+    reverted = {name for name, _, _ in weight_points(model) if name not in listed}
+    for name in reverted:
+        float_weight_point(model, name, "saved by an srq that kept marked raw weights in float")
+    return reverted
 
 
 def _loaded(model: nn.Module, state: dict[str, torch.Tensor], meta: dict) -> nn.Module:

@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from ..quant.layers import QUANT_LAYER_TYPES, QuantConv2d, QuantConvTranspose2d, QuantLinear
+from ..quant.layers import QUANT_LAYER_TYPES, QuantConv2d, QuantConvTranspose2d, QuantLinear, WeightPointQuantizer
 from ..quant.quantizer import Quantizer
 
 __all__ = ["float_twin"]
@@ -18,7 +18,8 @@ _QUANT_ATTRS = ("weight_quantizer", "input_quantizer", "weight_delta", "srq_role
 
 def float_twin(model: nn.Module) -> nn.Module:
     """A copy of quantized ``model`` computing in float with its stored (unquantized) weights: quantized layers
-    become plain ``nn.Conv2d`` / ``nn.Linear`` / ``nn.ConvTranspose2d``, activation quantizers ``nn.Identity``.
+    become plain ``nn.Conv2d`` / ``nn.Linear`` / ``nn.ConvTranspose2d``, activation quantizers and quantizers of
+    marked raw weights ``nn.Identity``.
     A ``weight_delta`` (SPR²Q's increments) is folded into the weight. The input model is not modified."""
     twin = copy.deepcopy(model)
     swaps: list[tuple[str, nn.Module]] = []
@@ -36,7 +37,7 @@ def float_twin(model: nn.Module) -> nn.Module:
                 new.weight = nn.Parameter(m.float_weight().detach().clone())
             swaps.append((name, new))
             inside += (name + ".",)
-        elif isinstance(m, Quantizer):
+        elif isinstance(m, (Quantizer, WeightPointQuantizer)):
             swaps.append((name, nn.Identity()))
             inside += (name + ".",)
     for name, new in swaps:

@@ -46,7 +46,7 @@ from torch import nn
 
 from ..errors import ConfigError, SrqError
 from ..fileio import follow_umask
-from ..quant.layers import QuantConv2d, QuantConvTranspose2d, QuantLinear
+from ..quant.layers import QuantConv2d, QuantConvTranspose2d, QuantLinear, WeightPointQuantizer
 from ..quant.quantizer import Quantizer
 from .qparams import IntGrid, IntWeight, int_bias, int_grid, int_weight
 
@@ -285,6 +285,9 @@ def export_ready(model: nn.Module, clip: str = "int", bias: str = "int32", asym:
         if isinstance(m, (QuantConv2d, QuantLinear, QuantConvTranspose2d)):
             swaps.append((name, _layer_module(m, name, clip, bias == "int32", asym == "split")))
             inside += (name + ".",)
+        elif isinstance(m, WeightPointQuantizer):
+            raise SrqError(f"{name}: the quantized raw weight {m.param!r} (applied by the model itself, e.g. in an "
+                           f"einsum) has no ONNX export; srq exports Conv/Linear weights only")
         elif isinstance(m, Quantizer):
             swaps.append((name, _ExportQuant(ActSpec.of(int_grid(m, name), clip))))
             inside += (name + ".",)

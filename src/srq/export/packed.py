@@ -3,7 +3,8 @@
 One ``.safetensors`` file with three tensors and a small JSON header (``__metadata__["srq"]``: the architecture
 and quantization config, as in a run folder's ``srq.json``):
 
-* ``packed`` (uint8): every quantized layer's weight as level indices ``k = v − vmin`` (``0 … 2ᵇ − 1``; 1-bit
+* ``packed`` (uint8): every quantized weight (a quantized layer's, or a raw weight parameter marked with a
+  ``WeightPoint``, in its quantizer's (channels, rest) layout) as level indices ``k = v − vmin`` (``0 … 2ᵇ − 1``; 1-bit
   binary weights: ``k = (v + 1)/2``), ``b`` bits each, little-endian bit order, layers one after another in
   state-dict order, each starting on a byte;
 * ``floats`` (float32): every other parameter and floating-point buffer (biases, quantizer bounds, ...) flat,
@@ -21,10 +22,12 @@ layer of padding.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,7 +35,9 @@ from torch import nn
 
 from ..errors import SrqError
 from ..fileio import write_safetensors
-from ..quant.layers import QUANT_LAYER_TYPES
+from ..quant.layers import QUANT_LAYER_TYPES, WeightPointQuantizer
+from ..quant.prepare import weight_points
+from ..quant.quantizer import Quantizer
 from .qparams import int_grid, int_weight
 
 __all__ = ["pack_bits", "unpack_bits", "save_packed", "load_packed", "PACKED_FORMAT"]
@@ -56,15 +61,38 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     return np.packbits(full, axis=1, bitorder="little").reshape(-1)
 
 
-def _quantized_weights(model: nn.Module) -> dict[str, tuple[Any, str]]:
-    """State-dict key of every quantized layer's weight → (layer, layer name)."""
+@dataclass
+class _QuantizedWeight:
+    """A stored weight and how it is quantized: ``quantized()`` is ``Q(weight)`` in the quantizer's layout
+    (``layout``; the weight's own shape for a layer, (channels, rest) for a marked raw weight)."""
+
+    name: str
+    quantizer: Quantizer
+    weight: torch.Tensor
+    quantized: Callable[[], torch.Tensor]
+    layout: tuple[int, ...]
+
+
+def _quantized_weights(model: nn.Module) -> dict[str, _QuantizedWeight]:
+    """State-dict key of every quantized weight → how it is quantized."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, QUANT_LAYER_TYPES) and m.weight_quantizer is not None:
             if m.weight_delta is not None:
                 raise SrqError(f"{name} still has a weight increment (weight_delta); fold it into the weight first")
-            out[f"{name}.weight" if name else "weight"] = (m, name)
+            out[f"{name}.weight" if name else "weight"] = _QuantizedWeight(
+                name, m.weight_quantizer, m.weight, m.effective_weight, tuple(m.weight.shape))
+    for name, point, param in weight_points(model):
+        owner = name.rpartition(".")[0]
+        out[f"{owner}.{point.param}" if owner else point.param] = _QuantizedWeight(
+            name, point.quantizer, param, functools.partial(_point_matrix, point, param),
+            tuple(point.matrix(param).shape))
     return out
+
+
+def _point_matrix(point: WeightPointQuantizer, param: torch.Tensor) -> torch.Tensor:
+    """A marked raw weight, quantized, in its quantizer's (channels, rest) layout."""
+    return point.quantizer(point.matrix(param))
 
 
 def _is_flag(key: str) -> bool:
@@ -92,10 +120,10 @@ def save_packed(model: nn.Module, run: str | os.PathLike | None, path: str | os.
     flags: list[np.ndarray] = []
     for key, t in model.state_dict().items():
         if key in weights:
-            layer, name = weights[key]
-            iw = int_weight(layer.effective_weight().detach().float().cpu(), layer.weight_quantizer, name)
+            qw = weights[key]
+            iw = int_weight(qw.quantized().detach().float().cpu(), qw.quantizer, qw.name)
             v = iw.q.to(torch.int16) - _broadcast(iw.zero_point.to(torch.int16), iw.q.dim(), iw.axis)
-            grid = int_grid(layer.weight_quantizer, name, weight=True)
+            grid = int_grid(qw.quantizer, qw.name, weight=True)
             vmin = grid.vmin if grid.vmin.dim() == 0 else _broadcast(grid.vmin, v.dim(), iw.axis)
             k = (v + 1) // 2 if grid.bits == 1 else v - vmin
             packed.append(pack_bits(k.numpy().astype(np.uint8), grid.bits))
@@ -165,13 +193,13 @@ def load_packed(path: str | os.PathLike, model: nn.Module | None = None) -> nn.M
     damaged = f"{path} does not match the model its header describes; the file is damaged"
     for key, t in state.items():
         if key in weights:
-            layer, name = weights[key]
-            bits = layer.weight_quantizer.bits
+            bits = weights[key].quantizer.bits
             n = t.numel()
             size = (n * bits + 7) // 8
             if p_at + size > packed.size:
                 raise SrqError(damaged)
-            k = torch.from_numpy(unpack_bits(packed[p_at:p_at + size], bits, n).astype(np.int64)).reshape(t.shape)
+            k = torch.from_numpy(unpack_bits(packed[p_at:p_at + size], bits, n).astype(np.int64))
+            k = k.reshape(weights[key].layout)
             p_at += size
             new[key] = k  # dequantized below, once the quantizer's bounds are loaded
         elif t.is_floating_point():
@@ -193,12 +221,12 @@ def load_packed(path: str | os.PathLike, model: nn.Module | None = None) -> nn.M
     levels = {key: new[key] for key in weights}
     net.load_state_dict({k: (state[k] if k in weights else v) for k, v in new.items()}, strict=True)
     for key, k in levels.items():  # bounds are loaded: now the weights as v·s
-        layer, name = weights[key]
-        grid = int_grid(layer.weight_quantizer, name, weight=True)
-        axis = layer.weight_quantizer.channel_axis or 0
+        qw = weights[key]
+        grid = int_grid(qw.quantizer, qw.name, weight=True)
+        axis = qw.quantizer.channel_axis or 0
         vmin = grid.vmin if grid.vmin.dim() == 0 else _broadcast(grid.vmin, k.dim(), axis)
         scale = grid.scale if grid.scale.dim() == 0 else _broadcast(grid.scale, k.dim(), axis)
         v = 2 * k - 1 if grid.bits == 1 else k + vmin
-        layer.weight.copy_((v.float() * scale).to(layer.weight.dtype))
+        qw.weight.copy_((v.float() * scale).reshape(qw.weight.shape).to(qw.weight.dtype))
     setattr(net, "srq_spec", spec)
     return net.eval()

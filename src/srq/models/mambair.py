@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from .adapt import linear_weight_shapes, transpose_linear_weights
 from .edsr import DIV2K_RGB_MEAN
-from ..quant.markers import QuantPoint
+from ..quant.markers import QuantPoint, WeightPoint
 from .registry import register_model
 from .selective_scan import selective_scan
 from .swinir import PatchEmbed, TokenResidualGroup, init_token_weights
@@ -99,6 +99,8 @@ class SS2D(nn.Module):
         self.scan_x, self.scan_dt = QuantPoint("scan_x"), QuantPoint("scan_dt")
         self.scan_delta, self.scan_B = QuantPoint("scan_delta"), QuantPoint("scan_B")
         self.scan_C, self.scan_z = QuantPoint("scan_C"), QuantPoint("scan_z")
+        self.x_proj = WeightPoint("scan_x_proj", "x_proj_weight", lead=2)
+        self.dt_projs = WeightPoint("scan_dt_proj", "dt_projs_weight", lead=2)
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) → (B, D, H·W): the four scans mapped back to raster order and summed."""
@@ -106,9 +108,9 @@ class SS2D(nn.Module):
         length, k = h * w, 4
         x_hwwh = torch.stack([x.reshape(b, d, length), x.transpose(2, 3).reshape(b, d, length)], dim=1)
         xs = self.scan_x(torch.cat([x_hwwh, torch.flip(x_hwwh, dims=[-1])], dim=1))  # (B, 4, D, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj(self.x_proj_weight))
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = self.scan_delta(torch.einsum("bkrl,kdr->bkdl", self.scan_dt(dts), self.dt_projs_weight))
+        dts = self.scan_delta(torch.einsum("bkrl,kdr->bkdl", self.scan_dt(dts), self.dt_projs(self.dt_projs_weight)))
         y = selective_scan(xs.reshape(b, k * d, length).float(), dts.reshape(b, k * d, length).float(),
                            -torch.exp(self.A_logs.float()), self.scan_B(Bs).float(), self.scan_C(Cs).float(),
                            self.Ds.float(), delta_bias=self.dt_projs_bias.reshape(-1).float(),

@@ -53,7 +53,7 @@ from torch.nn import functional as F
 
 from .adapt import check_derived_buffer, linear_weight_shapes, transpose_linear_weights
 from .edsr import DIV2K_RGB_MEAN
-from ..quant.markers import QuantPoint
+from ..quant.markers import QuantPoint, WeightPoint
 from .registry import register_model
 from .selective_scan import selective_scan
 from .swinir import PatchEmbed, init_token_weights
@@ -156,13 +156,15 @@ class SelectiveScan(nn.Module):
             self.dt_projs_bias.copy_((dt + torch.log(-torch.expm1(-dt))).unsqueeze(0))  # softplus⁻¹
         self.scan_x, self.scan_dt = QuantPoint("scan_x"), QuantPoint("scan_dt")
         self.scan_delta, self.scan_B, self.scan_C = QuantPoint("scan_delta"), QuantPoint("scan_B"), QuantPoint("scan_C")
+        self.x_proj = WeightPoint("scan_x_proj", "x_proj_weight", lead=2)
+        self.dt_projs = WeightPoint("scan_dt_proj", "dt_projs_weight", lead=2)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """x (B, L, D) sequence, prompt (B, L, N) added to C → (B, L, D)."""
         xs = self.scan_x(x.transpose(1, 2))  # (B, D, L)
-        x_dbl = torch.einsum("bdl,cd->bcl", xs, self.x_proj_weight[0])
+        x_dbl = torch.einsum("bdl,cd->bcl", xs, self.x_proj(self.x_proj_weight)[0])
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-        dts = self.scan_delta(torch.einsum("brl,dr->bdl", self.scan_dt(dts), self.dt_projs_weight[0]))
+        dts = self.scan_delta(torch.einsum("brl,dr->bdl", self.scan_dt(dts), self.dt_projs(self.dt_projs_weight)[0]))
         Cs = self.scan_C(Cs + prompt.transpose(1, 2))
         A = -torch.exp(self.A_logs.float())
         y = selective_scan(xs.float(), dts.float(), A, self.scan_B(Bs).float(), Cs.float(), self.Ds.float(),

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
-from .layers import QUANT_LAYER_TYPES
+from .layers import QUANT_LAYER_TYPES, WeightPointQuantizer
+from .prepare import weight_points
 
 if TYPE_CHECKING:
     from .quantizer import Quantizer
@@ -26,12 +27,17 @@ __all__ = ["calibrate_weights", "calibrate_activations", "calibrate", "split_qua
 
 @torch.no_grad()
 def calibrate_weights(model: nn.Module) -> None:
-    """Initialise the bounds of every weight quantizer from its layer's (pre-quantization) weight."""
+    """Initialise the bounds of every weight quantizer from its layer's (pre-quantization) weight, and of every
+    marked raw weight (``WeightPoint``) from its parameter."""
     for m in model.modules():
         if isinstance(m, QUANT_LAYER_TYPES) and m.weight_quantizer is not None:
             m.weight_quantizer.start_calibration()
             m.weight_quantizer(m.float_weight())
             m.weight_quantizer.finish_calibration()
+    for _, point, param in weight_points(model):
+        point.quantizer.start_calibration()
+        point(param)
+        point.quantizer.finish_calibration()
 
 
 def split_quantizers(model: nn.Module) -> tuple[list[Quantizer], list[Quantizer]]:
@@ -40,6 +46,7 @@ def split_quantizers(model: nn.Module) -> tuple[list[Quantizer], list[Quantizer]
 
     weight_q = {id(m.weight_quantizer) for m in model.modules()
                 if isinstance(m, QUANT_LAYER_TYPES) and m.weight_quantizer is not None}
+    weight_q |= {id(m.quantizer) for m in model.modules() if isinstance(m, WeightPointQuantizer)}
     found = [m for m in model.modules() if isinstance(m, Quantizer)]
     return [m for m in found if id(m) in weight_q], [m for m in found if id(m) not in weight_q]
 

@@ -8,7 +8,8 @@ What is counted, and in which units:
   in_features; ConvTranspose2d: input elements × out_channels/groups × kh × kw. Bias additions are not
   counted. A layer that runs several times in one forward is counted every time it runs.
 * **Not counted**: every other multiplication — attention matmuls (q·kᵀ, attn·v), the selective scan,
-  ``einsum`` projections with raw parameters (e.g. Mamba's ``x_proj_weight``), element-wise ops,
+  ``einsum`` projections with raw parameters (e.g. Mamba's ``x_proj_weight``, even where its weight is
+  quantized), element-wise ops,
   activations, normalisation, pixel shuffle, interpolation. For CNNs this is a negligible share; for
   Transformer/Mamba models the reported MACs and BitOPs are a lower bound on the real work, and their
   ratios describe the Conv/Linear part only.
@@ -18,7 +19,8 @@ What is counted, and in which units:
   An activation quantized elsewhere (e.g. by a ``QuantPoint`` quantizer before a float layer) is not
   seen here: that layer's a_bits stays 32.
 * **Size** (bits): every parameter of the model is stored once (shared tensors once). The weight of a
-  quantized layer is stored at its w_bits; everything else — biases, quantizer bounds (lower/upper or α,
+  quantized layer, and a raw weight parameter quantized through a ``WeightPoint``, is stored at its w_bits;
+  everything else — biases, quantizer bounds (lower/upper or α,
   i.e. scales and zero points), PReLU slopes, frozen layers such as a mean-shift conv, parameters of
   modules that are not Conv/Linear (attention tables, Mamba parameters), and persistent floating-point
   buffers of the model (constants saved in the state dict, e.g. EDSR's mean shift) — is 32 bit.
@@ -46,7 +48,7 @@ from torch import nn
 
 from ..errors import SrqError
 from .layers import QUANT_LAYER_TYPES
-from .prepare import weights_read_by_parent
+from .prepare import weight_points, weights_read_by_parent
 from .quantizer import Quantizer
 
 __all__ = ["LayerCost", "ModelCost", "layer_costs", "model_cost", "default_input_size", "FLOAT_BITS",
@@ -339,6 +341,9 @@ def _storage(model: nn.Module, ran: set[str]) -> dict[str, int]:
                 excluded.update(id(p) for p in m.weight_delta.parameters())
         if isinstance(m, Quantizer):
             quantizer.update(id(p) for p in m.parameters(recurse=False))
+    for _, point, param in weight_points(model):
+        if point.quantizer.enabled:
+            low_bit[id(param)] = int(point.quantizer.bits)
     out = {"size_bits": 0, "fp32_size_bits": 0, "quantized_weight_params": 0, "float_params": 0,
            "quantizer_params": 0, "excluded_params": 0, "idle_params": 0}
     seen: set[int] = set()

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers import QUANT_LAYER_TYPES
+from .layers import QUANT_LAYER_TYPES, WeightPointQuantizer
 from .quantizer import Quantizer
 
 __all__ = ["grid_placement", "format_grid_placement"]
 
 
 def grid_placement(model: nn.Module) -> list[dict[str, str | int]]:
-    """One ``{"name", "side", "grid", "bits"}`` per quantizer: ``side`` is ``"weight"``, ``"input"`` (a layer's input)
-    or ``"operand"`` (a marked operand, e.g. ``scan_B``); ``name`` is the layer's or the operand's."""
+    """One ``{"name", "side", "grid", "bits"}`` per quantizer: ``side`` is ``"weight"`` (a layer's weight, or a marked
+    raw weight such as ``x_proj``), ``"input"`` (a layer's input) or ``"operand"`` (a marked operand, e.g.
+    ``scan_B``); ``name`` is the layer's, the marker's or the operand's."""
     out: list[dict[str, str | int]] = []
     for name, m in model.named_modules():
         if isinstance(m, QUANT_LAYER_TYPES):
@@ -25,6 +26,8 @@ def grid_placement(model: nn.Module) -> list[dict[str, str | int]]:
                     out.append({"name": name, "side": side, "grid": q.mode, "bits": q.bits})
         elif isinstance(m, Quantizer) and hasattr(m, "srq_point_kind"):
             out.append({"name": name, "side": "operand", "grid": m.mode, "bits": m.bits})
+        elif isinstance(m, WeightPointQuantizer):
+            out.append({"name": name, "side": "weight", "grid": m.quantizer.mode, "bits": m.quantizer.bits})
     return out
 
 

@@ -1,5 +1,5 @@
 """Quantized layers: ``QuantConv2d`` / ``QuantLinear`` / ``QuantConvTranspose2d`` carry a weight quantizer and an
-input quantizer.
+input quantizer; ``WeightPointQuantizer`` quantizes a raw weight parameter a model marks with a ``WeightPoint``.
 
 They subclass ``nn.Conv2d`` / ``nn.Linear`` and keep the same parameter names, so a quantized model's
 state dict holds the original weights plus the quantizers' bounds. A method can add a
@@ -14,6 +14,7 @@ routing reads the layer input).
 
 from __future__ import annotations
 
+import math
 from typing import TypeVar
 
 import torch
@@ -22,7 +23,8 @@ from torch import nn
 
 from .quantizer import Quantizer
 
-__all__ = ["QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "QuantLayerMixin", "QUANT_LAYER_TYPES"]
+__all__ = ["QuantConv2d", "QuantConvTranspose2d", "QuantLinear", "QuantLayerMixin", "QUANT_LAYER_TYPES",
+           "WeightPointQuantizer"]
 
 _L = TypeVar("_L", bound="QuantLayerMixin")
 
@@ -126,3 +128,26 @@ class QuantConvTranspose2d(QuantLayerMixin, nn.ConvTranspose2d):
 
 
 QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear, QuantConvTranspose2d)
+
+
+class WeightPointQuantizer(nn.Module):
+    """What a :class:`srq.quant.markers.WeightPoint` becomes: ``w → Q_w(w)`` for the parameter ``param`` of the
+    module that owns it, with per-channel bounds over the product of its first ``lead`` axes.
+
+    ``quantizer`` sees the weight as a 2-D (channels, rest) matrix (``channel_axis`` 0); the result has the
+    parameter's shape.
+    """
+
+    def __init__(self, quantizer: Quantizer, kind: str, param: str, lead: int) -> None:
+        super().__init__()
+        self.quantizer, self.kind, self.param, self.lead = quantizer, kind, param, lead
+
+    def matrix(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` as the (channels, rest) matrix the quantizer works on."""
+        return w.reshape(math.prod(w.shape[:self.lead]), -1)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.quantizer(self.matrix(w)).reshape(w.shape)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, param={self.param!r}, lead={self.lead}"

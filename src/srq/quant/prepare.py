@@ -1,11 +1,12 @@
 """Model surgery: swap every learned ``nn.Conv2d``/``nn.Linear``/``nn.ConvTranspose2d`` of any ``nn.Module`` for its
-quantized twin and every ``QuantPoint`` marker for an activation quantizer, following a :class:`QuantConfig`.
+quantized twin, every ``QuantPoint`` marker for an activation quantizer and every ``WeightPoint`` marker (a raw
+weight parameter the model applies itself) for a weight quantizer, following a :class:`QuantConfig`.
 
 Placement is explicit and recorded: :func:`placement` lists, for every quantizable point, its role
-(first / last / body layer, or a marked operand), its weight and activation bits, or that it stays in
-float. First and last layers are found by data flow on an example input (:mod:`srq.quant.edges`: the layers before
-the first nonlinearity and after the last one, e.g. both convs of a separable stem). Layers whose parameters
-are all frozen (``requires_grad=False``, e.g. CARN's constant mean shift) are fixed preprocessing and stay
+(first / last / body layer, a marked operand or a marked weight), its weight and activation bits, or that it
+stays in float. First and last layers are found by data flow on an example input (:mod:`srq.quant.edges`: the
+layers before the first nonlinearity and after the last one, e.g. both convs of a separable stem). Layers whose
+parameters are all frozen (``requires_grad=False``, e.g. CARN's constant mean shift) are fixed preprocessing and stay
 in float. Layers that do not run on the example input are idle (e.g. the x2/x3 upsampling branches of a
 multi-scale CARN built for x4): they stay in float, as they could never be calibrated, and cost accounting
 leaves them out of the model size. :func:`float_layers` lists every layer that stays in float, and why.
@@ -13,6 +14,7 @@ leaves them out of the model size. :func:`float_layers` lists every layer that s
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 
@@ -20,14 +22,14 @@ import torch
 from torch import nn
 
 from ..errors import SrqError
-from .markers import QuantPoint
+from .markers import QuantPoint, WeightPoint
 from .config import QuantConfig
 from .edges import edge_layers
-from .layers import QUANT_LAYER_TYPES, QuantConv2d, QuantConvTranspose2d, QuantLinear
+from .layers import QUANT_LAYER_TYPES, QuantConv2d, QuantConvTranspose2d, QuantLinear, WeightPointQuantizer
 from .quantizer import Quantizer
 
 __all__ = ["PlacementEntry", "FloatLayer", "prepare", "placement", "float_layers", "format_placement",
-           "quantizable_layers", "execution_order", "quantizers"]
+           "quantizable_layers", "execution_order", "quantizers", "weight_points", "float_weight_point"]
 
 
 @dataclass
@@ -35,7 +37,7 @@ class PlacementEntry:
     """One quantization point. ``w_bits``/``a_bits`` are None where that side stays in float."""
 
     name: str
-    kind: str  # "conv2d", "linear", "conv_transpose2d" or "point:<kind>"
+    kind: str  # "conv2d", "linear", "conv_transpose2d", "point:<kind>" (operand) or "weight:<kind>" (raw weight)
     role: str  # "first", "last", "body", "point"
     w_bits: int | None
     a_bits: int | None
@@ -161,6 +163,10 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
         if name in ran:
             layer_plan.append((name, layer, role, w, a, why))
     point_plan = [(name, point, *bits_for(name, None, config.a_bits)[1:]) for name, point in points]
+    weight_plan = []
+    for name, marker in [(n, m) for n, m in model.named_modules() if isinstance(m, WeightPoint)]:
+        w, _, why = bits_for(name, config.w_bits, None)
+        weight_plan.append((name, marker, _owned_param(model, name, marker), w, why))
     modes_used = [False] * len(config.a_mode_rules)
 
     def a_mode_for(name: str) -> str:
@@ -206,9 +212,44 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
             _set_module(model, name, pq)
         else:
             setattr(point, "srq_float_reason", why)
+    for name, marker, param, w, why in weight_plan:
+        if w is None:
+            setattr(marker, "srq_float_reason", why)
+            continue
+        channels = math.prod(param.shape[:marker.lead])
+        wq = _quantizer(w, config.w_mode, config.w_observer, channels if config.w_granularity == "channel" else None,
+                        True, 0, one_bit=config.one_bit).to(param.device)
+        _set_module(model, name, WeightPointQuantizer(wq, marker.kind, marker.param, marker.lead))
     setattr(model, "srq_quant_config", config)
     setattr(model, "srq_example_shape", list(example_input.shape))
     return model
+
+
+def _owned_param(model: nn.Module, name: str, marker: WeightPoint | WeightPointQuantizer) -> nn.Parameter:
+    """The parameter a weight marker (or its quantizer) at ``name`` stands for: ``marker.param`` of its owner."""
+    owner = model.get_submodule(name.rpartition(".")[0])
+    param = getattr(owner, marker.param, None)
+    if not isinstance(param, nn.Parameter):
+        raise SrqError(f"{name} marks weight {marker.param!r}, but {type(owner).__name__} has no such parameter")
+    if param.dim() <= marker.lead:
+        raise SrqError(f"{name}: {marker.param} has shape {tuple(param.shape)}; lead={marker.lead} leaves no input "
+                       f"axis")
+    return param
+
+
+def weight_points(model: nn.Module) -> list[tuple[str, WeightPointQuantizer, nn.Parameter]]:
+    """``(name, quantizer, parameter)`` of every quantized raw weight (``WeightPoint``) of a prepared model."""
+    return [(n, m, _owned_param(model, n, m)) for n, m in model.named_modules() if isinstance(m, WeightPointQuantizer)]
+
+
+def float_weight_point(model: nn.Module, name: str, reason: str) -> None:
+    """Put the marker back in place of the weight quantizer at ``name`` (that weight computes in float)."""
+    point = model.get_submodule(name)
+    if not isinstance(point, WeightPointQuantizer):
+        raise SrqError(f"{name} is not a quantized raw weight")
+    marker = WeightPoint(point.kind, point.param, point.lead)
+    setattr(marker, "srq_float_reason", reason)
+    _set_module(model, name, marker)
 
 
 def quantizers(model: nn.Module) -> list[tuple[str, Quantizer]]:
@@ -229,6 +270,10 @@ def placement(model: nn.Module) -> list[PlacementEntry]:
             entries.append(PlacementEntry(name, f"point:{m.srq_point_kind}", "point", None, m.bits))
         elif isinstance(m, QuantPoint):
             entries.append(PlacementEntry(name, f"point:{m.kind}", "point", None, None))
+        elif isinstance(m, WeightPointQuantizer):
+            entries.append(PlacementEntry(name, f"weight:{m.kind}", "point", m.quantizer.bits, None))
+        elif isinstance(m, WeightPoint):
+            entries.append(PlacementEntry(name, f"weight:{m.kind}", "point", None, None))
     return entries
 
 
@@ -240,13 +285,16 @@ def _float_reason(module: nn.Module, prepared: bool) -> str | None:
         return getattr(module, "srq_float_reason", None) or "its quantizer was removed after prepare"
     if isinstance(module, QuantPoint):
         return getattr(module, "srq_float_reason", None) or "operand quantizers are off (quant_points=False)"
+    if isinstance(module, WeightPoint):
+        return getattr(module, "srq_float_reason", None) or ("model not prepared" if not prepared else
+                                                             "its quantizer was removed after prepare")
     if isinstance(module, _FLOAT_TYPES):
         if not _is_learned(module):
             return "frozen parameters (fixed preprocessing)"
         return "did not run on the example input (idle at this scale)" if prepared else "model not prepared"
-    own = [n for n, _ in module.named_parameters(recurse=False)]
+    marked = {m.param for m in module.children() if isinstance(m, WeightPointQuantizer)}
+    own = [n for n, _ in module.named_parameters(recurse=False) if n not in marked]
     return f"srq does not quantize this type; its parameters ({', '.join(own)}) stay float" if own else None
-    return None
 
 
 def weights_read_by_parent(model: nn.Module) -> set[str]:
@@ -270,7 +318,7 @@ def float_layers(model: nn.Module) -> list[FloatLayer]:
     for name, m in model.named_modules():
         if inside and name.startswith(inside):
             continue
-        if isinstance(m, (Quantizer, *QUANT_LAYER_TYPES)):
+        if isinstance(m, (Quantizer, WeightPointQuantizer, *QUANT_LAYER_TYPES)):
             inside += (name + ".",)
         if name in read_by_parent:
             found.append(FloatLayer(name, type(m).__name__, "its parent (nn.MultiheadAttention) reads its weights "
