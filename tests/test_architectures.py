@@ -216,7 +216,8 @@ def test_arch_method(arch, method, hr_folder, tmp_path):
 # ---- every zoo model through prepare → calibrate → save/load -------------------------------------------------------
 
 ZOO_INPUT = {"mambair_light": 8}  # else 16: a multiple of SwinIR's window (8) and MambaIRv2's (16), no padding
-ZOO_SLOW = {"edsr", "rdn"}  # 40 M / 22 M parameters: writing and hashing the run folder takes seconds
+ZOO_SLOW = {"edsr", "rdn",  # 40 M / 22 M parameters: writing and hashing the run folder takes seconds
+            "mambair_color_dn", "mambair_jpeg_car", "mambairv2_color_dn", "mambairv2_jpeg_car"}  # 15–26 s each
 
 
 def _zoo_cases():

@@ -18,6 +18,8 @@ ZOO = {
     "bicubic": (0, None), "carn": (9, "_ResidualBlock"), "carn_m": (3, "_CascadingBlock"), "edsr": (32, "ResBlock"),
     "edsr_baseline": (16, "ResBlock"), "fsrcnn": (0, None), "imdn": (6, "IMDModule"),
     "mambair_light": (24, "VSSBlock"), "mambairv2_light": (20, "AttentiveLayer"),
+    "mambair_color_dn": (36, "VSSBlock"), "mambair_jpeg_car": (36, "VSSBlock"),
+    "mambairv2_color_dn": (36, "AttentiveLayer"), "mambairv2_jpeg_car": (36, "AttentiveLayer"),
     "msrresnet": (16, "ResidualBlockNoBN"), "pan": (16, "SCPA"), "rdn": (16, "RDB"), "rfdn": (4, "RFDB"),
     "rlfn": (6, "RLFB"), "srq_tiny": (4, "ResBlock"), "srresnet": (16, "ResidualBlock"),
     "swinir_light": (24, "SwinTransformerBlock"),

@@ -15,7 +15,7 @@ from .wrappers import wrap
 
 # Importing the architecture modules registers them.
 from . import carn, dncnn, edsr, fsrcnn, imdn, mambair, mambairv2, pan, rdn, rfdn, rlfn, srresnet, swinir  # noqa: F401,E402
-from . import swinir_restore, tiny  # noqa: F401,E402
+from . import mambair_restore, swinir_restore, tiny  # noqa: F401,E402
 
 __all__ = ["ModelInfo", "arch_defaults", "check_output_range", "create_model", "from_file", "get_model_info",
            "list_models", "register_model", "wrap"]
