@@ -348,3 +348,39 @@ def test_bench_runs_and_reports_ratios(w4a4):
     assert set(stats) == {"torch_fp32", "torch_fakequant", "onnxruntime_int"}
     assert stats["torch_fp32"]["speedup_vs_torch_fp32"] == 1.0 and len(stats["onnxruntime_int"]["times"]) == 2
     assert result.file_bytes["onnx_int"] > 0 and "onnxruntime_int" in format_bench(result)
+
+
+def test_symmetric_8bit_weights_export_as_plain_int8_convolutions(tmp_path):
+    """``w_grid="symmetric"`` (PTQ recipes): 8-bit weights with zero point 0 need no zero-point correction, so the
+    graph has one Conv per quantized layer; the default affine grid at 8 bit adds a correction convolution."""
+    onnx = pytest.importorskip("onnx")
+    from srq.export import export_onnx
+
+    layers = lambda m: sum(isinstance(x, QuantConv2d) for x in m.modules())  # noqa: E731
+    convs = lambda p: sum(n.op_type == "Conv" for n in onnx.load(str(p)).graph.node)  # noqa: E731
+    sym = _quantized(8, 8, w_grid="symmetric")
+    assert {m.weight_quantizer.mode for m in sym.modules() if isinstance(m, QuantConv2d)} == {"symmetric"}
+    assert convs(export_onnx(sym, tmp_path / "sym.onnx")) == layers(sym)
+    affine = _quantized(8, 8)
+    assert convs(export_onnx(affine, tmp_path / "affine.onnx")) > layers(affine)
+
+
+def test_w_grid_is_recorded_only_off_its_default():
+    default = srq.methods.Percentile(w_bits=8, a_bits=8)
+    assert "w_grid" not in default.to_dict()  # recipes of the default grid read (and hash) as before
+    sym = srq.methods.Percentile(w_bits=8, a_bits=8, fine_tune=True, w_grid="symmetric")
+    assert sym.to_dict()["w_grid"] == "symmetric" and srq.methods.Recipe.from_dict(sym.to_dict()) == sym
+    with pytest.raises(ValueError, match="w_grid must be one of affine, symmetric"):
+        srq.methods.MinMax(w_grid="lsq")
+
+
+def test_openvino_profile_groups_time_by_operation(tmp_path, w4a4):
+    pytest.importorskip("openvino")
+    from srq.export import export_onnx
+    from srq.export.profile import format_profile, openvino_profile
+
+    found = openvino_profile(export_onnx(w4a4, tmp_path / "m.onnx"), (1, 3, 24, 32), runs=2)
+    assert found.ops and abs(sum(o.share for o in found.ops) - 1) < 1e-6
+    assert any(o.node_type == "Convolution" and "I8" in o.exec_type for o in found.ops)  # integer convolutions
+    assert [o.ms for o in found.ops] == sorted((o.ms for o in found.ops), reverse=True)
+    assert "Convolution" in format_profile(found) and json.dumps(found.to_dict())

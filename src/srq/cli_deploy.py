@@ -158,10 +158,13 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         memory: bool = typer.Option(True, "--memory/--no-memory", help="measure peak memory (one fresh process "
                                                                        "per variant)"),
         model_code: Optional[str] = typer.Option(None, "--model-code", help=MODEL_CODE_HELP),
+        profile: bool = typer.Option(False, "--profile", help="also profile the integer model in OpenVINO: time "
+                                                               "per operation type and kernel (1 thread)"),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="results file (.json)"),
     ):
         """Latency (median, min), peak memory and file size: PyTorch eager FP32 and fake-quant, ONNX Runtime and
-        OpenVINO FP32, OpenVINO bf16 and the exported integer model, interleaved in one run."""
+        OpenVINO FP32, OpenVINO bf16 and the exported integer model, interleaved in one run. ``--profile`` adds
+        where the integer model's time goes in OpenVINO."""
         from .engine.results import atomic_write_text, provenance
         from .export.bench import bench, format_bench
 
@@ -178,9 +181,19 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
                        variants=tuple(v.strip() for v in variants.split(",") if v.strip()), memory=memory,
                        progress=lambda line: err.print(line))
         out.print(format_bench(result), soft_wrap=True, markup=False, highlight=False)
+        extra = {}
+        if profile:
+            from .export import export_onnx
+            from .export.profile import format_profile, openvino_profile
+
+            with tempfile.TemporaryDirectory(prefix="srq-profile-") as tmp:
+                onnx_file = export_onnx(loaded.net, Path(tmp) / "int.onnx")
+                found = openvino_profile(onnx_file, (1, 3, h, w), threads=1)
+            out.print(format_profile(found), soft_wrap=True, markup=False, highlight=False)
+            extra["openvino_int_profile"] = found.to_dict()
         if output is not None:
             doc = {"model": loaded.name, "scale": loaded.scale, "run": model, "bits": _placement_bits(loaded.net),
-                   **result.to_dict(), "provenance": provenance()}
+                   **result.to_dict(), **extra, "provenance": provenance()}
             atomic_write_text(output, json.dumps(doc, indent=2) + "\n")
             err.print(f"results written to {output}")
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -20,7 +21,8 @@ from torch import nn
 from ..engine.batches import calibration_batches
 from ..engine.blocks import check_blocks_pattern
 from ..engine.distill import FinetuneConfig, finetune
-from ..quant import calibrate, quantizers
+from ..quant import QuantConfig, calibrate, quantizers
+from ..typed_config import check_choice
 from .base import Recipe
 from .registry import register_method
 
@@ -31,14 +33,30 @@ _FT = "+FT: bounds fine-tuned against the FP model (L1 + feature MSE)"
 _FT_PAPER = "+FT baseline of Gradient Knows Best (supplementary)"
 
 
+W_GRIDS = ("affine", "symmetric")
+
+
 @dataclass(frozen=True)
 class _CalibrateThenTune(Recipe):
     fine_tune: bool = False
     finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
     blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
+    # weight grid: "affine" (a zero point per output channel) or "symmetric" (zero point 0, levels −(2ᵇ⁻¹−1) … 2ᵇ⁻¹−1:
+    # an exported 8-bit model then convolves in int8 without a zero-point correction, see docs/deploy.md)
+    w_grid: str = "affine"
 
     def validate(self) -> None:
         check_blocks_pattern(self, self.blocks)
+        check_choice(self, "w_grid", W_GRIDS)
+
+    def config(self) -> QuantConfig:
+        return dataclasses.replace(super().config(), w_mode=self.w_grid)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.w_grid == "affine":  # recipes on the default grid read (and hash) as before the field
+            del d["w_grid"]
+        return d
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0]
