@@ -53,6 +53,18 @@ def console_script() -> str:
     return found
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a module of many small ops, which oversubscribed CI cores slow down ~10x
+    (``pytestmark = pytest.mark.usefixtures("single_thread")``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def hr_folder(tmp_path_factory) -> Path:
     """A folder of three small HR photos (shipped with scikit-image) for training tests."""

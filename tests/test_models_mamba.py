@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 
 import srq
+from key_lists import Shapes, conv, linear, ln
 from srq.data import read_image
 from srq.data.bicubic import imresize
 from srq.errors import SrqError
@@ -32,16 +33,9 @@ from srq.models.swinir import adapt_swinir_state_dict
 from srq.models.window_attention import shifted_window_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: these tests run many small ops, which oversubscribed CI cores slow down ~10x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-Shapes = dict[str, tuple[int, ...]]
 
 # MANIFEST.md counts every entry of the .pdparams state dict: the parameters plus the (256, 256) int64
 # relative_position_index_SA buffer (65,536 entries). Only x2's total (839,628) is in the manifest; x4
@@ -195,41 +189,29 @@ def test_convert_cli_roundtrip_identical_outputs(weights_dir: Path, tmp_path: Pa
 # --------------------------------------------------------------------------------------------------
 # Official key lists
 
-def _conv(prefix: str, cout: int, cin: int, k: int) -> Shapes:
-    return {f"{prefix}.weight": (cout, cin, k, k), f"{prefix}.bias": (cout,)}
-
-
-def _ln(prefix: str, c: int) -> Shapes:
-    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,)}
-
-
-def _linear(prefix: str, cout: int, cin: int, bias: bool = True) -> Shapes:
-    return {f"{prefix}.weight": (cout, cin), **({f"{prefix}.bias": (cout,)} if bias else {})}
-
-
 def mambair_light_keys(scale: int) -> Shapes:
     """csguoh/MambaIR @ c308c30 basicsr/archs/mambair_arch.py (class MambaIR; VSSBlock, SS2D, light CAB:
     compress 2, [1x1, dw3x3, GELU, 1x1, dilated dw3x3, ChannelAttention(squeeze 30)]) with
     options/test/mambair/test_MambaIR_lightSR_x{2,3,4}.yml: embed_dim 60, depths [6]*4, d_state 10,
     mlp_ratio 1.2 (d_inner 72, dt_rank 4, K=4 directions), upsampler pixelshuffledirect, 1conv.
     ``mean`` is a plain attribute (not saved)."""
-    keys = _conv("conv_first", 60, 3, 3) | _ln("patch_embed.norm", 60)
+    keys = conv("conv_first", 60, 3, 3) | ln("patch_embed.norm", 60)
     for i in range(4):
         for j in range(6):
             p = f"layers.{i}.residual_group.blocks.{j}"
-            keys |= {f"{p}.skip_scale": (60,), f"{p}.skip_scale2": (60,)} | _ln(f"{p}.ln_1", 60)
+            keys |= {f"{p}.skip_scale": (60,), f"{p}.skip_scale2": (60,)} | ln(f"{p}.ln_1", 60)
             a = f"{p}.self_attention"
             keys |= {f"{a}.x_proj_weight": (4, 24, 72), f"{a}.dt_projs_weight": (4, 72, 4),
                      f"{a}.dt_projs_bias": (4, 72), f"{a}.A_logs": (288, 10), f"{a}.Ds": (288,)}
-            keys |= _linear(f"{a}.in_proj", 144, 60, bias=False) | _conv(f"{a}.conv2d", 72, 1, 3)
-            keys |= _ln(f"{a}.out_norm", 72) | _linear(f"{a}.out_proj", 60, 72, bias=False)
+            keys |= linear(f"{a}.in_proj", 144, 60, bias=False) | conv(f"{a}.conv2d", 72, 1, 3)
+            keys |= ln(f"{a}.out_norm", 72) | linear(f"{a}.out_proj", 60, 72, bias=False)
             c = f"{p}.conv_blk.cab"
-            keys |= _conv(f"{c}.0", 30, 60, 1) | _conv(f"{c}.1", 30, 1, 3) | _conv(f"{c}.3", 60, 30, 1)
-            keys |= _conv(f"{c}.4", 60, 1, 3) | _conv(f"{c}.5.attention.1", 2, 60, 1)
-            keys |= _conv(f"{c}.5.attention.3", 60, 2, 1)
-            keys |= _ln(f"{p}.ln_2", 60)
-        keys |= _conv(f"layers.{i}.conv", 60, 60, 3)
-    return keys | _ln("norm", 60) | _conv("conv_after_body", 60, 60, 3) | _conv("upsample.0", 3 * scale ** 2, 60, 3)
+            keys |= conv(f"{c}.0", 30, 60, 1) | conv(f"{c}.1", 30, 1, 3) | conv(f"{c}.3", 60, 30, 1)
+            keys |= conv(f"{c}.4", 60, 1, 3) | conv(f"{c}.5.attention.1", 2, 60, 1)
+            keys |= conv(f"{c}.5.attention.3", 60, 2, 1)
+            keys |= ln(f"{p}.ln_2", 60)
+        keys |= conv(f"layers.{i}.conv", 60, 60, 3)
+    return keys | ln("norm", 60) | conv("conv_after_body", 60, 60, 3) | conv("upsample.0", 3 * scale ** 2, 60, 3)
 
 
 def swinir_light_keys(scale: int) -> Shapes:
@@ -238,18 +220,18 @@ def swinir_light_keys(scale: int) -> Shapes:
     window_size 8, embed_dim 60, depths [6]*4, num_heads [6]*4, mlp_ratio 2, pixelshuffledirect, 1conv.
     Buffers: every attn.relative_position_index (64, 64); attn_mask (64 windows of 64x64 tokens) in the
     shifted (odd) blocks only. Identical names in XPixelGroup/BasicSR basicsr/archs/swinir_arch.py."""
-    keys = _conv("conv_first", 60, 3, 3) | _ln("patch_embed.norm", 60)
+    keys = conv("conv_first", 60, 3, 3) | ln("patch_embed.norm", 60)
     for i in range(4):
         for j in range(6):
             p = f"layers.{i}.residual_group.blocks.{j}"
             if j % 2:
                 keys[f"{p}.attn_mask"] = (64, 64, 64)
-            keys |= _ln(f"{p}.norm1", 60)
+            keys |= ln(f"{p}.norm1", 60)
             keys |= {f"{p}.attn.relative_position_bias_table": (225, 6), f"{p}.attn.relative_position_index": (64, 64)}
-            keys |= _linear(f"{p}.attn.qkv", 180, 60) | _linear(f"{p}.attn.proj", 60, 60) | _ln(f"{p}.norm2", 60)
-            keys |= _linear(f"{p}.mlp.fc1", 120, 60) | _linear(f"{p}.mlp.fc2", 60, 120)
-        keys |= _conv(f"layers.{i}.conv", 60, 60, 3)
-    return keys | _ln("norm", 60) | _conv("conv_after_body", 60, 60, 3) | _conv("upsample.0", 3 * scale ** 2, 60, 3)
+            keys |= linear(f"{p}.attn.qkv", 180, 60) | linear(f"{p}.attn.proj", 60, 60) | ln(f"{p}.norm2", 60)
+            keys |= linear(f"{p}.mlp.fc1", 120, 60) | linear(f"{p}.mlp.fc2", 60, 120)
+        keys |= conv(f"layers.{i}.conv", 60, 60, 3)
+    return keys | ln("norm", 60) | conv("conv_after_body", 60, 60, 3) | conv("upsample.0", 3 * scale ** 2, 60, 3)
 
 
 def reference_rpi(ws: int) -> torch.Tensor:

@@ -15,83 +15,65 @@ import torch
 from torch.nn import functional as F
 
 import srq
+from key_lists import Shapes, conv, linear, ln
 from srq.errors import SrqError
 from srq.models.mambair_restore import ConvFFN, PlainCAB
 
-Shapes = dict[str, tuple[int, ...]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: many small ops, which oversubscribed CI cores slow down."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _conv(prefix: str, cout: int, cin: int, k: int) -> Shapes:
-    return {f"{prefix}.weight": (cout, cin, k, k), f"{prefix}.bias": (cout,)}
-
-
-def _ln(prefix: str, c: int) -> Shapes:
-    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,)}
-
-
-def _linear(prefix: str, cout: int, cin: int, bias: bool = True) -> Shapes:
-    return {f"{prefix}.weight": (cout, cin), **({f"{prefix}.bias": (cout,)} if bias else {})}
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def mambair_restore_keys(in_chans: int) -> Shapes:
     """MambaIR, embed_dim 180, depths [6]*6, d_state 16, mlp_ratio 1.2 → SS2D d_inner 216, dt_rank ceil(180/16) = 12,
     K = 4 scan directions; CAB (not light SR): Conv3x3 180→60, GELU, Conv3x3 60→180, ChannelAttention(squeeze 30:
     180→6→180); ``mean`` is a plain attribute (not saved)."""
-    keys = _conv("conv_first", 180, in_chans, 3) | _ln("patch_embed.norm", 180)
+    keys = conv("conv_first", 180, in_chans, 3) | ln("patch_embed.norm", 180)
     for i in range(6):
         for j in range(6):
             p = f"layers.{i}.residual_group.blocks.{j}"
-            keys |= _ln(f"{p}.ln_1", 180) | {f"{p}.skip_scale": (180,), f"{p}.skip_scale2": (180,)}
+            keys |= ln(f"{p}.ln_1", 180) | {f"{p}.skip_scale": (180,), f"{p}.skip_scale2": (180,)}
             a = f"{p}.self_attention"
             keys |= {f"{a}.x_proj_weight": (4, 12 + 2 * 16, 216), f"{a}.dt_projs_weight": (4, 216, 12),
                      f"{a}.dt_projs_bias": (4, 216), f"{a}.A_logs": (4 * 216, 16), f"{a}.Ds": (4 * 216,)}
-            keys |= _linear(f"{a}.in_proj", 432, 180, bias=False) | _conv(f"{a}.conv2d", 216, 1, 3)
-            keys |= _ln(f"{a}.out_norm", 216) | _linear(f"{a}.out_proj", 180, 216, bias=False)
+            keys |= linear(f"{a}.in_proj", 432, 180, bias=False) | conv(f"{a}.conv2d", 216, 1, 3)
+            keys |= ln(f"{a}.out_norm", 216) | linear(f"{a}.out_proj", 180, 216, bias=False)
             c = f"{p}.conv_blk.cab"
-            keys |= _conv(f"{c}.0", 60, 180, 3) | _conv(f"{c}.2", 180, 60, 3)
-            keys |= _conv(f"{c}.3.attention.1", 6, 180, 1) | _conv(f"{c}.3.attention.3", 180, 6, 1)
-            keys |= _ln(f"{p}.ln_2", 180)
-        keys |= _conv(f"layers.{i}.conv", 180, 180, 3)
-    return keys | _ln("norm", 180) | _conv("conv_after_body", 180, 180, 3) | _conv("conv_last", in_chans, 180, 3)
+            keys |= conv(f"{c}.0", 60, 180, 3) | conv(f"{c}.2", 180, 60, 3)
+            keys |= conv(f"{c}.3.attention.1", 6, 180, 1) | conv(f"{c}.3.attention.3", 180, 6, 1)
+            keys |= ln(f"{p}.ln_2", 180)
+        keys |= conv(f"layers.{i}.conv", 180, 180, 3)
+    return keys | ln("norm", 180) | conv("conv_after_body", 180, 180, 3) | conv("conv_last", in_chans, 180, 3)
 
 
 def mambairv2_restore_keys(in_chans: int) -> Shapes:
     """MambaIRv2, embed_dim 174, d_state 16, depths [6]*6, num_heads [6]*6, window 16, inner_rank 64, num_tokens 128,
     mlp_ratio 2 (hidden 348; Selective_Scan(d_model=348, expand=1): dt_rank ceil(348/16) = 22, K = 1),
     convffn_kernel_size 5; route 174→58→128; the ``relative_position_index_SA`` buffer (256, 256) is saved."""
-    keys = _conv("conv_first", 174, in_chans, 3) | _ln("patch_embed.norm", 174)
+    keys = conv("conv_first", 174, in_chans, 3) | ln("patch_embed.norm", 174)
     keys["relative_position_index_SA"] = (256, 256)
     for i in range(6):
         for j in range(6):
             p = f"layers.{i}.residual_group.layers.{j}"
             for n in range(1, 5):
-                keys |= _ln(f"{p}.norm{n}", 174)
+                keys |= ln(f"{p}.norm{n}", 174)
             keys |= {f"{p}.scale1": (174,), f"{p}.scale2": (174,), f"{p}.embeddingA.weight": (64, 16)}
-            keys |= _linear(f"{p}.wqkv", 522, 174)
+            keys |= linear(f"{p}.wqkv", 522, 174)
             keys |= {f"{p}.win_mhsa.relative_position_bias_table": (31 * 31, 6)}
-            keys |= _linear(f"{p}.win_mhsa.proj", 174, 174)
+            keys |= linear(f"{p}.win_mhsa.proj", 174, 174)
             a = f"{p}.assm"
             s = f"{a}.selectiveScan"
             keys |= {f"{s}.x_proj_weight": (1, 22 + 2 * 16, 348), f"{s}.dt_projs_weight": (1, 348, 22),
                      f"{s}.dt_projs_bias": (1, 348), f"{s}.A_logs": (348, 16), f"{s}.Ds": (348,)}
-            keys |= _ln(f"{a}.out_norm", 348) | _linear(f"{a}.out_proj", 174, 348)
-            keys |= _conv(f"{a}.in_proj.0", 348, 174, 1) | _conv(f"{a}.CPE.0", 348, 1, 3)
+            keys |= ln(f"{a}.out_norm", 348) | linear(f"{a}.out_proj", 174, 348)
+            keys |= conv(f"{a}.in_proj.0", 348, 174, 1) | conv(f"{a}.CPE.0", 348, 1, 3)
             keys |= {f"{a}.embeddingB.weight": (128, 64)}
-            keys |= _linear(f"{a}.route.0", 58, 174) | _linear(f"{a}.route.2", 128, 58)
+            keys |= linear(f"{a}.route.0", 58, 174) | linear(f"{a}.route.2", 128, 58)
             for f in ("convffn1", "convffn2"):
-                keys |= _linear(f"{p}.{f}.fc1", 348, 174) | _conv(f"{p}.{f}.dwconv.depthwise_conv.0", 348, 1, 5)
-                keys |= _linear(f"{p}.{f}.fc2", 174, 348)
-        keys |= _conv(f"layers.{i}.conv", 174, 174, 3)
-    return keys | _ln("norm", 174) | _conv("conv_after_body", 174, 174, 3) | _conv("conv_last", in_chans, 174, 3)
+                keys |= linear(f"{p}.{f}.fc1", 348, 174) | conv(f"{p}.{f}.dwconv.depthwise_conv.0", 348, 1, 5)
+                keys |= linear(f"{p}.{f}.fc2", 174, 348)
+        keys |= conv(f"layers.{i}.conv", 174, 174, 3)
+    return keys | ln("norm", 174) | conv("conv_after_body", 174, 174, 3) | conv("conv_last", in_chans, 174, 3)
 
 
 def reference_rpi(ws: int) -> torch.Tensor:

@@ -15,13 +15,7 @@ from torch.nn import functional as F
 from srq.models.selective_scan import cuda_selective_scan_fn, selective_scan, selective_scan_chunked
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: these tests run many small ops, which oversubscribed CI cores slow down ~10x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):

@@ -42,11 +42,10 @@ from torch import nn
 
 from .adapt import linear_weight_shapes, transpose_linear_weights
 from .mambair import ChannelAttention, MambaIR, VSSBlock
-from .mambairv2 import (AttentiveLayer, MambaIRv2Light, _Context, _map_to_tokens, _tokens_to_map,
+from .mambairv2 import (AttentiveLayer, MambaIRv2Light, _map_to_tokens, _tokens_to_map,
                         adapt_mambairv2_state_dict)
 from .registry import register_model
 from .swinir import init_token_weights
-from .window_attention import pad_symmetric, shifted_window_mask
 
 __all__ = ["MambaIRRestore", "MambaIRv2Restore", "PlainCAB", "ConvFFN", "mambair_color_dn", "mambair_jpeg_car",
            "mambairv2_color_dn", "mambairv2_jpeg_car", "adapt_mambair_restore_state_dict",
@@ -146,25 +145,9 @@ class MambaIRv2Restore(MambaIRv2Light):
         del self.upsample
         self.conv_last = nn.Conv2d(embed_dim, in_channels, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h0, w0 = x.shape[-2:]
-        x = pad_symmetric(x, self.window_size)
-        h, w = x.shape[-2:]
-        mean = self.mean.to(x.dtype)
-        x = (x - mean) * self.img_range
-        generator = None
-        if self.routing == "gumbel" and x.device.type != "meta":  # as MambaIRv2Light.forward
-            generator = torch.Generator(device=x.device)
-            generator.manual_seed(self.routing_seed)
-        ctx = _Context((h, w), shifted_window_mask(h, w, self.window_size, self.window_size // 2, x.device, x.dtype),
-                       self.relative_position_index_SA, generator)
-        first = self.conv_first(x)
-        feat = self.patch_embed(first)
-        for layer in self.layers:
-            feat = layer(feat, ctx)
-        feat = _tokens_to_map(self.norm(feat), (h, w))
-        x = x + self.conv_last(self.conv_after_body(feat) + first)
-        return (x / self.img_range + mean)[..., :h0, :w0]
+    def reconstruct(self, x: torch.Tensor, first: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        """Restoration tail: the input plus ``conv_last`` of the deep and shallow features."""
+        return x + self.conv_last(self.conv_after_body(feat) + first)
 
 
 def adapt_mambair_restore_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

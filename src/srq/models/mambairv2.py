@@ -338,14 +338,18 @@ class MambaIRv2Light(nn.Module):
         ctx = _Context((h, w), shifted_window_mask(h, w, self.window_size, self.window_size // 2, x.device, x.dtype),
                        self.relative_position_index_SA, generator)
 
-        x = self.conv_first(x)
-        feat = self.patch_embed(x)
+        first = self.conv_first(x)
+        feat = self.patch_embed(first)
         for layer in self.layers:
             feat = layer(feat, ctx)
-        feat = _tokens_to_map(self.norm(feat), (h, w))
-        x = self.upsample(self.conv_after_body(feat) + x)
+        x = self.reconstruct(x, first, _tokens_to_map(self.norm(feat), (h, w)))
         x = x / self.img_range + mean
         return x[..., :h0 * self.upscale, :w0 * self.upscale]
+
+    def reconstruct(self, x: torch.Tensor, first: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        """The tail: (normalised input, shallow features, deep features) (B, ·, H, W) → output before the mean is
+        added back; SR: upsample the deep features plus the shallow ones."""
+        return self.upsample(self.conv_after_body(feat) + first)
 
 
 def adapt_mambairv2_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
