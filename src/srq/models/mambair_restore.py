@@ -46,6 +46,7 @@ from .mambairv2 import (AttentiveLayer, MambaIRv2Light, _map_to_tokens, _tokens_
                         adapt_mambairv2_state_dict)
 from .registry import register_model
 from .swinir import init_token_weights
+from .swinir_restore import restoration_head
 
 __all__ = ["MambaIRRestore", "MambaIRv2Restore", "PlainCAB", "ConvFFN", "mambair_color_dn", "mambair_jpeg_car",
            "mambairv2_color_dn", "mambairv2_jpeg_car", "adapt_mambair_restore_state_dict",
@@ -74,17 +75,15 @@ class MambaIRRestore(MambaIR):
     Output = input + conv_last(features), on the ``img_range`` scale around the mean (DIV2K's for RGB, 0 for grey).
     """
 
+    conv_last: nn.Conv2d  # set by restoration_head
+
     def __init__(self, in_channels: int = 3, embed_dim: int = 180, depths: tuple[int, ...] = (6,) * 6,
                  d_state: int = 16, mlp_ratio: float = 1.2, img_range: float = 1.0) -> None:
         super().__init__(upscale=1, embed_dim=embed_dim, depths=depths, d_state=d_state, mlp_ratio=mlp_ratio,
                          img_range=img_range)
         for block in [m for m in self.modules() if isinstance(m, VSSBlock)]:
             block.add_module("conv_blk", PlainCAB(embed_dim))  # replaces the light CAB in place (same key position)
-        if in_channels != 3:
-            self.conv_first = nn.Conv2d(in_channels, embed_dim, 3, 1, 1)
-            self.register_buffer("mean", torch.zeros(1, in_channels, 1, 1), persistent=False)
-        del self.upsample
-        self.conv_last = nn.Conv2d(embed_dim, in_channels, 3, 1, 1)
+        restoration_head(self, in_channels, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = self.mean.to(x.dtype)
@@ -128,6 +127,8 @@ class MambaIRv2Restore(MambaIRv2Light):
     (``"gumbel"``, seeded per forward, or ``"argmax"``).
     """
 
+    conv_last: nn.Conv2d  # set by restoration_head
+
     def __init__(self, in_channels: int = 3, embed_dim: int = 174, d_state: int = 16,
                  depths: tuple[int, ...] = (6,) * 6, num_heads: tuple[int, ...] = (6,) * 6, window_size: int = 16,
                  inner_rank: int = 64, num_tokens: int = 128, mlp_ratio: float = 2.0, convffn_kernel_size: int = 5,
@@ -139,11 +140,7 @@ class MambaIRv2Restore(MambaIRv2Light):
         for layer in [m for m in self.modules() if isinstance(m, AttentiveLayer)]:
             for key in ("convffn1", "convffn2"):  # replaces the gated MLP in place (same key position)
                 layer.add_module(key, ConvFFN(embed_dim, hidden, convffn_kernel_size).apply(init_token_weights))
-        if in_channels != 3:
-            self.conv_first = nn.Conv2d(in_channels, embed_dim, 3, 1, 1)
-            self.register_buffer("mean", torch.zeros(1, in_channels, 1, 1), persistent=False)
-        del self.upsample
-        self.conv_last = nn.Conv2d(embed_dim, in_channels, 3, 1, 1)
+        restoration_head(self, in_channels, embed_dim)
 
     def reconstruct(self, x: torch.Tensor, first: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         """Restoration tail: the input plus ``conv_last`` of the deep and shallow features."""

@@ -18,7 +18,18 @@ from .registry import register_model
 from .swinir import SwinIR, adapt_swinir_state_dict
 from .window_attention import pad_symmetric
 
-__all__ = ["SwinIRRestore", "swinir_color_dn", "swinir_jpeg_car"]
+__all__ = ["SwinIRRestore", "swinir_color_dn", "swinir_jpeg_car", "restoration_head"]
+
+
+def restoration_head(net: nn.Module, in_channels: int, embed_dim: int) -> None:
+    """Turn an SR network of the SwinIR family into its scale-1 restoration form, in place: ``conv_first`` takes
+    ``in_channels`` (grey: 1, with mean 0), the upsampler is dropped and ``conv_last`` maps back to ``in_channels``
+    (the official restoration models' keys)."""
+    if in_channels != 3:
+        net.conv_first = nn.Conv2d(in_channels, embed_dim, 3, 1, 1)
+        net.register_buffer("mean", torch.zeros(1, in_channels, 1, 1), persistent=False)
+    del net.upsample
+    net.conv_last = nn.Conv2d(embed_dim, in_channels, 3, 1, 1)
 
 _SOURCE = "https://github.com/JingyunLiang/SwinIR/releases/tag/v0.0 "
 
@@ -29,16 +40,14 @@ class SwinIRRestore(SwinIR):
     Output = input + conv_last(features), on the ``img_range`` scale around the mean (DIV2K's for RGB, 0 for grey).
     """
 
+    conv_last: nn.Conv2d  # set by restoration_head
+
     def __init__(self, in_channels: int = 3, embed_dim: int = 180, depths: tuple[int, ...] = (6,) * 6,
                  num_heads: tuple[int, ...] = (6,) * 6, window_size: int = 8, mlp_ratio: float = 2.0,
                  img_range: float = 1.0) -> None:
         super().__init__(upscale=1, embed_dim=embed_dim, depths=depths, num_heads=num_heads, window_size=window_size,
                          mlp_ratio=mlp_ratio, img_range=img_range)
-        if in_channels != 3:
-            self.conv_first = nn.Conv2d(in_channels, embed_dim, 3, 1, 1)
-            self.register_buffer("mean", torch.zeros(1, in_channels, 1, 1), persistent=False)
-        del self.upsample
-        self.conv_last = nn.Conv2d(embed_dim, in_channels, 3, 1, 1)
+        restoration_head(self, in_channels, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h0, w0 = x.shape[-2:]
