@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import srq
-from srq.api import read_meta
+from srq.run_folder import read_meta
 from srq.engine.evaluate import evaluate
 from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.export import export_onnx

@@ -33,6 +33,7 @@ from .engine.slimming import apply_structure
 from .models.wrappers import PixelRangeWrapper
 from .quant import QuantConfig, float_layers, placement, prepare
 from .quant.prepare import float_weight_point, weight_points
+from .run_folder import read_meta
 
 __all__ = ["quantize", "save", "load", "FORMAT_VERSION"]
 
@@ -116,17 +117,6 @@ def current_report(model: nn.Module) -> dict | None:
     """The method's report (``model.srq_report``: a dict, or a callable giving the report as of now)."""
     report = getattr(model, "srq_report", None)
     return report() if callable(report) else report
-
-
-def read_meta(folder: str | os.PathLike) -> dict:
-    """The ``srq.json`` of a saved model folder."""
-    path = Path(folder) / "srq.json"
-    if not path.is_file():
-        raise SrqError(f"{folder} is not a saved srq model (no srq.json); pass a folder written by `srq quantize`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SrqError(f"{path} is not valid JSON ({e}); the run folder is damaged")
 
 
 def load(folder: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:

@@ -82,7 +82,8 @@ def load_model(model: str, scale: Optional[int], weights: str, weights_root: Opt
                 arch: list[str] = [], pixel_range: Optional[float] = None,  # noqa: B006 - never mutated
                 model_code: Optional[str] = None) -> LoadedModel:
     """A zoo model by name (``scale`` needed), the user's ``file.py:function``, or a quantized run folder."""
-    from .api import load, read_meta
+    from .api import load
+    from .run_folder import read_meta
     from .models.user import code_label, from_file, from_record, is_code_spec
 
     if Path(model).is_dir():

@@ -13,18 +13,15 @@ those of the unscaled network. Which blocks are scaled is recorded in ``srq.json
 
 from __future__ import annotations
 
-import copy
-import warnings
 
 import torch
 from torch import nn
 
 from ..errors import SrqError
-from ..quant import QuantConfig, prepare
-from .blocks import _example, find_blocks, resolve_blocks
+from .blocks import find_blocks, resolve_blocks
 
 __all__ = ["GAMMA", "add_shortcut_scale", "is_shortcut_scaled", "residual_blocks", "add_shortcut_scales",
-           "scale_blocks", "shortcut_gammas", "prepare_shortcut_scaled"]
+           "scale_blocks", "shortcut_gammas"]
 
 GAMMA = "shortcut_gamma"  # the parameter's name on a scaled block
 
@@ -93,25 +90,3 @@ def add_shortcut_scales(model: nn.Module, example: torch.Tensor, pattern: str | 
 def shortcut_gammas(model: nn.Module) -> dict[str, float]:
     """``{block name: γ}`` of every shortcut-scaled block of ``model``."""
     return {n: float(getattr(m, GAMMA).detach()) for n, m in model.named_modules() if is_shortcut_scaled(m)}
-
-
-def prepare_shortcut_scaled(model: nn.Module, config: QuantConfig, example: torch.Tensor | None = None,
-                            pattern: str | None = None) -> nn.Module:
-    """A deep copy of the float ``model`` with its residual-shaped blocks scaled (as :func:`add_shortcut_scales`;
-    recorded as ``srq_structure`` for :func:`srq.load`; none, with a warning, if it has none), then quantizers
-    inserted by ``config``."""
-    from .slimming import structure_record
-
-    copy_ = copy.deepcopy(model)
-    probe = example[:1] if example is not None else _example(copy_)
-    if probe is None:
-        raise SrqError("shortcut scales need an example input to find the residual-shaped blocks; pass one")
-    names = resolve_blocks(copy_, pattern, probe) if pattern is not None else find_blocks(copy_, probe)
-    names = residual_blocks(copy_, names, probe)
-    if names:
-        scale_blocks(copy_, names)
-        setattr(copy_, "srq_structure", structure_record(names, [], names))
-    else:
-        warnings.warn("shortcut scales: the model has no residual-shaped blocks (blocks whose output has their "
-                      "input's shape); it is quantized without them (name blocks with blocks=REGEX)")
-    return prepare(copy_, config, example_input=example)

@@ -10,17 +10,21 @@ order], "removed": [...], "shortcut_scale": [scaled blocks that remain]}``.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import SrqError
+from ..quant import QuantConfig, prepare
 from ..quant.cost import model_cost
-from .shortcut_scale import GAMMA, is_shortcut_scaled, scale_blocks
+from .blocks import _example, find_blocks, resolve_blocks
+from .shortcut_scale import GAMMA, is_shortcut_scaled, residual_blocks, scale_blocks
 
 __all__ = ["RemovedBlock", "STRUCTURE_VERSION", "METRICS", "remove_blocks", "structure_record", "apply_structure",
-           "cost_of", "plan_removals", "least_critical", "segment_ends"]
+           "cost_of", "plan_removals", "least_critical", "segment_ends", "prepare_shortcut_scaled"]
 
 STRUCTURE_VERSION = 1
 METRICS = ("bitops", "size")  # what a QSA budget bounds: BitOPs per image, or storage bits
@@ -126,3 +130,23 @@ def segment_ends(blocks: list[str], removed: list[str]) -> list[str]:
         elif ends:
             ends[-1] = name
     return ends
+
+
+def prepare_shortcut_scaled(model: nn.Module, config: QuantConfig, example: torch.Tensor | None = None,
+                            pattern: str | None = None) -> nn.Module:
+    """A deep copy of the float ``model`` with its residual-shaped blocks scaled (as :func:`add_shortcut_scales`;
+    recorded as ``srq_structure`` for :func:`srq.load`; none, with a warning, if it has none), then quantizers
+    inserted by ``config``."""
+    copy_ = copy.deepcopy(model)
+    probe = example[:1] if example is not None else _example(copy_)
+    if probe is None:
+        raise SrqError("shortcut scales need an example input to find the residual-shaped blocks; pass one")
+    names = resolve_blocks(copy_, pattern, probe) if pattern is not None else find_blocks(copy_, probe)
+    names = residual_blocks(copy_, names, probe)
+    if names:
+        scale_blocks(copy_, names)
+        setattr(copy_, "srq_structure", structure_record(names, [], names))
+    else:
+        warnings.warn("shortcut scales: the model has no residual-shaped blocks (blocks whose output has their "
+                      "input's shape); it is quantized without them (name blocks with blocks=REGEX)")
+    return prepare(copy_, config, example_input=example)

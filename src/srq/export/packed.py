@@ -38,6 +38,7 @@ from ..fileio import write_safetensors
 from ..quant.layers import QUANT_LAYER_TYPES, WeightPointQuantizer
 from ..quant.prepare import weight_points
 from ..quant.quantizer import Quantizer
+from ..run_folder import read_meta
 from .qparams import int_grid, int_weight
 
 __all__ = ["pack_bits", "unpack_bits", "save_packed", "load_packed", "PACKED_FORMAT"]
@@ -103,8 +104,6 @@ def _is_flag(key: str) -> bool:
 def save_packed(model: nn.Module, run: str | os.PathLike | None, path: str | os.PathLike) -> Path:
     """Write quantized ``model`` (loaded from run folder ``run``, whose ``srq.json`` supplies the header) to
     ``path`` atomically; returns the path."""
-    from ..api import read_meta
-
     meta = read_meta(run) if run is not None else {}
     header = {"format": PACKED_FORMAT, "architecture": meta.get("architecture", getattr(model, "srq_spec", None)),
               "quant_config": meta.get("quant_config")}

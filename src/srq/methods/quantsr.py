@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..engine.shortcut_scale import prepare_shortcut_scaled
+from ..engine.slimming import prepare_shortcut_scaled
 from .qat import _QAT
 from .registry import register_method
 

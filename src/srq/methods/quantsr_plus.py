@@ -29,9 +29,9 @@ from torch import nn
 
 from ..engine.evaluate import validation_psnr
 from ..engine.qat import QATConfig, TrainBatches, train_qat
-from ..engine.shortcut_scale import GAMMA, is_shortcut_scaled, prepare_shortcut_scaled, shortcut_gammas
-from ..engine.slimming import (METRICS, cost_of, least_critical, plan_removals, remove_blocks, segment_ends,
-                               structure_record)
+from ..engine.shortcut_scale import GAMMA, is_shortcut_scaled, shortcut_gammas
+from ..engine.slimming import (METRICS, cost_of, least_critical, plan_removals, prepare_shortcut_scaled,
+                               remove_blocks, segment_ends, structure_record)
 from ..errors import SrqError
 from ..quant import QuantConfig, quantizers
 from ..quant.cost import default_input_size
