@@ -282,3 +282,24 @@ def test_srq_quantize_under_torchrun_matches_one_process(hr_folder, tmp_path):
     for k, v in a.items():
         assert torch.allclose(b[k].float(), v.float(), atol=1e-5, rtol=1e-4), k
     assert json.loads((tmp_path / "two" / "srq.json").read_text())["world_size"] == 2
+
+
+def test_lsq_plus_initialises_activations_by_mse(fp):
+    """LSQ+'s "better initialization" is MSE-based: on activations with outliers its calibrated range is narrower
+    than the min/max one (and LSQ's own init is unaffected)."""
+    assert LSQPlus().to_dict()["a_observer"] == "omse" and LSQ().to_dict()["a_observer"] == "minmax"
+    calib = sample_calibration(4)[:4]
+    q = LSQPlus(w_bits=4, a_bits=4).prepare(fp, calib[:1])
+    srq.quant.calibrate(q, [calib], progress=False)
+    minmax = srq.quant.prepare(copy.deepcopy(fp), dataclasses.replace(LSQPlus(w_bits=4, a_bits=4).config(),
+                                                                       a_observer="minmax"), calib[:1])
+    srq.quant.calibrate(minmax, [calib], progress=False)
+    spans = {n: m.grid.bounds({"step": m.step, "offset": m.offset}, 4) for n, m in srq.quant.quantizers(q)
+             if m.mode == "lsqplus"}
+    wide = {n: m.grid.bounds({"step": m.step, "offset": m.offset}, 4) for n, m in srq.quant.quantizers(minmax)
+            if m.mode == "lsqplus"}
+    assert spans and spans.keys() == wide.keys()
+    narrower = [float(hi - lo) < float(whi - wlo) - 1e-6 for (lo, hi), (wlo, whi) in
+                ((spans[n], wide[n]) for n in spans)]
+    assert all(float(hi - lo) <= float(wide[n][1] - wide[n][0]) + 1e-6 for n, (lo, hi) in spans.items())
+    assert any(narrower)

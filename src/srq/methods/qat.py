@@ -185,6 +185,7 @@ class LSQ(_QAT):
 class LSQPlus(_QAT):
     name: ClassVar[str] = "lsq_plus"
     a_mode: ClassVar[str] = "lsqplus"
+    a_observer: ClassVar[str] = "omse"  # the paper's MSE-based initialisation of s and β (docs/methods.md)
 
 
 @register_method("pams", description="QAT with a learned symmetric clipping value for activations, symmetric "
