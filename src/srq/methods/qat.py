@@ -179,8 +179,8 @@ class LSQ(_QAT):
     name: ClassVar[str] = "lsq"
 
 
-@register_method("lsq_plus", description="QAT with learned step and offset for activations, learned step for "
-                 "weights", paper="LSQ+ (Bhalgat et al., CVPRW 2020)")
+@register_method("lsq_plus", description="QAT with learned step and offset for activations (MSE-initialised), "
+                 "learned step for weights", paper="LSQ+ (Bhalgat et al., CVPRW 2020)")
 @dataclass(frozen=True)
 class LSQPlus(_QAT):
     name: ClassVar[str] = "lsq_plus"
