@@ -72,6 +72,9 @@ CASES = [
     ("convert-missing-weights", ["convert", "imdn", "--scale", "4", "-o", "x.safetensors"], "missing option"),
     ("train-missing-output", ["train"], "missing option"),
     ("eval-no-scale-for-a-name", ["eval", "bicubic", "--datasets", "{images}"], "--scale is required"),
+    ("eval-neither-folder-nor-name", ["eval", "no_such_run", "--datasets", "{images}"],
+     "neither a run folder nor a model name"),
+    ("export-neither-folder-nor-name", ["export", "no_such_run", "-o", "m.onnx"], "srq models"),
     # wrong types
     ("eval-scale-not-a-number", ["eval", "imdn", "--scale", "abc"], "invalid value"),
     ("quantize-calib-n-not-a-number", ["quantize", "imdn", "-s", "4", "--calib-n", "x", "-o", "r"], "invalid value"),

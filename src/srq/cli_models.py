@@ -42,6 +42,11 @@ def build_model(model: str, scale: Optional[int], weights: str, weights_root: Op
     from .models.user import code_label, from_file, is_code_spec
 
     params: dict[str, Any] = parse_arch_params(arch)
+    if not is_code_spec(model):
+        try:
+            get_model_info(model)
+        except SrqError as e:  # the command line also takes run folders: say that it is not one either
+            raise SrqError(f"{model!r} is neither a run folder nor a model name: {e}") from None
     if scale is None:
         raise SrqError(f"--scale is required when a model is given by {'its file' if is_code_spec(model) else 'name'}")
     if is_code_spec(model):
