@@ -133,7 +133,7 @@ def test_user_mistake_is_one_line_and_exit_code_2(files, argv, fragment):
 
 def test_the_matrix_covers_every_command_and_kind():
     commands = {c[1][0] for c in CASES}
-    assert commands == {"models", "eval", "upscale", "quantize", "demo", "train", "download", "convert"}
+    assert commands == {"models", "eval", "upscale", "quantize", "demo", "train", "download", "convert", "export"}
     assert len(CASES) >= 50
 
 
