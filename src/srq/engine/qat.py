@@ -55,12 +55,13 @@ class QATConfig:
     schedule multiplies the rates by ``gamma``. ``validate_every``: steps between validations on ``val_set``
     (0: once, at the end); the best validated state is what the run returns (``keep="best"``) or the last.
     ``precision="bf16"`` runs the training forward passes under bfloat16 autocast (about 5× faster steps on a CPU
-    with AMX); validation and the returned model stay float32."""
+    with AMX); validation and the returned model stay float32. ``lr`` 5e-4 suits budgets of a few thousand steps
+    (measured, docs/methods.md); long GPU schedules usually want less."""
 
     iterations: int = 2000
     batch: int = 16
     hr_patch: int = 192
-    lr: float = 1e-4
+    lr: float = 5e-4
     quant_lr: float = 1e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0
