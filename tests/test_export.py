@@ -384,3 +384,21 @@ def test_openvino_profile_groups_time_by_operation(tmp_path, w4a4):
     assert any(o.node_type == "Convolution" and "I8" in o.exec_type for o in found.ops)  # integer convolutions
     assert [o.ms for o in found.ops] == sorted((o.ms for o in found.ops), reverse=True)
     assert "Convolution" in format_profile(found) and json.dumps(found.to_dict())
+
+
+@pytest.mark.parametrize("mode", ["lsq", "lsq_tanh", "lsq_3sigma"])
+def test_lsq_family_weights_have_their_exact_integer_levels(mode):
+    from srq.export import int_grid
+    from srq.export.qparams import int_weight
+    from srq.quant.quantizer import Quantizer
+
+    w = torch.randn(6, 3, 3, 3, generator=torch.Generator().manual_seed(1)) * 0.2
+    q = Quantizer(3, mode=mode, channel_axis=0, num_channels=6)
+    q.start_calibration()
+    q(w)
+    q.finish_calibration()
+    ints = int_weight(q(w), q)
+    grid = int_grid(q, weight=True)
+    assert (grid.vmin.tolist(), grid.vmax.tolist()) == ([-4] * 6, [3] * 6)  # signed 3-bit levels
+    assert ints.q.dtype == torch.int8 and int(ints.q.min()) >= -4 and int(ints.q.max()) <= 3
+    torch.testing.assert_close(ints.q.float() * ints.scale.view(6, 1, 1, 1), q(w), rtol=0, atol=0)

@@ -303,3 +303,5 @@ def test_lsq_plus_initialises_activations_by_mse(fp):
                 ((spans[n], wide[n]) for n in spans)]
     assert all(float(hi - lo) <= float(wide[n][1] - wide[n][0]) + 1e-6 for n, (lo, hi) in spans.items())
     assert any(narrower)
+    weight_modes = {m.mode for n, m in srq.quant.quantizers(q) if n.endswith("weight_quantizer") and m.bits == 4}
+    assert weight_modes == {"lsq_3sigma"}  # and the weights start from the paper's μ ± 3σ step

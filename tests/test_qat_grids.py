@@ -100,6 +100,22 @@ def test_lsq_init_is_twice_the_mean_abs_over_sqrt_qp_signed_where_the_data_went_
     assert not fresh.signed.item() and torch.equal(fresh(x), relu(x))
 
 
+def test_lsq_3sigma_weight_init_is_lsq_plus_papers_mu_plus_minus_3_sigma_over_half_the_levels():
+    torch.manual_seed(0)
+    w = torch.randn(6, 4, 3, 3) * torch.linspace(0.05, 1.0, 6).view(6, 1, 1, 1) + 0.2
+    q = _calibrated("lsq_3sigma", 4, w, axis=0)
+    flat = w.reshape(6, -1).double()
+    mu, sd = flat.mean(1), flat.std(1, unbiased=False)
+    expected = torch.maximum((mu - 3 * sd).abs(), (mu + 3 * sd).abs()) / 8  # 2^(b-1), b = 4
+    assert q.observer_name == "mean_3std" and q.signed.all()
+    torch.testing.assert_close(q.step.data.double().flatten(), expected, rtol=1e-6, atol=0)
+    lsq = _calibrated("lsq", 4, w, axis=0)
+    lsq.step.data.copy_(q.step.data)  # same grid and gradient scale once the steps agree
+    torch.testing.assert_close(q(w), lsq(w))
+    halves = _calibrated("lsq_3sigma", 4, w[:, :, :1], w[:, :, 1:], axis=0)  # statistics accumulate over batches
+    torch.testing.assert_close(halves.step.data, q.step.data)
+
+
 # ---- LSQ+ ---------------------------------------------------------------------------------------------------------
 
 def test_lsqplus_forward_and_step_and_offset_gradients():
@@ -314,6 +330,7 @@ def _model() -> nn.Module:
     ("symmetric", "pams", "minmax", "minmax"),  # PAMS: symmetric max |w| weights, learned activation scale
     ("dorefa", "lsq", "minmax", "ema_minmax"),
     ("pams", "lsqplus", "minmax", "omse"),
+    ("lsq_3sigma", "lsqplus", "minmax", "omse"),  # LSQ+ as the method sets it up
 ])
 def test_qat_modes_through_quant_config_prepare_and_calibrate(w_mode, a_mode, w_observer, a_observer):
     cfg = QuantConfig(w_bits=4, a_bits=4, w_mode=w_mode, a_mode=a_mode, w_observer=w_observer, a_observer=a_observer)

@@ -113,7 +113,7 @@ def int_grid(q: Quantizer, name: str = "quantizer", weight: bool = False) -> Int
             s, half = _param(q, "step"), 2 ** (bits - 1)
             low = torch.full_like(s, -half, dtype=torch.long)
             return IntGrid(s, low, low + 2 * half - 1, bits)
-        if mode in ("lsq", "lsq_tanh"):  # lsq_tanh: LSQ with QuantSR's soft rounding backward, the same grid
+        if mode in ("lsq", "lsq_tanh", "lsq_3sigma"):  # LSQ's grid with another backward (tanh) or init (3σ)
             signed = _param(q, "signed").bool()
             half = 2 ** (bits - 1)
             vmin = torch.where(signed, -half, 0).long()

@@ -4,7 +4,8 @@ Each is the QAT loop of :mod:`srq.engine.qat` (weights and quantizer parameters 
 around its own quantizer grids:
 
 * LSQ (Esser et al., ICLR 2020): learned step for weights (per channel) and activations (per tensor).
-* LSQ+ (Bhalgat et al., CVPRW 2020): learned step and offset for activations; weights as LSQ.
+* LSQ+ (Bhalgat et al., CVPRW 2020): learned step and offset for activations; weights LSQ's grid with the
+  paper's init ``max(|μ − 3σ|, |μ + 3σ|)/2ᵇ⁻¹``.
 * PAMS (Li et al., ECCV 2020): learned symmetric clipping value for activations; weights symmetric per channel
   from max|w|.
 * DoReFa (Zhou et al., 2016): tanh-normalised weights; activations as LSQ (DoReFa's own activation quantizer
@@ -180,10 +181,11 @@ class LSQ(_QAT):
 
 
 @register_method("lsq_plus", description="QAT with learned step and offset for activations (MSE-initialised), "
-                 "learned step for weights", paper="LSQ+ (Bhalgat et al., CVPRW 2020)")
+                 "learned step for weights (μ ± 3σ init)", paper="LSQ+ (Bhalgat et al., CVPRW 2020)")
 @dataclass(frozen=True)
 class LSQPlus(_QAT):
     name: ClassVar[str] = "lsq_plus"
+    w_mode: ClassVar[str] = "lsq_3sigma"  # the paper's weight init (μ ± 3σ)
     a_mode: ClassVar[str] = "lsqplus"
     a_observer: ClassVar[str] = "omse"  # the paper's MSE-based initialisation of s and β (docs/methods.md)
 

@@ -21,7 +21,7 @@ FIRST_LAST_POLICIES = ("8bit", "fp", "same")
 _GRANULARITIES = ("channel", "tensor")
 _MODES = ("affine", "uniform", "symmetric", "lsq", "lsqplus", "pams")  # grids for weights and activations
 # weight-only grids: DoReFa, Q-MambaIR's RFA and N2UQ, QuantSR's tanh-rounded LSQ, QuantSR+'s RBD
-_W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "rbd")
+_W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "lsq_3sigma", "rbd")
 # activation-only grids: Q-MambaIR's DLS (range from each sample's statistics, four initialisations), QuantSR's RLQ,
 # QuantSR+'s RBD on RLQ
 _A_MODES = (*_MODES, "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "rlq", "rbd_act")
@@ -78,7 +78,8 @@ class QuantConfig:
             far more with "uniform" min/max bounds (near-zero weights all shift by the same offset).
             The QAT baselines' grids: ``"lsq"`` (learned step), ``"lsqplus"`` (learned step and offset),
             ``"pams"`` (learned max scale; PAMS's weights are ``"symmetric"``) and, for weights only,
-            ``"dorefa"``; LSQ, PAMS and the 1-bit grid choose their own observer.
+            ``"dorefa"`` and ``"lsq_3sigma"`` (LSQ with LSQ+'s weight init); LSQ, PAMS and the 1-bit grid choose
+            their own observer.
         w_observer, a_observer: how bounds are initialised (``minmax``, ``ema_minmax`` (act.),
             ``percentile``, ``omse``).
         first_last: ``"8bit"`` (default), ``"fp"`` or ``"same"`` for the first and last quantizable layers.

@@ -310,6 +310,33 @@ class SignedMeanAbsObserver(MeanAbsObserver):
         return torch.where(self.lo.reshape(m.shape) < 0, low, torch.zeros_like(m)), m
 
 
+class MeanStdObserver(Observer):
+    """``(−m, m)`` with ``m = max(|μ − 3σ|, |μ + 3σ|)`` of the data seen (per channel or per tensor; σ the population
+    standard deviation): the statistic LSQ+ initialises its weight step from."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.sums: tuple[torch.Tensor, torch.Tensor] | None = None  # Σx, Σx² (float64)
+        self.count = 0
+
+    def observe(self, x: torch.Tensor) -> None:
+        dims = _reduce_dims(x, self.channel_axis)
+        x = x.detach().double()
+        s1, s2 = x.sum(dim=dims), x.square().sum(dim=dims)
+        self.sums = (s1, s2) if self.sums is None else (self.sums[0] + s1, self.sums[1] + s2)
+        self.count += x.numel() // max(s1.numel(), 1)
+        self._ndim = x.dim()
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.sums is None:
+            raise RuntimeError("observer saw no data: run calibration batches through the model first")
+        mean = self.sums[0] / self.count
+        std = (self.sums[1] / self.count - mean.square()).clamp_min(0).sqrt()
+        m = torch.maximum((mean - 3 * std).abs(), (mean + 3 * std).abs()).float()
+        m = _shape_like(m, torch.empty((1,) * self._ndim), self.channel_axis)
+        return -m, m
+
+
 class SampleMaxAbsObserver(MeanAbsObserver):
     """Mean over samples (axis 0) of each sample's max |x|, as ``(−m, m)``: the statistic PAMS initialises its
     activation max scale with (an EMA of the batch mean of it). Per channel (weights): each channel's max |x|."""
@@ -328,7 +355,8 @@ class SampleMaxAbsObserver(MeanAbsObserver):
 
 OBSERVERS = {"minmax": MinMaxObserver, "meanabs": MeanAbsObserver, "ema_minmax": EMAMinMaxObserver,
              "percentile": PercentileObserver, "omse": OMSEObserver, "dbdc": DBDCObserver,
-             "signed_meanabs": SignedMeanAbsObserver, "sample_maxabs": SampleMaxAbsObserver}
+             "signed_meanabs": SignedMeanAbsObserver, "sample_maxabs": SampleMaxAbsObserver,
+             "mean_3std": MeanStdObserver}
 
 
 def make_observer(name: str, channel_axis: int | None = None, **kwargs) -> Observer:

@@ -7,7 +7,7 @@ import torch
 from ..functional import RoundFn, fake_quant_step
 from .base import GRIDS, Grid, Params, fusable
 
-__all__ = ["LSQGrid", "scale_grad"]
+__all__ = ["LSQGrid", "LSQ3SigmaGrid", "scale_grad"]
 
 
 def scale_grad(t: torch.Tensor, g: float | torch.Tensor) -> torch.Tensor:
@@ -67,3 +67,15 @@ class LSQGrid(Grid):
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:
         with torch.no_grad():
             return self.quantize(x, p, bits, torch.round)
+
+
+@GRIDS.register("lsq_3sigma")
+class LSQ3SigmaGrid(LSQGrid):
+    """LSQ's signed grid and gradient scale with LSQ+'s weight initialisation ``s = max(|μ − 3σ|, |μ + 3σ|)/2ᵇ⁻¹``
+    (μ, σ of each channel's weights; Bhalgat et al. 2020, Sec. 3.3). Weights only."""
+
+    observer = "mean_3std"
+
+    def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
+        assert bits is not None, "the LSQ step depends on the bit width"
+        return {"step": (upper / 2.0 ** (bits - 1)).clamp_min(1e-8), "signed": torch.ones_like(upper, dtype=torch.bool)}
