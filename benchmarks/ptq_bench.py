@@ -100,7 +100,7 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
                                  every_steps=checkpoint_every)
             checkpoints = resumable(work)
         made = pipeline.run(fp, recipe, calib, name=model_name, scale=scale, output=folder, calibration=calibration,
-                            datasets=datasets, eval_options=eval_options, checkpoints=checkpoints, progress=False)
+                            datasets=datasets, eval_options=eval_options, checkpoints=checkpoints, progress=True)
         q, quant_seconds, scores = made.model, made.quantize_seconds, made.scores
     cost = model_cost(q, scale=scale)
     doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),

@@ -86,9 +86,10 @@ def ptq(args: argparse.Namespace) -> None:
             for bits in args.bits:
                 w, a = parse_bits(bits)
                 recipe = apply_params(get_method(method).create(w_bits=w, a_bits=a), args.param)
+                print(f"{args.model} {task.label()} {method} {bits}: quantizing", flush=True)
                 t0 = time.perf_counter()
                 run = pipeline.run(net, recipe, calib, name=args.model, scale=1, calibration=calibration,
-                                   progress=False)
+                                   progress=True)
                 seconds = time.perf_counter() - t0
                 scores = score(run.model, task, args.datasets, args.images)
                 write_row(OUT / name_of(args.model, task, f"{method}_{bits}", args.images), {
