@@ -13,6 +13,7 @@ benchmarks/results/ptq/summary.md is rebuilt from all result files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -64,7 +65,9 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
         split: int | None = None, calibration: dict | None = None,
         checkpoint_every: int | None = None) -> tuple[dict, torch.nn.Module]:
     """Quantize and evaluate through :func:`srq.pipeline.run`, and write
-    ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model).
+    ``out_dir/<model>_x<scale>_<tag or method>_<bits>.json``; returns (doc, model). Where that name (or the run
+    folder's) is taken by a different recipe (a default changed since), the tag gets ``-<recipe hash>``
+    (:func:`distinct_tag`); ``doc["method"]`` is the tag used.
 
     ``fp_source``: the results file ``fp_scores`` were read from (None: measured in this process); the
     eval-time ratio is only reported for FP scores measured in the same process. ``save_dir``: write the
@@ -80,7 +83,9 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     """
     w, a = parse_bits(bits)
     recipe = recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a)
-    stem = f"{model_name}_x{scale}_{tag or method}_{bits.lower()}"
+    tag = distinct_tag(f"{model_name}_x{scale}", tag or method, bits.lower(), pipeline.recipe_hash(recipe),
+                       [out_dir] + ([Path(save_dir)] if save_dir is not None else []))
+    stem = f"{model_name}_x{scale}_{tag}_{bits.lower()}"
     folder = Path(save_dir) / stem if save_dir is not None else None
     resumed = resume and folder is not None and (folder / "srq.json").is_file()
     calibration = calibration or {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])}
@@ -121,6 +126,34 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     print(f"{model_name} x{scale} {tag or method} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
           for s in scores) + f"  ({quant_seconds:.0f} s)", flush=True)
     return doc, q
+
+
+def _recipe_hash_in(path: Path) -> str | None:
+    """The recipe hash of a result file or a run folder's ``srq.json`` (recorded), or of an unfinished run's work
+    area fingerprint (computed from its recipe as :func:`srq.pipeline.recipe_hash` does); None: none there."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if "recipe_hash" in doc:
+        return doc["recipe_hash"]
+    if isinstance(doc.get("recipe"), dict):
+        text = json.dumps(doc["recipe"], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+    return None
+
+
+def distinct_tag(model: str, tag: str, bits: str, recipe_hash: str, places: list[Path]) -> str:
+    """``tag``, or ``tag-<recipe_hash>`` where ``<model>_<tag>_<bits>`` already names a result file (``.json``) or a
+    run folder (``srq.json`` inside) in ``places`` made by a different recipe: result names are built from the
+    options given, so a changed default would otherwise overwrite (or resume) a row of another recipe."""
+    stem = f"{model}_{tag}_{bits}"
+    for place in places:
+        for path in (place / f"{stem}.json", place / stem / "srq.json", place / stem / WORK_AREA / "fingerprint.json"):
+            recorded = _recipe_hash_in(path) if path.is_file() else None
+            if recorded is not None and recorded != recipe_hash:
+                return f"{tag}-{recipe_hash}"
+    return tag
 
 
 def keep_earlier_rows(doc: dict, path: Path) -> None:

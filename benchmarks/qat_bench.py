@@ -105,7 +105,7 @@ def run_qat_rows(p: argparse.ArgumentParser, args: argparse.Namespace, rows: Row
             doc, _ = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=out_dir,
                          recipe=recipe, tag=tag, fp_source=fp_source, device=args.device, save_dir=args.save_dir,
                          resume=args.resume, checkpoint_every=args.checkpoint_every, split=args.split)
-            stem = f"{args.model}_x{args.scale}_{tag}_{bits.lower()}"
+            stem = f"{args.model}_x{args.scale}_{doc['method']}_{bits.lower()}"
             split_training_log(doc, stem, out_dir)
             atomic_write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
             summary(out_dir, title, note, also=also() if also else ())

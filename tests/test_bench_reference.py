@@ -225,3 +225,22 @@ def test_calibration_source_and_patch_size_are_named_in_the_tag(monkeypatch):
     calib, record, tag = ptq_bench.calib_data(args, 160, 192)
     assert tag == "calib-hr_patch160" and calib.shape == (4, 3, 160, 160)
     assert record == {"set": args.calib, "images": 4, "patch": 160, "lr_made_at_scale": 2}
+
+
+def test_a_result_name_taken_by_another_recipe_gets_the_recipe_hash(tmp_path):
+    """Names are built from the options given: after a default changes, the same options are another recipe, and
+    its row must neither overwrite the old file nor resume the old run folder."""
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    results.mkdir()
+    assert ptq_bench.distinct_tag("imdn_x4", "lsq", "w4a4", "aaaa1111", [results, runs]) == "lsq"  # nothing there
+    (results / "imdn_x4_lsq_w4a4.json").write_text(json.dumps({"recipe_hash": "aaaa1111"}))
+    assert ptq_bench.distinct_tag("imdn_x4", "lsq", "w4a4", "aaaa1111", [results, runs]) == "lsq"  # same recipe
+    assert ptq_bench.distinct_tag("imdn_x4", "lsq", "w4a4", "bbbb2222", [results, runs]) == "lsq-bbbb2222"
+    recipe = {"method": "pams", "train": {"lr": 0.0005, "milestones": [0.5, 0.75]}}
+    work = runs / "imdn_x4_pams_w2a2" / ptq_bench.WORK_AREA
+    work.mkdir(parents=True)
+    (work / "fingerprint.json").write_text(json.dumps({"model": "imdn", "recipe": recipe}))  # an unfinished run
+    same = ptq_bench.hashlib.sha256(json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert ptq_bench.distinct_tag("imdn_x4", "pams", "w2a2", same[:8], [results, runs]) == "pams"
+    assert ptq_bench.distinct_tag("imdn_x4", "pams", "w2a2", "cccc3333", [results, runs]) == "pams-cccc3333"
+    assert ptq_bench.result_key(Path("imdn_x4_lsq-bbbb2222_w4a4.json")) == "imdn_x4|w4a4"
