@@ -402,3 +402,42 @@ def test_lsq_family_weights_have_their_exact_integer_levels(mode):
     assert (grid.vmin.tolist(), grid.vmax.tolist()) == ([-4] * 6, [3] * 6)  # signed 3-bit levels
     assert ints.q.dtype == torch.int8 and int(ints.q.min()) >= -4 and int(ints.q.max()) <= 3
     torch.testing.assert_close(ints.q.float() * ints.scale.view(6, 1, 1, 1), q(w), rtol=0, atol=0)
+
+
+def test_output_quantizers_requantize_integer_layers_and_onnx_runtime_fuses_them(tmp_path):
+    """``a_output_bits``: every layer with quantized weights and input gets an output quantizer (placed, calibrated,
+    saved); the exported graph then has ``DQ → Conv → Q``, which ONNX Runtime runs as ``QLinearConv``, and the
+    runtime computes srq's outputs (to the tolerance of ``test_runtime_output_matches_srq``)."""
+    ort = pytest.importorskip("onnxruntime")
+    from srq.export import export_onnx, export_ready
+    from srq.export.runtime import RuntimeModel
+
+    q = _quantized(8, 8, w_grid="symmetric", a_output_bits=8)
+    integer = [m for m in q.modules() if isinstance(m, QuantConv2d) and m.input_quantizer is not None]
+    assert integer and all(m.output_quantizer is not None and m.output_quantizer.initialized for m in integer)
+    outputs = [e for e in srq.quant.placement(q) if e.kind == "output"]
+    assert len(outputs) == len(integer) and {e.a_bits for e in outputs} == {8}
+    assert q.srq_recipe["a_output_bits"] == 8 and "a_output_bits" not in srq.methods.MinMax().to_dict()
+    assert "a_output_bits" not in QuantConfig().to_dict()  # configs without it read (and hash) as before
+    with pytest.raises(SrqError, match="a_output_bits must be an integer from 2 to 8"):
+        QuantConfig(a_output_bits=1)
+    x = _image()
+    with torch.no_grad():
+        plain = _quantized(8, 8, w_grid="symmetric")(x)
+        ref = q(x)
+        assert not torch.equal(ref, plain)  # the requantization is in srq's own output
+        assert torch.equal(export_ready(q, bias="float")(x), ref)
+    srq.save(q, tmp_path / "run")
+    with torch.no_grad():
+        assert torch.equal(srq.load(tmp_path / "run")(x), ref)
+    path = export_onnx(q, tmp_path / "m.onnx", bias="int32")
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    import onnx
+    fused = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert fused.count("QLinearConv") == len(integer), fused
+    with torch.no_grad():
+        ref = export_ready(q, bias="int32")(x)
+    diff = (RuntimeModel(path, "onnxruntime", threads=1)(x) - ref).abs()
+    assert diff.mean() < 1e-3 and diff.max() < 8 / 255, (diff.mean(), diff.max())

@@ -12,8 +12,8 @@ from ..quant.quantizer import Quantizer
 __all__ = ["float_twin"]
 
 _FLOAT_OF = {QuantConv2d: nn.Conv2d, QuantLinear: nn.Linear, QuantConvTranspose2d: nn.ConvTranspose2d}
-_QUANT_ATTRS = ("weight_quantizer", "input_quantizer", "weight_delta", "srq_role", "srq_float_reason",
-                "_srq_weight_cache")
+_QUANT_ATTRS = ("weight_quantizer", "input_quantizer", "output_quantizer", "weight_delta", "srq_role",
+                "srq_float_reason", "_srq_weight_cache")
 
 
 def float_twin(model: nn.Module) -> nn.Module:

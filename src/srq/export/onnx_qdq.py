@@ -23,10 +23,11 @@ What the graph computes, against srq's fake-quant model (same placement, nothing
   (``asym="zero_point"``: bit for bit);
 * biases of layers with quantized inputs and weights: int32 at scale ``s_in·s_w`` (``bias="int32"``, as integer
   runtimes add them; off from srq's float bias by at most half that scale), or srq's float bias (``"float"``);
-* every other operation in float32, as in srq. Runtimes that fuse ``DQ → Conv → Q`` into an integer
-  convolution need a quantizer after the convolution; srq's placement has none (its convolution outputs are
-  float), so such runtimes compute the convolution in float with the dequantized values, while OpenVINO runs
-  the placement as it is (integer convolution, float output).
+* a layer's output quantizer (``QuantConfig.a_output_bits``): ``QuantizeLinear`` → ``DequantizeLinear`` right
+  after the layer, so runtimes that fuse ``DQ → Conv → Q`` (ONNX Runtime) run an integer convolution;
+* every other operation in float32, as in srq. Without output quantizers (the default placement, as in the
+  papers: convolution outputs are float) such runtimes compute the convolution in float with the dequantized
+  values, while OpenVINO runs the placement as it is (integer convolution, float output).
 
 Input ``input`` (N, 3, H, W) float32 in [0, 1], output ``output`` (N, 3, s·H, s·W); N, H and W are dynamic.
 """
@@ -186,16 +187,18 @@ class _ExportQuant(nn.Module):
 
 
 class _ExportLayer(nn.Module):
-    """A quantized Conv2d / Linear in the exported graph: input QDQ (if quantized), then the layer."""
+    """A quantized Conv2d / Linear in the exported graph: input QDQ (if quantized), the layer, output QDQ (if the
+    layer requantizes its output)."""
 
-    def __init__(self, act: ActSpec | None, spec: _LayerSpec) -> None:
+    def __init__(self, act: ActSpec | None, spec: _LayerSpec, out: ActSpec | None = None) -> None:
         super().__init__()
-        self.act, self.spec = act, spec
+        self.act, self.spec, self.out = act, spec, out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act is not None:
             x = _QDQ.apply(x, self.act)
-        return _Layer.apply(x, self.spec)
+        y = _Layer.apply(x, self.spec)
+        return y if self.out is None else _QDQ.apply(y, self.out)
 
 
 def _conv_attrs(layer: QuantConv2d, name: str) -> dict:
@@ -256,7 +259,9 @@ def _layer_module(layer: QuantConv2d | QuantLinear | QuantConvTranspose2d, name:
         spec = _LayerSpec(weight, bias, "conv_transpose", attrs)
     else:
         spec = _LayerSpec(weight, bias, "linear", {})
-    return _ExportLayer(None if act_grid is None else ActSpec.of(act_grid, clip), spec)
+    out = None if layer.output_quantizer is None else \
+        ActSpec.of(int_grid(layer.output_quantizer, f"{name}.output_quantizer"), clip)
+    return _ExportLayer(None if act_grid is None else ActSpec.of(act_grid, clip), spec, out)
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -44,18 +44,23 @@ class _CalibrateThenTune(Recipe):
     # weight grid: "affine" (a zero point per output channel) or "symmetric" (zero point 0, levels −(2ᵇ⁻¹−1) … 2ᵇ⁻¹−1:
     # an exported 8-bit model then convolves in int8 without a zero-point correction, see docs/deploy.md)
     w_grid: str = "affine"
+    # requantize integer layers' outputs at this many bits, as integer runtimes do (QuantConfig.a_output_bits;
+    # docs/deploy.md); None: float outputs, as in the papers
+    a_output_bits: int | None = None
 
     def validate(self) -> None:
         check_blocks_pattern(self, self.blocks)
         check_choice(self, "w_grid", W_GRIDS)
 
     def config(self) -> QuantConfig:
-        return dataclasses.replace(super().config(), w_mode=self.w_grid)
+        return dataclasses.replace(super().config(), w_mode=self.w_grid, a_output_bits=self.a_output_bits)
 
     def to_dict(self) -> dict:
         d = super().to_dict()
         if self.w_grid == "affine":  # recipes on the default grid read (and hash) as before the field
             del d["w_grid"]
+        if self.a_output_bits is None:  # likewise for float layer outputs
+            del d["a_output_bits"]
         return d
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:

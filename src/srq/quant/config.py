@@ -31,11 +31,12 @@ ONE_BIT_CHOICES = ("binary", "levels")
 _ACT_OBSERVERS = ("minmax", "ema_minmax", "percentile", "omse", "dbdc")
 
 
-def _check_bits(value: Any, what: str, allow_none: bool = False) -> None:
+def _check_bits(value: Any, what: str, allow_none: bool = False, low: int = 1,
+                hint: str = "use 'fp' to keep a layer in float") -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
-        raise SrqError(f"{what} must be an integer from 1 to 8, got {value!r}; use 'fp' to keep a layer in float")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 8:
+        raise SrqError(f"{what} must be an integer from {low} to 8, got {value!r}; {hint}")
 
 
 @dataclass
@@ -95,6 +96,10 @@ class QuantConfig:
         one_bit: how 1-bit quantizers work: ``"binary"`` (sign·α, the default) or ``"levels"`` (two learnable
             levels ``lower``/``upper``: Eq. 1 with n = 1, which also suits non-negative activations).
         rules: ordered overrides, later ones win.
+        a_output_bits: requantize the output of every layer whose weights and input are both quantized (the
+            integer layers) with an affine per-tensor quantizer of this many bits (``a_observer`` bounds), as
+            integer runtimes do (``DQ → Conv → Q`` fuses into one integer convolution with a uint8 output); None
+            (default): those outputs stay float, as in the papers. Left out of :meth:`to_dict` while None.
         a_mode_rules: ordered ``[regex, a_mode]`` pairs: activation quantizers (layer inputs and marked operands)
             whose name fully matches ``regex`` use grid ``a_mode`` instead of ``a_mode``; later pairs win, and each
             must match something (e.g. Q-MambaIR: DLS inside the SSM blocks, LSQ+ elsewhere). Left out of
@@ -115,10 +120,13 @@ class QuantConfig:
     one_bit: str = "binary"
     rules: list[LayerRule] = field(default_factory=list)
     a_mode_rules: list[list[str]] = field(default_factory=list)
+    a_output_bits: int | None = None
 
     def __post_init__(self) -> None:
         _check_bits(self.w_bits, "w_bits")
         _check_bits(self.a_bits, "a_bits")
+        _check_bits(self.a_output_bits, "a_output_bits", allow_none=True, low=2,
+                    hint="leave it unset (null) for float layer outputs")
         rule_keys = set(LayerRule.__dataclass_fields__)
         for r in self.rules:
             if not isinstance(r, LayerRule) and (not isinstance(r, dict) or set(r) - rule_keys or "pattern" not in r):
@@ -144,6 +152,8 @@ class QuantConfig:
         d["rules"] = [r.to_dict() for r in self.rules]
         if not self.a_mode_rules:  # configs without per-layer grids read (and hash) as before the field
             del d["a_mode_rules"]
+        if self.a_output_bits is None:  # configs with float layer outputs read (and hash) as before the field
+            del d["a_output_bits"]
         return d
 
     def to_json(self) -> str:

@@ -52,6 +52,7 @@ class QuantLayerMixin:
 
     weight_quantizer: Quantizer | None
     input_quantizer: Quantizer | None
+    output_quantizer: Quantizer | None  # requantizes the layer's output (QuantConfig.a_output_bits), else None
     weight_delta: nn.Module | None
     # provided by the nn.Module layer class the mixin is combined with
     weight: torch.Tensor
@@ -70,6 +71,7 @@ class QuantLayerMixin:
     def _init_quant(self, weight_quantizer: Quantizer | None, input_quantizer: Quantizer | None) -> None:
         self.weight_quantizer = weight_quantizer
         self.input_quantizer = input_quantizer
+        self.output_quantizer = None
         self.weight_delta = None
 
     def float_weight(self) -> torch.Tensor:
@@ -94,19 +96,22 @@ class QuantLayerMixin:
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.input_quantizer(x) if self.input_quantizer is not None else x
 
+    def quantize_output(self, y: torch.Tensor) -> torch.Tensor:
+        return self.output_quantizer(y) if self.output_quantizer is not None else y
+
 
 class QuantConv2d(QuantLayerMixin, nn.Conv2d):
-    """``nn.Conv2d`` computing ``conv(Q_a(x), Q_w(W))``; build it with :meth:`from_float`."""
+    """``nn.Conv2d`` computing ``conv(Q_a(x), Q_w(W))`` (then ``Q_out``, if set); build it with :meth:`from_float`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.quantize_input(x), self.effective_weight(), self.bias)
+        return self.quantize_output(self._conv_forward(self.quantize_input(x), self.effective_weight(), self.bias))
 
 
 class QuantLinear(QuantLayerMixin, nn.Linear):
-    """``nn.Linear`` computing ``Q_a(x) @ Q_w(W)ᵀ + b``; build it with :meth:`from_float`."""
+    """``nn.Linear`` computing ``Q_a(x) @ Q_w(W)ᵀ + b`` (then ``Q_out``, if set); build it with :meth:`from_float`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.quantize_input(x), self.effective_weight(), self.bias)
+        return self.quantize_output(F.linear(self.quantize_input(x), self.effective_weight(), self.bias))
 
 
 class QuantConvTranspose2d(QuantLayerMixin, nn.ConvTranspose2d):
@@ -122,9 +127,10 @@ class QuantConvTranspose2d(QuantLayerMixin, nn.ConvTranspose2d):
                                               self.kernel_size,  # type: ignore[arg-type]
                                               2,
                                               self.dilation)  # type: ignore[arg-type]
-        return F.conv_transpose2d(self.quantize_input(x), self.effective_weight(), self.bias, self.stride,
-                                  self.padding,  # type: ignore[arg-type]  # never a string here (see above)
-                                  output_padding, self.groups, self.dilation)
+        return self.quantize_output(F.conv_transpose2d(
+            self.quantize_input(x), self.effective_weight(), self.bias, self.stride,
+            self.padding,  # type: ignore[arg-type]  # never a string here (see above)
+            output_padding, self.groups, self.dilation))
 
 
 QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear, QuantConvTranspose2d)

@@ -37,7 +37,8 @@ class PlacementEntry:
     """One quantization point. ``w_bits``/``a_bits`` are None where that side stays in float."""
 
     name: str
-    kind: str  # "conv2d", "linear", "conv_transpose2d", "point:<kind>" (operand) or "weight:<kind>" (raw weight)
+    kind: str  # "conv2d", "linear", "conv_transpose2d", "point:<kind>" (operand), "weight:<kind>" (raw weight) or
+    # "output" (a layer's output requantizer, QuantConfig.a_output_bits)
     role: str  # "first", "last", "body", "point"
     w_bits: int | None
     a_bits: int | None
@@ -200,6 +201,8 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
                                               one_bit=config.one_bit)
         device = layer.weight.device  # quantizers are made on the CPU: put them where the layer is
         q = cls.from_float(layer, None if wq is None else wq.to(device), None if aq is None else aq.to(device))
+        if config.a_output_bits is not None and wq is not None and aq is not None:  # an integer layer
+            q.output_quantizer = _quantizer(config.a_output_bits, "affine", config.a_observer, None, False).to(device)
         # plain attributes, not parameters or submodules (setattr: nn.Module's __setattr__ is typed for those)
         setattr(q, "srq_role", role)
         setattr(q, "srq_float_reason", why)
@@ -266,6 +269,9 @@ def placement(model: nn.Module) -> list[PlacementEntry]:
                                           getattr(m, "srq_role", "body"),
                                           m.weight_quantizer.bits if m.weight_quantizer is not None else None,
                                           m.input_quantizer.bits if m.input_quantizer is not None else None))
+            if m.output_quantizer is not None:
+                entries.append(PlacementEntry(f"{name}.output_quantizer", "output", getattr(m, "srq_role", "body"),
+                                              None, m.output_quantizer.bits))
         elif isinstance(m, Quantizer) and hasattr(m, "srq_point_kind"):
             entries.append(PlacementEntry(name, f"point:{m.srq_point_kind}", "point", None, m.bits))
         elif isinstance(m, QuantPoint):
