@@ -119,6 +119,8 @@ def summary() -> None:
              "|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(OUT.glob("*.json")):
         d = json.loads(path.read_text())
+        if "results" not in d:  # another benchmark's file in this folder (restoration_breakdown.py)
+            continue
         t = d["task"]
         label = f"σ {t['sigma']:g}" if t["task"] == "denoise" else f"q {t['quality']}"
         for s in d["results"]:
