@@ -12,7 +12,7 @@ activation quantizers in one autograd node, ``srq.quant.functional.fake_quant_st
 the composed expression of earlier releases). ``fp32`` is the baseline ("before"); srq's training runs as
 ``bf16-fused`` with ``train.precision=bf16``. Interleaved runs (``--rounds``) spread the machine's noise over
 variants.
-Writes benchmarks/results/qat/speed.json.
+Writes benchmarks/results/qat/speed.json (the cases measured replace their earlier rows; other cases are kept).
 """
 
 from __future__ import annotations
@@ -106,10 +106,20 @@ def main() -> None:
                          for v in args.variants.split(",")}
         for v in summary[case].values():
             v["speedup_vs_fp32"] = base / v["median_ms"]
-    doc = {"summary": summary, "rows": rows, "provenance": provenance()}
     OUT.mkdir(parents=True, exist_ok=True)
+    doc = merged(OUT / "speed.json", summary, rows, provenance())
     atomic_write_text(OUT / "speed.json", json.dumps(doc, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+
+
+def merged(path: Path, summary: dict, rows: list[dict], made: dict) -> dict:
+    """The speed file with this run's cases replaced and the other cases kept, each with the provenance of the
+    run that measured it (``provenance_by_case``)."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    by_case = old.get("provenance_by_case") or {case: old["provenance"] for case in old.get("summary", {})}
+    return {"summary": {**old.get("summary", {}), **summary},
+            "rows": [r for r in old.get("rows", []) if r["case"] not in summary] + rows,
+            "provenance_by_case": {**by_case, **{case: made for case in summary}}}
 
 
 if __name__ == "__main__":
