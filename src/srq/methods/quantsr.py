@@ -37,6 +37,7 @@ class QuantSR(_QAT):
     name: ClassVar[str] = "quantsr"
     w_mode: ClassVar[str] = "lsq_tanh"
     a_mode: ClassVar[str] = "rlq"
+    a_observer: ClassVar[str] = "omse"  # RLQ's step and offset from the MSE range, as srq's LSQ+ (docs/methods.md)
 
     def prepare(self, model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
         if not self.shortcut_scale:

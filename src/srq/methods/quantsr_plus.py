@@ -97,6 +97,7 @@ class QuantSRPlus(_QAT):
     name: ClassVar[str] = "quantsr_plus"
     w_mode: ClassVar[str] = "lsq_tanh"  # "rbd" with rbd=True (config)
     a_mode: ClassVar[str] = "rlq"  # "rbd_act" with rbd and rbd_activations (config)
+    a_observer: ClassVar[str] = "omse"  # RLQ's step and offset from the MSE range (as QuantSR)
 
     def validate(self) -> None:
         super().validate()
