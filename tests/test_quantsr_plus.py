@@ -19,7 +19,7 @@ from srq.engine.shortcut_scale import (GAMMA, add_shortcut_scale, add_shortcut_s
                                       shortcut_gammas)
 from srq.engine.slimming import RemovedBlock, apply_structure, plan_removals, remove_blocks, segment_ends
 from srq.errors import SrqError
-from srq.methods import QuantSR, QuantSRPlus, get_method
+from srq.methods import QMambaIR, QuantSR, QuantSRPlus, get_method
 from srq.methods.base import Recipe, apply_params
 from srq.methods.quantsr_plus import phase_bounds, phase_config
 from srq.paths import weights_root
@@ -337,11 +337,11 @@ def test_an_unreachable_budget_warns_and_trains_without_slimming(hr_folder):
 
 
 @pytest.mark.skipif(not (weights_root() / "imdn_x4.pth").is_file(), reason="IMDN x4 weights not at hand")
-@pytest.mark.parametrize("cls", [QuantSR, QuantSRPlus])
+@pytest.mark.parametrize("cls", [QuantSR, QuantSRPlus, QMambaIR])
 def test_rlq_activations_start_from_the_mse_range(cls):
-    """RLQ's step and offset are LSQ+'s and start, like srq's LSQ+, from the MSE-optimal range: on IMDN x4 W2A2 the
-    calibrated model's output error is several times lower than from the min/max range (which put four levels
-    over the outliers; QuantSR+'s feature distillation then started from a loss of about 150)."""
+    """RLQ's step and offset (and Q-MambaIR's static LSQ+ quantizers) start, like srq's LSQ+, from the MSE-optimal
+    range: on IMDN x4 W2A2 the calibrated model's output error is several times lower than from the min/max range
+    (which put four levels over the outliers; QuantSR+'s feature distillation then started from a loss of ~150)."""
     import dataclasses
 
     assert cls().to_dict()["a_observer"] == "omse"

@@ -106,6 +106,8 @@ class QMambaIR(_QAT):
     static: str = "lsqplus"
 
     name: ClassVar[str] = "qmambair"
+    a_observer: ClassVar[str] = "omse"  # the static LSQ+ (or RLQ) quantizers start from the MSE range, as srq's LSQ+;
+    # the DLS grids and PAMS choose their own observer
 
     def validate(self) -> None:
         super().validate()
