@@ -13,7 +13,6 @@ benchmarks/results/ptq/summary.md is rebuilt from all result files.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -108,7 +107,7 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
                             datasets=datasets, eval_options=eval_options, checkpoints=checkpoints, progress=True)
         q, quant_seconds, scores = made.model, made.quantize_seconds, made.scores
     cost = model_cost(q, scale=scale)
-    doc = {"model": model_name, "scale": scale, "method": tag or method, "bits": bits.lower(),
+    doc = {"model": model_name, "scale": scale, "method": tag, "bits": bits.lower(),
            "calibration": calibration,
            "quantize_seconds": quant_seconds,
            "eval_seconds": {s.dataset: s.seconds for s in scores},
@@ -123,7 +122,7 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
         doc["resumed_from"] = {"run": str(folder), "provenance": _recorded(folder).get("provenance")}
         keep_earlier_rows(doc, out_dir / f"{stem}.json")
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2) + "\n")
-    print(f"{model_name} x{scale} {tag or method} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
+    print(f"{model_name} x{scale} {tag} {bits}: " + "  ".join(f"{s.dataset} {s.psnr:.3f}/{s.ssim:.4f}"
           for s in scores) + f"  ({quant_seconds:.0f} s)", flush=True)
     return doc, q
 
@@ -137,10 +136,7 @@ def _recipe_hash_in(path: Path) -> str | None:
         return None
     if "recipe_hash" in doc:
         return doc["recipe_hash"]
-    if isinstance(doc.get("recipe"), dict):
-        text = json.dumps(doc["recipe"], sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
-    return None
+    return pipeline.recipe_hash(doc["recipe"]) if isinstance(doc.get("recipe"), dict) else None
 
 
 def distinct_tag(model: str, tag: str, bits: str, recipe_hash: str, places: list[Path]) -> str:

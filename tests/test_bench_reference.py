@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import srq
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import ptq_bench  # noqa: E402
 
@@ -240,7 +242,9 @@ def test_a_result_name_taken_by_another_recipe_gets_the_recipe_hash(tmp_path):
     work = runs / "imdn_x4_pams_w2a2" / ptq_bench.WORK_AREA
     work.mkdir(parents=True)
     (work / "fingerprint.json").write_text(json.dumps({"model": "imdn", "recipe": recipe}))  # an unfinished run
-    same = ptq_bench.hashlib.sha256(json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    assert ptq_bench.distinct_tag("imdn_x4", "pams", "w2a2", same[:8], [results, runs]) == "pams"
+    same = srq.pipeline.recipe_hash(recipe)
+    real = srq.methods.PAMS(w_bits=2, a_bits=2)  # a recipe read back from JSON hashes as the recipe itself
+    assert srq.pipeline.recipe_hash(json.loads(json.dumps(real.to_dict()))) == srq.pipeline.recipe_hash(real)
+    assert ptq_bench.distinct_tag("imdn_x4", "pams", "w2a2", same, [results, runs]) == "pams"
     assert ptq_bench.distinct_tag("imdn_x4", "pams", "w2a2", "cccc3333", [results, runs]) == "pams-cccc3333"
     assert ptq_bench.result_key(Path("imdn_x4_lsq-bbbb2222_w4a4.json")) == "imdn_x4|w4a4"

@@ -150,9 +150,11 @@ def artefacts(qmodel: nn.Module, title: str, blocks: list[str] | None = None) ->
     return files
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    """First 8 hex digits of the SHA-256 of the recipe's canonical JSON (sorted keys): equal recipes, equal hash."""
-    text = json.dumps(recipe.to_dict(), sort_keys=True, separators=(",", ":"))
+def recipe_hash(recipe: Recipe | dict) -> str:
+    """First 8 hex digits of the SHA-256 of the recipe's canonical JSON (sorted keys): equal recipes, equal hash.
+    A dict is taken as a recipe's ``to_dict()`` (e.g. read back from a file)."""
+    data = recipe if isinstance(recipe, dict) else recipe.to_dict()
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
