@@ -45,3 +45,19 @@ def test_training_log_as_csv_and_svg():
     assert "loss" in texts and "validation PSNR (dB)" in texts
     assert len(list(root.iter("{http://www.w3.org/2000/svg}circle"))) == 3  # the validated steps
     assert "not measured" in training_svg([{**r, "psnr": None} for r in log], "t")
+
+
+def test_versus_plot_draws_every_valid_pair_and_the_identity_line():
+    import xml.etree.ElementTree as ET
+
+    from srq.report.plots import versus_svg
+
+    svg = versus_svg({"a": [(1.0, 2.0), (0.5, 0.4)], "b": [(2.0, 1.0), (-1.0, 3.0), (float("nan"), 1.0)]},
+                     "t", "x", "y", log=True)
+    root = ET.fromstring(svg)  # well-formed
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f"{ns}circle")) == 3  # the negative and the NaN pair are left out on log axes
+    assert any(e.get("stroke-dasharray") for e in root.findall(f"{ns}line"))  # y = x
+    linear = ET.fromstring(versus_svg({"b": [(-1.0, 3.0)]}, "t", "x", "y"))
+    assert len(linear.findall(f"{ns}circle")) == 1
+    assert "no points" in versus_svg({}, "t", "x", "y")

@@ -8,7 +8,7 @@ from html import escape
 
 from .svg import nice_ticks
 
-__all__ = ["tradeoff_svg", "bits_svg", "responsive_svg", "COLOURS"]
+__all__ = ["tradeoff_svg", "bits_svg", "versus_svg", "responsive_svg", "COLOURS"]
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
@@ -162,4 +162,52 @@ def bits_svg(series: dict[str, list[tuple[float, float]]], fp: float | None, tit
                 f'{x:.2f} bits, {y:.2f} dB</title></circle>' for x, y in line]
         out.append(f'<rect x="{left + 8}" y="{top + 8 + 15 * k}" width="10" height="10" fill="{colour}"/>'
                    f'<text x="{left + 22}" y="{top + 17 + 15 * k}" font-size="10">{escape(method)}</text>')
+    return "\n".join(out + ["</svg>"]) + "\n"
+
+
+def versus_svg(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str,
+               log: bool = False, width: int = 520, height: int = 440) -> str:
+    """Scatter of (x, y) pairs, one colour per series, on shared axes with the line y = x dashed (a prediction
+    against its reference). ``log``: both axes logarithmic (pairs with a value ≤ 0 are left out)."""
+    left, right, top, bottom = 64, 24, 34, 46
+    pw, ph = width - left - right, height - top - bottom
+    out = _frame(title, xlabel, ylabel, width, height)
+    series = {k: [(x, y) for x, y in v if math.isfinite(x) and math.isfinite(y) and (not log or min(x, y) > 0)]
+              for k, v in series.items()}
+    pts = [p for s in series.values() for p in s]
+    if not pts:
+        out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no points</text>')
+        return "\n".join(out + ["</svg>"]) + "\n"
+    lo, hi = min(min(p) for p in pts), max(max(p) for p in pts)
+    if log:
+        lo, hi = lo / 1.2, hi * 1.2
+        ticks = _log_ticks(lo, hi)
+    else:
+        ticks = nice_ticks(lo, hi)
+        lo, hi = min(ticks[0], lo), max(ticks[-1], hi)
+
+    def t(v: float) -> float:
+        return math.log10(v) if log else v
+
+    span = (t(hi) - t(lo)) or 1.0
+
+    def px(v: float) -> float:
+        return left + pw * (t(v) - t(lo)) / span
+
+    def py(v: float) -> float:
+        return top + ph * (t(hi) - t(v)) / span
+
+    for v in ticks:
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#eee"/>'
+                   f'<text x="{left - 4}" y="{py(v) + 4:.1f}" text-anchor="end">{_tick(v)}</text>'
+                   f'<text x="{px(v):.1f}" y="{top + ph + 14}" text-anchor="middle">{_tick(v)}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>'
+               f'<line x1="{px(lo):.1f}" y1="{py(lo):.1f}" x2="{px(hi):.1f}" y2="{py(hi):.1f}" stroke="#444" '
+               f'stroke-dasharray="6 4"/>')
+    for k, (name, pairs) in enumerate(series.items()):
+        colour = COLOURS[k % len(COLOURS)]
+        out += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{colour}" fill-opacity="0.6"/>'
+                for x, y in pairs]
+        out.append(f'<rect x="{left + 8}" y="{top + 8 + 15 * k}" width="10" height="10" fill="{colour}"/>'
+                   f'<text x="{left + 22}" y="{top + 17 + 15 * k}" font-size="10">{escape(name)}</text>')
     return "\n".join(out + ["</svg>"]) + "\n"
