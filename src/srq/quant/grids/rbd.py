@@ -35,6 +35,7 @@ from ..soft_rounding import TANH_TEMPERATURE
 from .base import GRIDS, Grid, Params
 from .lsq import scale_grad
 from .rlq import RLQGrid
+from .soft_step import soft_step_quant
 
 __all__ = ["RBDGrid", "RBDActivationGrid", "rbd_bits", "rbd_code", "level_thresholds", "soft_levels",
            "initial_thresholds", "BIT_MARGIN"]
@@ -71,13 +72,12 @@ def level_thresholds(thresholds: torch.Tensor) -> torch.Tensor:
 
 
 def rbd_code(u: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """``q = Σ 2ᵏ·b_k`` of :func:`rbd_bits` (same shape as ``u``, no gradient), without holding the planes."""
-    r = u.detach()
-    q = torch.zeros_like(r)
+    """``q = Σ 2ᵏ·b_k`` of :func:`rbd_bits` (same shape as ``u``, no gradient), without holding the planes: the
+    remainder ``r`` after the last bit is ``u − q`` exactly (each step subtracts a power of two), so ``q = u − r``."""
+    r = u.detach().clone()
     for k in reversed(range(thresholds.numel())):
-        b = (r > thresholds[k].detach()).to(u.dtype) * (2.0**k)
-        r, q = r - b, q + b
-    return q
+        r.sub_((r > thresholds[k].detach()).to(r.dtype), alpha=2.0**k)
+    return u.detach() - r
 
 
 def soft_levels(u: torch.Tensor, thresholds: torch.Tensor, k: float = TANH_TEMPERATURE) -> torch.Tensor:
@@ -189,9 +189,8 @@ class RBDActivationGrid(Grid):
         qp = 2**bits - 1
         g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
         s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
-        u = torch.clamp((x - tau - beta) / s, 0, qp)
-        y = soft_levels(u, t, self.temperature)
-        return (rbd_code(u, t) + (y - y.detach())) * s + beta + tau
+        return soft_step_quant(x, s, beta, tau, qp, self.temperature, level_thresholds(t),
+                               lambda u: rbd_code(u, t))
 
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:
         with torch.no_grad():

@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 
 from ..functional import RoundFn
-from ..soft_rounding import tanh_round
+from ..soft_rounding import TANH_TEMPERATURE, tanh_round
 from .base import GRIDS, Grid, Params
 from .lsq import LSQGrid, scale_grad
 from .lsqplus import LSQPlusGrid
+from .soft_step import soft_step_quant
 
 __all__ = ["LSQTanhGrid", "RLQGrid"]
 
@@ -72,7 +73,7 @@ class RLQGrid(Grid):
         qp = 2 ** int(bits) - 1
         g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
         s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
-        return tanh_round(torch.clamp((x - tau - beta) / s, 0, qp)) * s + beta + tau
+        return soft_step_quant(x, s, beta, tau, qp, TANH_TEMPERATURE)
 
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:
         with torch.no_grad():
