@@ -3,15 +3,18 @@
 Usage (from the repository root; weights from $SRQ_WEIGHTS):
     python benchmarks/qat_speed.py                     # IMDN x4 (batch 16, HR 192), MambaIRv2-light x2 (8, 64)
     python benchmarks/qat_speed.py --cases imdn:4:16:192 --variants fp32,bf16 --steps 5
-Each (model, variant) runs in its own process (so peak RSS is that variant's): an LSQ W4A4 model calibrated on
+    python benchmarks/qat_speed.py --cases imdn:4:16:192:quantsr_plus --variants bf16,bf16-fused
+A case is ``model:scale:batch:hr_patch[:method]`` (method: LSQ unless named; its W4A4 quantizers, no training loop
+of its own: QuantSR+'s slimming and distillation are not in the step).
+Each (case, variant) runs in its own process (so peak RSS is that variant's): a W4A4 model calibrated on
 4 DIV2K LR patches, ``--warmup`` untimed training steps (Adam, L1 to a random HR batch), then ``--steps`` timed
 ones; the median step time, the process's peak RSS and the loss of every step are recorded. A variant is a
 precision, ``fp32`` (float32 eager) or ``bf16`` (bfloat16 autocast of the forward passes, as
 ``train.precision=bf16``), with options ``-cl`` (channels-last) and ``-fused`` (the per-tensor LSQ/LSQ+/PAMS
-activation quantizers in one autograd node, ``srq.quant.functional.fake_quant_step``, srq's default; without it
-the composed expression of earlier releases). ``fp32`` is the baseline ("before"); srq's training runs as
-``bf16-fused`` with ``train.precision=bf16``. Interleaved runs (``--rounds``) spread the machine's noise over
-variants.
+activation quantizers in one autograd node, ``srq.quant.functional.fake_quant_step``, and QuantSR's RLQ / QuantSR+'s
+RBD ones in another, ``srq.quant.grids.soft_step``: srq's default; without it the composed expressions).
+``fp32`` is the baseline ("before"); srq's training runs as ``bf16-fused`` with ``train.precision=bf16``.
+Interleaved runs (``--rounds``) spread the machine's noise over variants.
 Writes benchmarks/results/qat/speed.json (the cases measured replace their earlier rows; other cases are kept).
 """
 
@@ -33,20 +36,21 @@ VARIANTS = ("fp32", "fp32-fused", "bf16", "bf16-fused", "bf16-cl-fused")
 
 
 def one(case: str, variant: str, warmup: int, steps: int) -> dict:
-    """Time ``steps`` QAT steps of ``case`` (model:scale:batch:hr_patch) under ``variant`` in this process."""
+    """Time ``steps`` QAT steps of ``case`` (model:scale:batch:hr_patch[:method]) under ``variant`` in this
+    process."""
     import srq
     import srq.quant.grids.base as grids
     from srq.data import calibration_set
-    from srq.methods import LSQ
+    from srq.methods import get_method
 
     options = variant.split("-")
     grids.FUSED = "fused" in options
-    model, scale, batch, hr = case.split(":")
+    model, scale, batch, hr, *method = case.split(":")
     scale, batch, hr = int(scale), int(batch), int(hr)
     torch.manual_seed(0)
     fp = srq.create_model(model, scale, "official")
     calib = calibration_set("DIV2K_test_LRx4", patch=hr // scale, n=4)
-    q = LSQ(w_bits=4, a_bits=4).prepare(fp, calib[:1])
+    q = get_method(method[0] if method else "lsq").create(w_bits=4, a_bits=4).prepare(fp, calib[:1])
     srq.quant.calibrate(q, [calib], progress=False)
     fmt = torch.channels_last if "cl" in options else torch.contiguous_format
     q = q.to(memory_format=fmt)  # type: ignore[call-overload]

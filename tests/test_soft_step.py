@@ -81,3 +81,25 @@ def test_levels_and_code_go_together():
     x = torch.randn(4)
     with pytest.raises(ValueError, match="together"):
         soft_step_quant(x, torch.tensor(1.0), torch.tensor(0.0), torch.tensor(0.0), 3, 4.0, torch.zeros(3))
+
+
+@pytest.mark.parametrize("mode", ["rlq", "rbd_act"])
+def test_grids_give_the_same_training_signal_fused_or_composed(mode, monkeypatch):
+    import srq.quant.grids.base as grids
+
+    q = Quantizer(2, mode=mode, observer="minmax", dan_channels=4, dan_axis=1, batch_axis=0).double()
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 2
+    q.start_calibration()
+    q(x)
+    q.finish_calibration()
+    with torch.no_grad():
+        q.shift.copy_(torch.linspace(-0.3, 0.3, 4))
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(grids, "FUSED", fused)
+        xi = x.clone().requires_grad_()
+        out = q(xi)
+        params = [p for p in q.parameters() if p.requires_grad]
+        results.append([out, *torch.autograd.grad((out * out.detach().sin()).sum(), [xi, *params])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)

@@ -15,7 +15,8 @@ GRIDS = Registry("grid")
 Params = dict[str, torch.Tensor]  # the quantizer's bound parameters by name, e.g. {"lower": …, "upper": …}
 
 
-FUSED = True  # whether grids use fake_quant_step where they can (False: the composed expression, for benchmarks)
+FUSED = True  # whether grids use their one-node forms (fake_quant_step, soft_step_quant); False: the composed
+# expressions, for benchmarks and tests
 
 
 def fusable(rounding: RoundFn, *params: torch.Tensor) -> bool:

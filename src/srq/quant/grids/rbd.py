@@ -32,6 +32,7 @@ import torch
 
 from ..functional import RoundFn
 from ..soft_rounding import TANH_TEMPERATURE
+from . import base
 from .base import GRIDS, Grid, Params
 from .lsq import scale_grad
 from .rlq import RLQGrid
@@ -189,8 +190,12 @@ class RBDActivationGrid(Grid):
         qp = 2**bits - 1
         g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
         s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
-        return soft_step_quant(x, s, beta, tau, qp, self.temperature, level_thresholds(t),
-                               lambda u: rbd_code(u, t))
+        if base.FUSED:
+            return soft_step_quant(x, s, beta, tau, qp, self.temperature, level_thresholds(t),
+                                   lambda u: rbd_code(u, t))
+        u = torch.clamp((x - tau - beta) / s, 0, qp)  # the same, composed
+        y = soft_levels(u, t, self.temperature)
+        return (rbd_code(u, t) + (y - y.detach())) * s + beta + tau
 
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:
         with torch.no_grad():

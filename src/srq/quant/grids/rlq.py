@@ -14,6 +14,7 @@ import torch
 
 from ..functional import RoundFn
 from ..soft_rounding import TANH_TEMPERATURE, tanh_round
+from . import base
 from .base import GRIDS, Grid, Params
 from .lsq import LSQGrid, scale_grad
 from .lsqplus import LSQPlusGrid
@@ -73,7 +74,9 @@ class RLQGrid(Grid):
         qp = 2 ** int(bits) - 1
         g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
         s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
-        return soft_step_quant(x, s, beta, tau, qp, TANH_TEMPERATURE)
+        if base.FUSED:
+            return soft_step_quant(x, s, beta, tau, qp, TANH_TEMPERATURE)
+        return tanh_round(torch.clamp((x - tau - beta) / s, 0, qp)) * s + beta + tau  # the same, composed
 
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:
         with torch.no_grad():
