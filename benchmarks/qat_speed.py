@@ -101,15 +101,17 @@ def main() -> None:
                 print(f"{case} {variant}: {rows[-1]['median_ms']:.0f} ms/step, peak {rows[-1]['peak_rss_mib']:.0f} "
                       f"MiB, losses {' '.join(f'{v:.5f}' for v in rows[-1]['losses'])}", flush=True)
     summary = {}
+    variants = args.variants.split(",")
+    baseline = "fp32" if "fp32" in variants else variants[0]  # speed-ups are against this variant
     for case in args.cases.split(","):
-        base = statistics.median(r["median_ms"] for r in rows if r["case"] == case and r["variant"] == "fp32")
+        base = statistics.median(r["median_ms"] for r in rows if r["case"] == case and r["variant"] == baseline)
         summary[case] = {v: {"median_ms": statistics.median(r["median_ms"] for r in rows
                                                             if r["case"] == case and r["variant"] == v),
                              "peak_rss_mib": max(r["peak_rss_mib"] for r in rows
                                                  if r["case"] == case and r["variant"] == v)}
                          for v in args.variants.split(",")}
         for v in summary[case].values():
-            v["speedup_vs_fp32"] = base / v["median_ms"]
+            v[f"speedup_vs_{baseline}"] = base / v["median_ms"]
     OUT.mkdir(parents=True, exist_ok=True)
     doc = merged(OUT / "speed.json", summary, rows, provenance())
     atomic_write_text(OUT / "speed.json", json.dumps(doc, indent=2) + "\n")
