@@ -385,3 +385,40 @@ def test_qmambair_training_resumes_bit_identically(hr_folder, tmp_path):
     assert all(torch.equal(v, expected[k]) for k, v in q.state_dict().items())
     start = setup()[0].state_dict()
     assert any(k.endswith("thresholds") and not torch.equal(v, start[k]) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("value", [None, 2.5])  # a random input, and a constant one (range at the floor)
+def test_dls_fused_and_composed_give_the_same_training_signal(value, monkeypatch):
+    import srq.quant.grids.base as grids
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64) * 2 + 0.3 if value is None else \
+        torch.full((3, 4, 5, 5), value, dtype=torch.float64)
+    q = _calibrated(Quantizer(3, mode="dls", batch_axis=0).double(), x)
+    with torch.no_grad():
+        q.w1.copy_(torch.tensor([0.3, 2.0, -0.1, 0.2]))
+        q.w2.copy_(torch.tensor([0.9, 0.1, 0.05, -0.02]))
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(grids, "FUSED", fused)
+        xi = x.clone().requires_grad_()
+        out = q(xi)
+        results.append([out, *torch.autograd.grad((out * out.detach().cos()).sum(), [xi, q.w1, q.w2])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_fake_quant_range_matches_fake_quant_per_channel():
+    from srq.quant.functional import fake_quant, fake_quant_range, round_ste
+
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    lower = torch.tensor([-1.0, -0.5, 0.2], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_()
+    upper = torch.tensor([1.0, 2.0, 0.2 + 1e-12], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_()
+    w = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    fused = fake_quant_range(x, lower, upper, 2)
+    composed = fake_quant(x, lower, upper, 2, round_ste)
+    torch.testing.assert_close(fused, composed, rtol=0, atol=0)
+    for a, b in zip(torch.autograd.grad((fused * w).sum(), [x, lower, upper]),
+                    torch.autograd.grad((composed * w).sum(), [x, lower, upper])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -22,8 +22,8 @@ from typing import Callable, overload
 
 import torch
 
-__all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_symmetric", "fake_quant_affine", "binarize",
-           "fake_quant_step", "num_levels", "affine_step", "fake_quant_fwd", "fake_quant_affine_fwd",
+__all__ = ["round_ste", "clip_bounds", "fake_quant", "fake_quant_range", "fake_quant_symmetric", "fake_quant_affine",
+           "binarize", "fake_quant_step", "num_levels", "affine_step", "fake_quant_fwd", "fake_quant_affine_fwd",
            "fake_quant_symmetric_fwd", "binarize_fwd"]
 
 _EPS = 1e-8
@@ -177,6 +177,58 @@ def fake_quant_step(x: torch.Tensor, step: torch.Tensor, lo: float, hi: float,
         Tensor like ``x`` on the grid ``β + k·s``, k = lo … hi.
     """
     return _FakeQuantStep.apply(x, step, offset, float(lo), float(hi))
+
+
+def _sum_to(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the axes where ``like`` (which broadcasts against it) has size 1, shaped like ``like``."""
+    lead = t.dim() - like.dim()
+    axes = list(range(lead)) + [lead + d for d in range(like.dim()) if like.shape[d] == 1 and t.shape[lead + d] != 1]
+    return (torch.sum(t, dim=axes, keepdim=True) if axes else t).reshape(like.shape)
+
+
+def _between(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """``clamp(x, lower, upper)`` for tensor bounds, as two broadcasting ops (on a CPU several times faster than
+    ``torch.clamp`` with tensor bounds)."""
+    return torch.minimum(torch.maximum(x, lower), upper)
+
+
+class _FakeQuantRange(torch.autograd.Function):
+    """:func:`fake_quant` with the STE, forward and backward written out (see :func:`fake_quant_range`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, levels: int) -> torch.Tensor:
+        ctx.save_for_backward(x, lower, upper)
+        ctx.levels = levels
+        s = (upper - lower).clamp_min(_EPS) / levels
+        return _between(x, lower, upper).sub_(lower).div_(s).round_().mul_(s).add_(lower)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        # in float32 at least (bfloat16 tensors are converted once: sums of them would convert at every sum)
+        x, lower, upper = ctx.saved_tensors
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x, g, lo, up = x.to(dtype), grad.to(dtype), lower.to(dtype), upper.to(dtype)
+        width = up - lo
+        s = width.clamp_min(_EPS) / ctx.levels
+        x_hat = _between(x, lo, up)
+        inside = x_hat.clone().eq_(x)  # 1 where lower ≤ x ≤ upper, else 0 (arithmetic masks: see _FakeQuantStep)
+        grad_x = g * inside
+        z = (x_hat - lo).div_(s)
+        # ∂out/∂s = round(z) − z (0 where clipped); s = (upper − lower)/K unless the width is below _EPS
+        g_s = _sum_to(torch.round(z).sub_(z).mul_(g), s) * (width > _EPS).to(dtype) / ctx.levels
+        outside = _sum_to(g, lo) - _sum_to(grad_x, lo)  # below + above
+        signed = _sum_to(x_hat.sub_(x).sign_().mul_(g), lo)  # below − above (x_hat − x > 0 below)
+        grad_lower = (outside + signed) / 2 - g_s
+        grad_upper = (outside - signed) / 2 + g_s
+        return grad_x.to(grad.dtype), grad_lower.to(lower.dtype), grad_upper.to(upper.dtype), None
+
+
+def fake_quant_range(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`fake_quant` with :func:`round_ste` as one autograd node that keeps only ``x`` and the bounds: the
+    same values and gradients (∂/∂x = 1 inside ``[lower, upper]``; the clipping bound gets the gradient outside;
+    both get the step's, ``round(z) − z`` times ∓1/(2ⁿ − 1)), for bounds of any broadcastable shape (DLS: one
+    pair per sample, (N, 1, …))."""
+    return _FakeQuantRange.apply(x, lower, upper, int(num_levels(int(bits))))
 
 
 # ---- forward-only twins (evaluation: no gradient, integer bits) ----------------------------------------

@@ -26,8 +26,8 @@ import math
 
 import torch
 
-from ..functional import RoundFn, fake_quant
-from .base import GRIDS, Grid, Params
+from ..functional import RoundFn, fake_quant, fake_quant_range
+from .base import GRIDS, Grid, Params, fusable
 
 __all__ = ["DLSGrid", "DLS_FLOOR", "dls_statistics", "dls_range"]
 
@@ -37,10 +37,13 @@ DLS_FLOOR = 1e-5  # smallest half-width α̂, in the activation's units
 def dls_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Φ, Φ′)`` of each sample of ``x`` (axis 0), detached, in float32 at least (bfloat16 inputs are promoted):
     two (N, 4) tensors of ``(μ, σ, min, max)`` and ``(|μ|, σ, min, max)`` (σ without Bessel's correction)."""
-    flat = x.detach().reshape(x.shape[0], -1).to(torch.promote_types(x.dtype, torch.float32))
-    mean = flat.mean(dim=1)
-    std = flat.var(dim=1, unbiased=False).clamp_min(0).sqrt()
-    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    flat = x.detach().reshape(x.shape[0], -1)
+    dtype, count = torch.promote_types(x.dtype, torch.float32), flat.shape[1]
+    mean = flat.sum(dim=1, dtype=torch.float64) / count  # σ² = E[x²] − μ², both accumulated in float64
+    square = torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64).square() / count
+    std = (square - mean.square()).clamp_min(0).sqrt().to(dtype)
+    mean = mean.to(dtype)
+    lo, hi = flat.amin(dim=1).to(dtype), flat.amax(dim=1).to(dtype)
     return torch.stack([mean, std, lo, hi], dim=1), torch.stack([mean.abs(), std, lo, hi], dim=1)
 
 
@@ -82,6 +85,8 @@ class DLSGrid(Grid):
 
     def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn) -> torch.Tensor:
         lower, upper = dls_range(x, p["w1"], p["w2"])
+        if fusable(rounding):
+            return fake_quant_range(x, lower.to(x.dtype), upper.to(x.dtype), int(bits))
         return fake_quant(x, lower.to(x.dtype), upper.to(x.dtype), bits, rounding)
 
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:
