@@ -245,7 +245,9 @@ def _clamp(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, *, inplace
     if _is_cpu_scalar(lower) and _is_cpu_scalar(upper):
         lo, hi = lower.item(), upper.item()
         return x.clamp_(lo, hi) if inplace else torch.clamp(x, lo, hi)
-    return x.clamp_(lower, upper) if inplace else torch.clamp(x, lower, upper)
+    if inplace:  # tensor bounds: maximum/minimum, several times faster than clamp on a CPU (see _between)
+        return torch.minimum(torch.maximum(x, lower, out=x), upper, out=x)
+    return _between(x, lower, upper)
 
 
 def fake_quant_fwd(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, bits: int) -> torch.Tensor:
