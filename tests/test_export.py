@@ -170,6 +170,15 @@ def test_int32_bias_is_within_half_a_step(w4a4):
             assert ((ints * scale - m.bias).abs() <= scale / 2 * (1 + 1e-5)).all()
 
 
+def test_a_bias_beyond_int32_names_the_layer_and_the_way_out():
+    from srq.errors import SrqError
+    from srq.export import int_bias
+
+    bias = torch.tensor([0.1, -0.4])
+    with pytest.raises(SrqError, match=r"conv9: the bias of output channel 1 \(-0.4\) .* --bias float"):
+        int_bias(bias, torch.tensor(1e-6), torch.tensor([1e-3, 1e-7]), "conv9")
+
+
 def test_dynamic_height_and_width(tmp_path, w4a4):
     pytest.importorskip("onnxruntime")
     from srq.export import export_onnx

@@ -244,7 +244,7 @@ def _layer_module(layer: QuantConv2d | QuantLinear | QuantConvTranspose2d, name:
     if layer.bias is not None:
         if bias_int and act_grid is not None and isinstance(weight, IntWeight) and \
                 isinstance(layer, (QuantConv2d, QuantConvTranspose2d)):
-            bias = int_bias(layer.bias, act_grid.scale, weight.scale)
+            bias = int_bias(layer.bias, act_grid.scale, weight.scale, name)
         else:
             bias = layer.bias.detach().float().clone()
     if isinstance(layer, QuantConv2d):

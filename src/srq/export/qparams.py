@@ -159,12 +159,15 @@ def int_weight(weight_q: torch.Tensor, q: Quantizer, name: str = "layer") -> Int
                      grid.bits)
 
 
-def int_bias(bias: torch.Tensor, input_scale: torch.Tensor, weight_scale: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                                  torch.Tensor]:
+def int_bias(bias: torch.Tensor, input_scale: torch.Tensor, weight_scale: torch.Tensor,
+             name: str = "layer") -> tuple[torch.Tensor, torch.Tensor]:
     """``(b_int32, scale)`` with ``scale = s_in·s_w`` per output channel and ``b_int32 = round(b/scale)``: the
     bias as integer runtimes add it to the int32 accumulator (off from the float bias by at most scale/2)."""
-    scale = (input_scale.float() * weight_scale.float()).contiguous()
+    scale = (input_scale.float() * weight_scale.float()).contiguous().expand_as(bias)
     b = torch.round(bias.detach().float() / scale)
     if b.abs().max() >= 2**31:
-        raise SrqError("a bias does not fit in int32 at scale s_in·s_w")
-    return b.to(torch.int32), scale
+        c = int(b.abs().argmax())
+        raise SrqError(f"{name}: the bias of output channel {c} ({float(bias.detach()[c]):.3g}) does not fit in int32 "
+                       f"at scale s_in·s_w = {float(scale[c]):.3g} (a near-zero input or weight step); export with "
+                       f"--bias float (the bias added in float, as srq computes it)")
+    return b.to(torch.int32), scale.contiguous()
