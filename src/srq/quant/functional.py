@@ -204,10 +204,10 @@ class _FakeQuantRange(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        # in float32 at least (bfloat16 tensors are converted once: sums of them would convert at every sum)
+        # in x's dtype, as the composed expression under autocast (sums accumulate in float32 inside torch.sum)
         x, lower, upper = ctx.saved_tensors
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        x, g, lo, up = x.to(dtype), grad.to(dtype), lower.to(dtype), upper.to(dtype)
+        g, lo, up = grad.to(x.dtype), lower.to(x.dtype), upper.to(x.dtype)
+        dtype = x.dtype
         width = up - lo
         s = width.clamp_min(_EPS) / ctx.levels
         x_hat = _between(x, lo, up)

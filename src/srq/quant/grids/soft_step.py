@@ -58,8 +58,7 @@ class _SoftStepQuant(torch.autograd.Function):
         code = u.round_() if code_fn is None else code_fn(u)
         ctx.save_for_backward(x, step, offset, shift, levels, code.to(torch.uint8))  # qp ≤ 255
         ctx.qp, ctx.k = qp, k
-        out_dtype = torch.promote_types(torch.promote_types(x.dtype, step.dtype), shift.dtype)
-        return code.mul_(step).add_(_shift_plus_offset(x, offset, shift, code.dtype)).to(out_dtype)
+        return code.mul_(step.reshape(())).add_(_shift_plus_offset(offset, shift, x.dtype))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -71,13 +70,14 @@ class _SoftStepQuant(torch.autograd.Function):
             slope = _tanh_slope(torch.frac(u).sub_(0.5), ctx.k)  # u ≥ 0: frac(u) = u − ⌊u⌋
             parts: list[tuple] = []
         else:
-            far = torch.full((1,), 1e9, dtype=u.dtype)
+            far = torch.full((1,), 1e9, dtype=u.dtype)  # stands for the levels m = 0 and count + 1
             slope, parts = _level_slopes(u, torch.cat([-far, levels.to(u.dtype), far]), ctx.k)
         g = grad.to(u.dtype).reshape(u.shape)
         grad_x = slope.mul_(inside).mul_(g)
         grad_step = grad_offset = grad_shift = grad_levels = None
         if ctx.needs_input_grad[1]:  # ∂out/∂s = code − slope·inside·v
-            value = torch.dot(g.flatten(), code.to(u.dtype).flatten()) - torch.dot(grad_x.flatten(), v.flatten())
+            acc = torch.promote_types(u.dtype, torch.float32)
+            value = code.to(u.dtype).mul_(g).sum(dtype=acc) - v.mul_(grad_x).sum(dtype=acc)
             grad_step = value.to(step.dtype).expand(step.shape).clone()
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:  # ∂out/∂β = ∂out/∂τ = 1 − slope·inside
             rest = g.sub(grad_x)
@@ -86,24 +86,23 @@ class _SoftStepQuant(torch.autograd.Function):
             if ctx.needs_input_grad[3]:
                 grad_shift = rest.sum_to_size(shift.shape).to(shift.dtype)
         if levels is not None and ctx.needs_input_grad[4]:  # ∂out/∂T_m = −s·σ′(u − T_m)
-            total = torch.zeros(levels.numel() + 2, dtype=u.dtype)
-            for index, d in parts:
-                total.index_add_(0, index.flatten(), d.mul_(g).flatten())
-            grad_levels = (total[1:-1] * -step.to(u.dtype).reshape(-1)[0]).to(levels.dtype)
+            total = torch.zeros(levels.numel() + 2, dtype=torch.promote_types(u.dtype, torch.float32))
+            for index, d in parts:  # accumulated in float32 at least (a bfloat16 running sum would saturate)
+                total.index_add_(0, index.flatten(), d.mul_(g).flatten().to(total.dtype))
+            grad_levels = (total[1:-1] * -step.to(total.dtype).reshape(-1)[0]).to(levels.dtype)
         return grad_x.to(x.dtype) if ctx.needs_input_grad[0] else None, grad_step, grad_offset, grad_shift, \
             grad_levels, None, None, None
 
 
-def _shift_plus_offset(x: torch.Tensor, offset: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``τ + β`` in ``dtype``, with at least one dimension (so that it promotes ``x`` when subtracted)."""
-    c = (shift + offset).to(dtype)
-    return c.reshape(1) if c.dim() == 0 else c
+def _shift_plus_offset(offset: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``τ + β`` in ``dtype``."""
+    return (shift + offset).to(dtype)
 
 
 def _code_axis(x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``(x − τ − β)/s`` as a new tensor in float32 at least."""
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    return torch.sub(x, _shift_plus_offset(x, offset, shift, dtype)).div_(step.to(dtype))
+    """``(x − τ − β)/s`` as a new tensor in ``x``'s dtype (as the composed expression computes it under autocast:
+    ``s`` and ``β`` are one-element tensors that do not promote ``x``)."""
+    return torch.sub(x, _shift_plus_offset(offset, shift, x.dtype)).div_(step.reshape(()))
 
 
 def soft_step_quant(x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor, shift: torch.Tensor, qp: int,
@@ -119,7 +118,7 @@ def soft_step_quant(x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor, s
         levels: RBD's level thresholds ``T_1 … T_qp`` (shape (qp,), in steps); None for RLQ.
         code_fn: with ``levels``, the code of ``u`` (``code_fn(u)``: RBD's bit determination).
     Returns:
-        Tensor like ``x`` (promoted with the parameters' dtypes) on the grid ``β + τ + s·{0 … qp}``.
+        Tensor like ``x`` (its dtype) on the grid ``β + τ + s·{0 … qp}``.
     """
     if (levels is None) != (code_fn is None):
         raise ValueError("levels and code_fn go together (RBD) or are both None (RLQ)")
