@@ -10,8 +10,9 @@
   (:func:`srq.quant.grids.rbd.soft_levels`), and its gradient in each ``T_m``.
 
 The values and gradients equal those of the same expression written with ``tanh_round`` / ``soft_levels`` and
-autograd (up to float rounding); the node keeps only ``x`` and recomputes the rest in the backward pass, which
-takes most of the elementwise work and memory out of a QuantSR / QuantSR+ training step.
+autograd (up to float rounding; tested in float64), computed in ``x``'s dtype as that expression is under autocast.
+The node keeps ``x`` and the codes (1 byte each) and recomputes the rest in the backward pass, which takes most of
+the elementwise work and memory out of a QuantSR / QuantSR+ training step.
 """
 
 from __future__ import annotations
