@@ -38,7 +38,8 @@ def _level_slopes(u: torch.Tensor, levels: torch.Tensor, k: float) -> tuple[torc
     """The slope of ``Σ_m σ(u − T_m)`` at ``u`` and, per candidate level ``m ∈ {⌊u + ½⌋, ⌊u + ½⌋ + 1}``,
     ``(m, σ′(u − T_m) where |u − T_m| ≤ ½, else 0)``. ``levels`` is ``(−∞′, T_1 … T_count, +∞′)``: the padding
     (far from any ``u``) stands for the levels that do not exist, m = 0 and m = count + 1."""
-    m = (u + 0.5).to(torch.int64)  # u ≥ 0: truncation is ⌊u + ½⌋
+    count = levels.numel() - 2
+    m = (u + 0.5).to(torch.int64).clamp_(max=count)  # u ≥ 0: truncation is ⌊u + ½⌋ (bfloat16 may round u + ½ up)
     slope = None
     parts = []
     for index in (m, m + 1):
