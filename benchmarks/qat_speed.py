@@ -96,7 +96,10 @@ def main() -> None:
             for variant in args.variants.split(","):
                 done = subprocess.run([sys.executable, __file__, "--one", case, variant, "--warmup",
                                        str(args.warmup), "--steps", str(args.steps)],
-                                      capture_output=True, text=True, check=True)
+                                      capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.stderr.write(done.stderr[-4000:])
+                    raise SystemExit(f"{case} {variant} failed (its error output is above)")
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(f"{case} {variant}: {rows[-1]['median_ms']:.0f} ms/step, peak {rows[-1]['peak_rss_mib']:.0f} "
                       f"MiB, losses {' '.join(f'{v:.5f}' for v in rows[-1]['losses'])}", flush=True)
