@@ -22,7 +22,9 @@ What the graph computes, against srq's fake-quant model (same placement, nothing
   :func:`split_zero_points`: equal up to float rounding) or as uint8 with per-channel zero points
   (``asym="zero_point"``: bit for bit);
 * biases of layers with quantized inputs and weights: int32 at scale ``s_in·s_w`` (``bias="int32"``, as integer
-  runtimes add them; off from srq's float bias by at most half that scale), or srq's float bias (``"float"``);
+  runtimes add them; off from srq's float bias by at most half that scale), or srq's float bias (``"float"``); a
+  bias that does not fit int32 at its scale (an input step near 0: a path calibration never saw active) stays
+  float, with a warning naming the layer;
 * a layer's output quantizer (``QuantConfig.a_output_bits``): ``QuantizeLinear`` → ``DequantizeLinear`` right
   after the layer, so runtimes that fuse ``DQ → Conv → Q`` (ONNX Runtime) run an integer convolution;
 * every other operation in float32, as in srq. Without output quantizers (the default placement, as in the
@@ -244,7 +246,12 @@ def _layer_module(layer: QuantConv2d | QuantLinear | QuantConvTranspose2d, name:
     if layer.bias is not None:
         if bias_int and act_grid is not None and isinstance(weight, IntWeight) and \
                 isinstance(layer, (QuantConv2d, QuantConvTranspose2d)):
-            bias = int_bias(layer.bias, act_grid.scale, weight.scale, name)
+            try:
+                bias = int_bias(layer.bias, act_grid.scale, weight.scale, name)
+            except SrqError as e:  # e.g. a path that calibration never saw active: its input step is near 0
+                warnings.warn(f"{str(e).partition('; export with')[0]}; this layer's bias stays float (the layer "
+                              f"then runs as a float convolution on integer runtimes)", stacklevel=2)
+                bias = layer.bias.detach().float().clone()
         else:
             bias = layer.bias.detach().float().clone()
     if isinstance(layer, QuantConv2d):
