@@ -91,9 +91,10 @@ def main() -> None:
         print(json.dumps(one(*args.one, args.warmup, args.steps)))
         return
     rows = []
+    variants = args.variants.split(",")
     for case in args.cases.split(","):
         for _ in range(args.rounds):
-            for variant in args.variants.split(","):
+            for variant in variants:
                 done = subprocess.run([sys.executable, __file__, "--one", case, variant, "--warmup",
                                        str(args.warmup), "--steps", str(args.steps)],
                                       capture_output=True, text=True)
@@ -104,7 +105,6 @@ def main() -> None:
                 print(f"{case} {variant}: {rows[-1]['median_ms']:.0f} ms/step, peak {rows[-1]['peak_rss_mib']:.0f} "
                       f"MiB, losses {' '.join(f'{v:.5f}' for v in rows[-1]['losses'])}", flush=True)
     summary = {}
-    variants = args.variants.split(",")
     baseline = "fp32" if "fp32" in variants else variants[0]  # speed-ups are against this variant
     for case in args.cases.split(","):
         base = statistics.median(r["median_ms"] for r in rows if r["case"] == case and r["variant"] == baseline)
@@ -112,7 +112,7 @@ def main() -> None:
                                                             if r["case"] == case and r["variant"] == v),
                              "peak_rss_mib": max(r["peak_rss_mib"] for r in rows
                                                  if r["case"] == case and r["variant"] == v)}
-                         for v in args.variants.split(",")}
+                         for v in variants}
         for v in summary[case].values():
             v[f"speedup_vs_{baseline}"] = base / v["median_ms"]
     OUT.mkdir(parents=True, exist_ok=True)

@@ -163,7 +163,7 @@ def int_bias(bias: torch.Tensor, input_scale: torch.Tensor, weight_scale: torch.
              name: str = "layer") -> tuple[torch.Tensor, torch.Tensor]:
     """``(b_int32, scale)`` with ``scale = s_in·s_w`` per output channel and ``b_int32 = round(b/scale)``: the
     bias as integer runtimes add it to the int32 accumulator (off from the float bias by at most scale/2)."""
-    scale = (input_scale.float() * weight_scale.float()).contiguous().expand_as(bias)
+    scale = (input_scale.float() * weight_scale.float()).expand_as(bias)
     b = torch.round(bias.detach().float() / scale)
     if b.abs().max() >= 2**31:
         c = int(b.abs().argmax())

@@ -179,13 +179,6 @@ def fake_quant_step(x: torch.Tensor, step: torch.Tensor, lo: float, hi: float,
     return _FakeQuantStep.apply(x, step, offset, float(lo), float(hi))
 
 
-def _sum_to(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``t`` summed over the axes where ``like`` (which broadcasts against it) has size 1, shaped like ``like``."""
-    lead = t.dim() - like.dim()
-    axes = list(range(lead)) + [lead + d for d in range(like.dim()) if like.shape[d] == 1 and t.shape[lead + d] != 1]
-    return (torch.sum(t, dim=axes, keepdim=True) if axes else t).reshape(like.shape)
-
-
 def _between(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """``clamp(x, lower, upper)`` for tensor bounds, as two broadcasting ops (on a CPU several times faster than
     ``torch.clamp`` with tensor bounds)."""
@@ -215,9 +208,9 @@ class _FakeQuantRange(torch.autograd.Function):
         grad_x = g * inside
         z = (x_hat - lo).div_(s)
         # ∂out/∂s = round(z) − z (0 where clipped); s = (upper − lower)/K unless the width is below _EPS
-        g_s = _sum_to(torch.round(z).sub_(z).mul_(g), s) * (width > _EPS).to(dtype) / ctx.levels
-        outside = _sum_to(g, lo) - _sum_to(grad_x, lo)  # below + above
-        signed = _sum_to(x_hat.sub_(x).sign_().mul_(g), lo)  # below − above (x_hat − x > 0 below)
+        g_s = torch.round(z).sub_(z).mul_(g).sum_to_size(s.shape) * (width > _EPS).to(dtype) / ctx.levels
+        outside = g.sum_to_size(lo.shape) - grad_x.sum_to_size(lo.shape)  # below + above
+        signed = x_hat.sub_(x).sign_().mul_(g).sum_to_size(lo.shape)  # below − above (x_hat − x > 0 below)
         grad_lower = (outside + signed) / 2 - g_s
         grad_upper = (outside - signed) / 2 + g_s
         return grad_x.to(grad.dtype), grad_lower.to(lower.dtype), grad_upper.to(upper.dtype), None
