@@ -62,6 +62,27 @@ def test_rbd_values_and_gradients_match_the_autograd_expression(channels, bits):
     assert got[4].abs().sum() > 0  # the thresholds do learn
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "permuted"])
+def test_rbd_gives_the_same_values_and_gradients_in_any_memory_layout(layout):
+    x, step, offset, shift, t = _params(4, torch.float64, 2, seed=3)
+    if layout == "channels_last":
+        strided = x.detach().contiguous(memory_format=torch.channels_last)
+    else:  # laid out (W, N, H, C): an order no memory-format helper names
+        strided = x.detach().permute(3, 0, 2, 1).contiguous().permute(1, 3, 2, 0)
+    strided.requires_grad_()
+    assert strided.stride() != x.stride()
+
+    def run(inp):
+        out = soft_step_quant(inp, step, offset, _view(shift, 4), 3, TANH_TEMPERATURE, level_thresholds(t),
+                              lambda u: rbd_code(u, t))
+        return out, _grads(out, [inp, step, offset, shift, t], 2)
+
+    (out_a, grads_a), (out_b, grads_b) = run(x), run(strided)
+    torch.testing.assert_close(out_b, out_a, rtol=0, atol=0)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
 def test_fused_quantizer_keeps_its_input_and_one_byte_codes_for_the_backward_pass():
     q = Quantizer(2, mode="rbd_act", observer="minmax", dan_channels=8, dan_axis=1, batch_axis=0)
     x = torch.randn(2, 8, 16, 16)

@@ -26,7 +26,7 @@ from .blocks import capture_outputs, find_blocks, resolve_blocks
 from .checkpoint import active_work_area
 from .inference import model_device
 from .inplace import inplace_message
-from ..utils.memory import release_memory
+from ..utils.memory import release_memory, reuse_freed_memory
 from ..utils.progress import progress_bar
 
 __all__ = ["find_blocks", "resolve_blocks", "capture_outputs", "distill_loss", "feature_term", "energy_map",
@@ -131,6 +131,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
     names = resolve_blocks(fp_model, blocks, inputs[:1].to(model_device(fp_model))) if config.lambda_feat else []
     groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
     params = [p for g in groups for p in g["params"]]
+    reuse_freed_memory()  # each step frees and reallocates the same tensors
     frozen = [p for p in qmodel.parameters() if p.requires_grad and all(p is not q for q in params)]
     for p in frozen:
         p.requires_grad_(False)

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..typed_config import check_above, check_at_least, check_choice, check_types
 from ..utils.distributed import init_from_env
-from ..utils.memory import release_memory
+from ..utils.memory import release_memory, reuse_freed_memory
 from ..utils.progress import progress_bar
 from .checkpoint import active_work_area
 from .blocks import capture_outputs, resolve_blocks
@@ -122,6 +122,7 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     groups: list[dict[str, Any]] = [{"params": weights, "lr": config.lr},
                                      {"params": quant_params, "lr": config.quant_lr, "weight_decay": 0.0}]
     trained = [*weights, *quant_params]
+    reuse_freed_memory()  # each step frees and reallocates the same tensors
     frozen = [p for p in qmodel.parameters() if p.requires_grad and all(p is not q for q in trained)]
     for p in frozen:
         p.requires_grad_(False)

@@ -34,22 +34,41 @@ def _tanh_slope(v: torch.Tensor, k: float) -> torch.Tensor:
     return torch.addcmul(torch.full((), c, dtype=v.dtype), th, th, value=-c)
 
 
+def _storage_order(t: torch.Tensor) -> tuple[list[int], list[int]]:
+    """The dimension order in which ``t`` is laid out in memory (outermost first) and its inverse permutation:
+    ``t.permute(order)`` is contiguous for a dense tensor of any memory format (channels-last included)."""
+    strides = t.stride()
+    order = sorted(range(t.dim()), key=lambda d: -strides[d])
+    return order, sorted(range(t.dim()), key=order.__getitem__)
+
+
+def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for an int32 ``index`` of any shape and memory format (a 1-D gather in storage order:
+    int32 indices and ``index_select`` cost a third of int64 ones and ``take`` here)."""
+    order, inverse = _storage_order(index)
+    flat = index.permute(order)
+    return table.index_select(0, flat.reshape(-1)).view(flat.shape).permute(inverse)
+
+
 def _level_slopes(u: torch.Tensor, levels: torch.Tensor, k: float) -> tuple[torch.Tensor, list[tuple]]:
     """The slope of ``Σ_m σ(u − T_m)`` at ``u`` and, per candidate level ``m ∈ {⌊u + ½⌋, ⌊u + ½⌋ + 1}``,
     ``(m, σ′(u − T_m) where |u − T_m| ≤ ½, else 0)``. ``levels`` is ``(−∞′, T_1 … T_count, +∞′)``: the padding
     (far from any ``u``) stands for the levels that do not exist, m = 0 and m = count + 1."""
     count = levels.numel() - 2
-    m = (u + 0.5).to(torch.int64).clamp_(max=count)  # u ≥ 0: truncation is ⌊u + ½⌋ (bfloat16 may round u + ½ up)
-    slope = None
+    m = (u + 0.5).to(torch.int32).clamp_(max=count)  # u ≥ 0: truncation is ⌊u + ½⌋ (bfloat16 may round u + ½ up)
     parts = []
     for index in (m, m + 1):
-        v = u - levels.take(index)
+        v = torch.sub(u, _lookup(levels, index))
         near = v.clamp(-0.5, 0.5).eq_(v)  # 1 where |u − T_m| ≤ ½, else 0
-        d = _tanh_slope(v, k).mul_(near)
-        slope = d.clone() if slope is None else slope.add_(d)
-        parts.append((index, d))
-    assert slope is not None
-    return slope, parts
+        parts.append((index, _tanh_slope(v, k).mul_(near)))
+    return parts[0][1] + parts[1][1], parts
+
+
+def _scatter_sum(total: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+    """``total[i] += Σ values[index == i]`` (``index`` int32, ``values`` laid out as ``index``), summed in
+    ``total``'s dtype."""
+    order, _ = _storage_order(index)
+    total.index_add_(0, index.permute(order).reshape(-1), values.permute(order).reshape(-1).to(total.dtype))
 
 
 class _SoftStepQuant(torch.autograd.Function):
@@ -90,7 +109,7 @@ class _SoftStepQuant(torch.autograd.Function):
         if levels is not None and ctx.needs_input_grad[4]:  # ∂out/∂T_m = −s·σ′(u − T_m)
             total = torch.zeros(levels.numel() + 2, dtype=torch.promote_types(u.dtype, torch.float32))
             for index, d in parts:  # accumulated in float32 at least (a bfloat16 running sum would saturate)
-                total.index_add_(0, index.flatten(), d.mul_(g).flatten().to(total.dtype))
+                _scatter_sum(total, index, d.mul_(g))
             grad_levels = (total[1:-1] * -step.to(total.dtype).reshape(-1)[0]).to(levels.dtype)
         return grad_x.to(x.dtype) if ctx.needs_input_grad[0] else None, grad_step, grad_offset, grad_shift, \
             grad_levels, None, None, None
