@@ -21,7 +21,7 @@ from srq.methods.qmambair import PAPER_TRAIN, dls_scope_modules
 from srq.paths import weights_root
 from srq.quant import QuantConfig, Quantizer, prepare, quantizers
 from srq.quant.complexity import complexity, complexity_from_dict, format_complexity
-from srq.quant.grids.dls import DLS_FLOOR, dls_range
+from srq.quant.grids.dls import DLS_FLOOR, dls_range, dls_statistics
 from srq.quant.grids.rfa import THRESHOLD_MARGIN, rfa_levels, rfa_surrogate
 from srq.quant.soft_rounding import TANH_TEMPERATURE, tanh_round
 
@@ -422,3 +422,17 @@ def test_fake_quant_range_matches_fake_quant_per_channel():
     for a, b in zip(torch.autograd.grad((fused * w).sum(), [x, lower, upper]),
                     torch.autograd.grad((composed * w).sum(), [x, lower, upper])):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dls_statistics_are_exact_per_sample_even_far_from_zero(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.stack([torch.randn(4, 9, 9, generator=g) * 0.01 + 500.0, torch.randn(4, 9, 9, generator=g)])
+    x = x.to(dtype)
+    phi, phi_abs = dls_statistics(x)
+    ref = x.double().reshape(2, -1)
+    want = torch.stack([ref.mean(1), ref.std(1, correction=0), ref.amin(1), ref.amax(1)], dim=1)
+    assert phi.dtype == torch.float32 and phi.shape == (2, 4)
+    torch.testing.assert_close(phi.double(), want, rtol=1e-5, atol=0)  # σ/μ = 2e-5: no cancellation
+    torch.testing.assert_close(phi_abs[:, 0], phi[:, 0].abs())
+    assert torch.equal(x, x.to(dtype))  # the input is not modified

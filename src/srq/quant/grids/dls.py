@@ -37,13 +37,12 @@ DLS_FLOOR = 1e-5  # smallest half-width α̂, in the activation's units
 def dls_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Φ, Φ′)`` of each sample of ``x`` (axis 0), detached, in float32 at least (bfloat16 inputs are promoted):
     two (N, 4) tensors of ``(μ, σ, min, max)`` and ``(|μ|, σ, min, max)`` (σ without Bessel's correction)."""
-    flat = x.detach().reshape(x.shape[0], -1)
-    dtype, count = torch.promote_types(x.dtype, torch.float32), flat.shape[1]
-    mean = flat.sum(dim=1, dtype=torch.float64) / count  # σ² = E[x²] − μ², both accumulated in float64
-    square = torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64).square() / count
-    std = (square - mean.square()).clamp_min(0).sqrt().to(dtype)
-    mean = mean.to(dtype)
-    lo, hi = flat.amin(dim=1).to(dtype), flat.amax(dim=1).to(dtype)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    flat = x.detach().reshape(x.shape[0], -1).to(dtype, copy=True)
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    mean = flat.sum(dim=1, keepdim=True).div_(flat.shape[1])  # two passes (mean, then the centred norm): no
+    std = torch.linalg.vector_norm(flat.sub_(mean), dim=1).div_(flat.shape[1] ** 0.5)  # cancellation at |μ| ≫ σ
+    mean = mean.squeeze(1)
     return torch.stack([mean, std, lo, hi], dim=1), torch.stack([mean.abs(), std, lo, hi], dim=1)
 
 
