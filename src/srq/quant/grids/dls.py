@@ -32,17 +32,25 @@ from .base import GRIDS, Grid, Params, fusable
 __all__ = ["DLSGrid", "DLS_FLOOR", "dls_statistics", "dls_range"]
 
 DLS_FLOOR = 1e-5  # smallest half-width α̂, in the activation's units
+_CANCELLATION = 1e-3  # σ² below this fraction of E[x²]: recompute σ from centred values (else ~ε·E[x²]/σ² off)
 
 
 def dls_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Φ, Φ′)`` of each sample of ``x`` (axis 0), detached, in float32 at least (bfloat16 inputs are promoted):
     two (N, 4) tensors of ``(μ, σ, min, max)`` and ``(|μ|, σ, min, max)`` (σ without Bessel's correction)."""
     dtype = torch.promote_types(x.dtype, torch.float32)
-    flat = x.detach().reshape(x.shape[0], -1).to(dtype, copy=True)
-    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
-    mean = flat.sum(dim=1, keepdim=True).div_(flat.shape[1])  # two passes (mean, then the centred norm): no
-    std = torch.linalg.vector_norm(flat.sub_(mean), dim=1).div_(flat.shape[1] ** 0.5)  # cancellation at |μ| ≫ σ
-    mean = mean.squeeze(1)
+    flat = x.detach().reshape(x.shape[0], -1)
+    count = flat.shape[1]
+    lo, hi = flat.amin(dim=1).to(dtype), flat.amax(dim=1).to(dtype)
+    mean = flat.sum(dim=1, dtype=dtype) / count  # one pass, no copy: σ² = E[x²] − μ² ...
+    square = torch.linalg.vector_norm(flat, dim=1, dtype=dtype).square_() / count
+    var = square - mean.square()
+    close = var < _CANCELLATION * square  # ... unless |μ| ≫ σ, where that difference cancels: two passes there
+    if bool(close.any()):
+        rows = flat[close].to(dtype, copy=True)
+        centred = rows.sub_(rows.sum(dim=1, keepdim=True) / count)
+        var[close] = torch.linalg.vector_norm(centred, dim=1).square_() / count
+    std = var.clamp_min_(0).sqrt_()
     return torch.stack([mean, std, lo, hi], dim=1), torch.stack([mean.abs(), std, lo, hi], dim=1)
 
 
