@@ -12,8 +12,10 @@ ones; the median step time, the process's peak RSS and the loss of every step ar
 precision, ``fp32`` (float32 eager) or ``bf16`` (bfloat16 autocast of the forward passes, as
 ``train.precision=bf16``), with options ``-cl`` (channels-last) and ``-fused`` (the per-tensor LSQ/LSQ+/PAMS
 activation quantizers in one autograd node, ``srq.quant.functional.fake_quant_step``, and QuantSR's RLQ / QuantSR+'s
-RBD ones in another, ``srq.quant.grids.soft_step``: srq's default; without it the composed expressions).
-``fp32`` is the baseline ("before"); srq's training runs as ``bf16-fused`` with ``train.precision=bf16``.
+RBD ones in another, ``srq.quant.grids.soft_step``: srq's default; without it the composed expressions) and
+``-reuse`` (freed heap blocks kept for the next step, :func:`srq.utils.memory.reuse_freed_memory`, as srq's training
+loops do). ``fp32`` is the baseline ("before"); srq's training runs as ``bf16-fused-reuse`` with
+``train.precision=bf16`` (``bf16-cl-fused-reuse`` with ``train.memory_format=channels_last``).
 Interleaved runs (``--rounds``) spread the machine's noise over variants.
 Writes benchmarks/results/qat/speed.json (the cases measured replace their earlier rows; other cases are kept).
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 import torch
 
 OUT = Path(__file__).resolve().parent / "results" / "qat"
-VARIANTS = ("fp32", "fp32-fused", "bf16", "bf16-fused", "bf16-cl-fused")
+VARIANTS = ("fp32", "fp32-fused", "bf16", "bf16-fused", "bf16-cl-fused", "bf16-cl-fused-reuse")
 
 
 def one(case: str, variant: str, warmup: int, steps: int) -> dict:
@@ -42,9 +44,12 @@ def one(case: str, variant: str, warmup: int, steps: int) -> dict:
     import srq.quant.grids.base as grids
     from srq.data import calibration_set
     from srq.methods import get_method
+    from srq.utils.memory import reuse_freed_memory
 
     options = variant.split("-")
     grids.FUSED = "fused" in options
+    if "reuse" in options:
+        reuse_freed_memory()
     model, scale, batch, hr, *method = case.split(":")
     scale, batch, hr = int(scale), int(batch), int(hr)
     torch.manual_seed(0)
