@@ -76,8 +76,9 @@ def rbd_code(u: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """``q = Σ 2ᵏ·b_k`` of :func:`rbd_bits` (same shape as ``u``, no gradient), without holding the planes: the
     remainder ``r`` after the last bit is ``u − q`` exactly (each step subtracts a power of two), so ``q = u − r``."""
     r = u.detach().clone()
-    for k in reversed(range(thresholds.numel())):
-        r.sub_((r > thresholds[k].detach()).to(r.dtype), alpha=2.0**k)
+    bit = torch.empty_like(r)
+    for k in reversed(range(thresholds.numel())):  # a 0/1 mask in r's dtype: a bool one costs ~20× here
+        r.sub_(torch.gt(r, thresholds[k].detach(), out=bit), alpha=2.0**k)
     return u.detach() - r
 
 
