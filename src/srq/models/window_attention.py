@@ -101,10 +101,10 @@ def windowed_attention(qkv: torch.Tensor, num_heads: int, scale: float, bias: to
     q, k, v = q_point(qkv[0] * scale), k_point(qkv[1]), v_point(qkv[2])
     if is_plain_marker(prob_point):
         return _fused_attention(q, k, v, bias, mask).transpose(1, 2).reshape(b_, n, c)
-    # in place: (B_, heads, n, n) is the largest tensor; bias and mask in its dtype (under autocast, bfloat16): an
-    # in-place add of another dtype takes a slow path (~20× on a CPU)
+    # in place: (B_, heads, n, n) is the largest tensor; bias and mask contiguous and in its dtype (under autocast,
+    # bfloat16): a strided or other-dtype operand takes a slow path (~10–20× on a CPU)
     attn = q @ k.transpose(-2, -1)
-    attn.add_(bias.to(attn.dtype).unsqueeze(0))
+    attn.add_(bias.to(attn.dtype, memory_format=torch.contiguous_format).unsqueeze(0))
     if mask is not None:
         nw = mask.shape[0]
         attn.view(b_ // nw, nw, num_heads, n, n).add_(mask.to(attn.dtype).unsqueeze(1).unsqueeze(0))
