@@ -328,6 +328,8 @@ def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_N
             "eval time ÷ FP | rev |", "|---|---|---|---|---|---|---|---|---|---|"]
     for f in sorted([*out_dir.glob("*_x*_*.json"), *also], key=lambda f: f.name):
         d = json.loads(f.read_text())
+        if "fp_results" not in d:  # another kind of JSON in the folder (e.g. dls_ranges.py's)
+            continue
         fp = {r["dataset"]: r for r in d["fp_results"]}
         cells = "; ".join(f"{r['dataset']} {r['psnr']:.2f}/{r['ssim']:.4f} "
                           f"({r['psnr'] - fp[r['dataset']]['psnr']:+.2f})" for r in d["results"])

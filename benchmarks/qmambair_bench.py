@@ -56,6 +56,8 @@ def complexity_table(out_dir: Path = OUT) -> None:
         entries, seen = [], set()
         for f in sorted(out_dir.glob("*_x*_*.json")):
             d = json.loads(f.read_text())
+            if "cost" not in d:  # not a result file (e.g. dls_ranges.py's)
+                continue
             row = complexity_from_dict(d["cost"], f.stem, convention)
             m = RESULT_NAME.match(f.stem)
             model = m["model"] if m else f.stem
