@@ -85,6 +85,9 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     tag = distinct_tag(f"{model_name}_x{scale}", tag or method, bits.lower(), pipeline.recipe_hash(recipe),
                        [out_dir] + ([Path(save_dir)] if save_dir is not None else []))
     stem = f"{model_name}_x{scale}_{tag}_{bits.lower()}"
+    if len(f"{stem}.training.csv".encode()) > NAME_MAX:  # refuse before the work, not when writing its result
+        raise SystemExit(f"error: the result name {stem!r} is {len(stem)} characters, too long for a file name: "
+                         f"give fewer -p overrides (or shorter values)")
     folder = Path(save_dir) / stem if save_dir is not None else None
     resumed = resume and folder is not None and (folder / "srq.json").is_file()
     calibration = calibration or {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])}
@@ -289,6 +292,7 @@ def fp_reference(args: argparse.Namespace, datasets: list[str]) -> tuple[list[Da
 
 
 # A result file's name: <model>_x<scale>_<method>[_tag]_<bits> (model names may contain "_", e.g. carn_m).
+NAME_MAX = 255  # bytes in one file name (Linux, macOS)
 RESULT_NAME = re.compile(r"(?P<model>.+?_x\d+)_(?P<tag>.+)_(?P<bits>[^_]+)$")
 
 

@@ -106,3 +106,13 @@ def test_pdparams_numpy_only(tmp_path):
     with pytest.raises(SrqError, match=r"refused.*io\.open"):
         read_checkpoint(tmp_path / "evil.pdparams")
     assert not marker.exists()
+
+
+def test_a_file_name_at_the_file_system_limit_is_written_atomically(tmp_path):
+    from srq.engine.results import atomic_write_text
+    from srq.fileio import temp_beside
+
+    path = tmp_path / ("r" * 250 + ".json")  # 255 bytes: the longest name a Linux file system takes
+    atomic_write_text(path, "{}\n")
+    assert path.read_text() == "{}\n" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert len(temp_beside(path).name) < 40

@@ -13,7 +13,7 @@ import shutil
 import threading
 from pathlib import Path
 
-__all__ = ["current_umask", "file_sha256", "follow_umask", "replace_folder", "write_safetensors"]
+__all__ = ["current_umask", "file_sha256", "follow_umask", "replace_folder", "temp_beside", "write_safetensors"]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -32,6 +32,15 @@ def follow_umask(path: str | os.PathLike) -> None:
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~current_umask())
 
 
+def temp_beside(path: str | os.PathLike, kind: str = "tmp") -> Path:
+    """A hidden name in ``path``'s folder for writing it atomically (write there, then ``os.replace``): the
+    name's hash and the process id, so it stays short whatever the length of ``path``'s name (which may be up to
+    the file system's limit, 255 bytes)."""
+    path = Path(path)
+    digest = hashlib.sha1(path.name.encode()).hexdigest()[:12]
+    return path.with_name(f".{digest}.{os.getpid()}.{kind}")
+
+
 def replace_folder(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Put folder ``source`` at ``target`` (same file system), replacing what ``target`` held.
 
@@ -42,7 +51,7 @@ def replace_folder(source: str | os.PathLike, target: str | os.PathLike) -> None
     if not target.exists():
         os.replace(source, target)
         return
-    aside = target.with_name(f".{target.name}.old{os.getpid()}")
+    aside = temp_beside(target, "old")
     os.replace(target, aside)
     os.replace(source, target)
     shutil.rmtree(aside, ignore_errors=True)
@@ -55,7 +64,7 @@ def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_beside(path)
     try:
         save_file(tensors, str(tmp), metadata=metadata)
         follow_umask(tmp)

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, SrqError
-from ..fileio import follow_umask
+from ..fileio import follow_umask, temp_beside
 from ..quant.layers import QuantConv2d, QuantConvTranspose2d, QuantLinear, WeightPointQuantizer
 from ..quant.quantizer import Quantizer
 from .qparams import IntGrid, IntWeight, int_bias, int_grid, int_weight
@@ -407,7 +407,7 @@ def _check_dynamic_size(data: bytes, ready: nn.Module, example: torch.Tensor) ->
 def write_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (a temp file beside it, then rename), with the umask's permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_beside(path)
     try:
         tmp.write_bytes(data)
         follow_umask(tmp)

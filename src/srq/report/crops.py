@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..fileio import temp_beside
 from ..errors import SrqError
 from .runs import ReportRun
 
@@ -93,7 +94,7 @@ def _png(img: np.ndarray) -> bytes:
 def _write_bytes(path: Path, data: bytes) -> None:
     """Write atomically (temp file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_beside(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
