@@ -13,6 +13,7 @@ benchmarks/results/ptq/summary.md is rebuilt from all result files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -82,12 +83,10 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     """
     w, a = parse_bits(bits)
     recipe = recipe if recipe is not None else METHODS[method](w_bits=w, a_bits=a)
-    tag = distinct_tag(f"{model_name}_x{scale}", tag or method, bits.lower(), pipeline.recipe_hash(recipe),
+    tag = distinct_tag(f"{model_name}_x{scale}", fit_tag(f"{model_name}_x{scale}", tag or method, bits.lower()),
+                       bits.lower(), pipeline.recipe_hash(recipe),
                        [out_dir] + ([Path(save_dir)] if save_dir is not None else []))
     stem = f"{model_name}_x{scale}_{tag}_{bits.lower()}"
-    if len(f"{stem}.training.csv".encode()) > NAME_MAX:  # refuse before the work, not when writing its result
-        raise SystemExit(f"error: the result name {stem!r} is {len(stem)} characters, too long for a file name: "
-                         f"give fewer -p overrides (or shorter values)")
     folder = Path(save_dir) / stem if save_dir is not None else None
     resumed = resume and folder is not None and (folder / "srq.json").is_file()
     calibration = calibration or {"set": "DIV2K_test_LRx4", "images": len(calib), "patch": int(calib.shape[-1])}
@@ -293,6 +292,19 @@ def fp_reference(args: argparse.Namespace, datasets: list[str]) -> tuple[list[Da
 
 # A result file's name: <model>_x<scale>_<method>[_tag]_<bits> (model names may contain "_", e.g. carn_m).
 NAME_MAX = 255  # bytes in one file name (Linux, macOS)
+LONGEST_SUFFIX = "-12345678.training.csv"  # distinct_tag's recipe hash and the longest file a result writes
+
+
+def fit_tag(prefix: str, tag: str, bits: str) -> str:
+    """``tag`` unchanged when ``<prefix>_<tag>_<bits>`` and its files fit in a file name (:data:`NAME_MAX`), else
+    cut, with 8 hex digits of its hash in place of the rest (the result file records the full recipe)."""
+    room = NAME_MAX - len(f"{prefix}__{bits}{LONGEST_SUFFIX}".encode())
+    if len(tag.encode()) <= room:
+        return tag
+    digest = hashlib.sha1(tag.encode()).hexdigest()[:8]
+    return f"{tag.encode()[:room - 9].decode(errors='ignore')}-{digest}"
+
+
 RESULT_NAME = re.compile(r"(?P<model>.+?_x\d+)_(?P<tag>.+)_(?P<bits>[^_]+)$")
 
 
