@@ -32,11 +32,6 @@ def _libc():
         return None
 
 
-def _malloc_trim():
-    libc = _libc()
-    return libc.malloc_trim if libc is not None else None
-
-
 def reuse_freed_memory() -> bool:
     """Keep freed blocks under :data:`REUSE_BELOW` in the heap for the next allocation instead of unmapping them
     (glibc's ``mallopt``: process-wide, for the rest of the process; a no-op with other C libraries). True if set.
@@ -56,5 +51,5 @@ def release_memory(collect: bool = True) -> bool:
     """Return free heap pages to the OS (after a garbage collection if ``collect``); True if trimmed."""
     if collect:
         gc.collect()
-    trim = _malloc_trim()
-    return bool(trim(0)) if trim is not None else False
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
