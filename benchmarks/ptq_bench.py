@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -290,7 +291,6 @@ def fp_reference(args: argparse.Namespace, datasets: list[str]) -> tuple[list[Da
     return evaluate(model, datasets, args.scale, progress=False, split=split), None
 
 
-# A result file's name: <model>_x<scale>_<method>[_tag]_<bits> (model names may contain "_", e.g. carn_m).
 NAME_MAX = 255  # bytes in one file name (Linux, macOS)
 LONGEST_SUFFIX = "-12345678.training.csv"  # distinct_tag's recipe hash and the longest file a result writes
 
@@ -305,6 +305,7 @@ def fit_tag(prefix: str, tag: str, bits: str) -> str:
     return f"{tag.encode()[:room - 9].decode(errors='ignore')}-{digest}"
 
 
+# A result file's name: <model>_x<scale>_<method>[_tag]_<bits> (model names may contain "_", e.g. carn_m).
 RESULT_NAME = re.compile(r"(?P<model>.+?_x\d+)_(?P<tag>.+)_(?P<bits>[^_]+)$")
 
 
@@ -337,15 +338,20 @@ def average_bits(doc: dict) -> str:
     return f"{w_avg:.2f}/{a_avg:.2f}"
 
 
+def result_docs(source: Path | Sequence[Path]) -> list[tuple[Path, dict]]:
+    """``(path, document)`` of every result file in folder ``source`` (``*_x*_*.json``) or in the list of files,
+    leaving out other JSON files kept beside them (e.g. dls_ranges.py's)."""
+    files = sorted(source.glob("*_x*_*.json")) if isinstance(source, Path) else list(source)
+    docs = [(f, json.loads(f.read_text())) for f in files]
+    return [(f, d) for f, d in docs if "results" in d and "fp_results" in d and "cost" in d]
+
+
 def summary(out_dir: Path = OUT, title: str = "PTQ baselines", note: str = PTQ_NOTE, also: list[Path] = ()) -> None:
     """Rebuild ``out_dir/summary.md`` from every result file there (and the files in ``also``)."""
     rows = [f"# {title}", "", note, "",
             "| model | method | bits | avg W/A bits | set PSNR / SSIM (Δ vs FP) | size KB | BitOPs G | quantize s | "
             "eval time ÷ FP | rev |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for f in sorted([*out_dir.glob("*_x*_*.json"), *also], key=lambda f: f.name):
-        d = json.loads(f.read_text())
-        if "fp_results" not in d:  # another kind of JSON in the folder (e.g. dls_ranges.py's)
-            continue
+    for f, d in sorted([*result_docs(out_dir), *result_docs(also)], key=lambda fd: fd[0].name):
         fp = {r["dataset"]: r for r in d["fp_results"]}
         cells = "; ".join(f"{r['dataset']} {r['psnr']:.2f}/{r['ssim']:.4f} "
                           f"({r['psnr'] - fp[r['dataset']]['psnr']:+.2f})" for r in d["results"])

@@ -21,13 +21,12 @@ with their reductions, srq's count and the BOPs ÷ 64 count).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from srq.engine.results import atomic_write_text, run_script
 from srq.quant.complexity import complexity_from_dict, format_complexity
 
-from ptq_bench import RESULT_NAME
+from ptq_bench import RESULT_NAME, result_docs
 from qat_bench import qat_parser, run_qat_rows
 
 OUT = Path(__file__).resolve().parent / "results" / "qmambair"
@@ -54,10 +53,7 @@ def complexity_table(out_dir: Path = OUT) -> None:
             ""]
     for convention in ("srq", "bops64"):
         entries, seen = [], set()
-        for f in sorted(out_dir.glob("*_x*_*.json")):
-            d = json.loads(f.read_text())
-            if "cost" not in d:  # not a result file (e.g. dls_ranges.py's)
-                continue
+        for f, d in result_docs(out_dir):
             row = complexity_from_dict(d["cost"], f.stem, convention)
             m = RESULT_NAME.match(f.stem)
             model = m["model"] if m else f.stem

@@ -32,7 +32,7 @@ from srq.quant.complexity import complexity_from_dict
 from srq.report.plots import tradeoff_svg
 from srq.report.runs import pareto_front
 
-from ptq_bench import RESULT_NAME
+from ptq_bench import RESULT_NAME, result_docs
 from qat_bench import qat_parser, run_qat_rows
 from qmambair_bench import complexity_table
 
@@ -64,8 +64,7 @@ def qsa_sweep(out_dir: Path = OUT) -> None:
     """Rebuild ``out_dir/qsa-sweep-<model>_<bits>.md`` and one PSNR-vs-BitOPs SVG per set of :data:`SWEEP_SETS`
     from the full QuantSR+ rows with the same training budget (``recipe.train``), one point per QSA budget."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for f in sorted(out_dir.glob("*_x*_*.json")):
-        d = json.loads(f.read_text())
+    for f, d in result_docs(out_dir):
         m = RESULT_NAME.match(f.stem)
         if m and _is_full_quantsr_plus(d.get("recipe", {})):
             groups[(m["model"], m["bits"], json.dumps(d["recipe"].get("train"), sort_keys=True))].append(d)
