@@ -17,7 +17,8 @@ RBD ones in another, ``srq.quant.grids.soft_step``: srq's default; without it th
 loops do). ``fp32`` is the baseline ("before"); srq's training runs as ``bf16-fused-reuse`` with
 ``train.precision=bf16`` (``bf16-cl-fused-reuse`` with ``train.memory_format=channels_last``).
 Interleaved runs (``--rounds``) spread the machine's noise over variants.
-Writes benchmarks/results/qat/speed.json (the cases measured replace their earlier rows; other cases are kept).
+Writes benchmarks/results/qat/speed.json (the cases measured replace their earlier rows; other cases are kept), or
+the file ``--out`` names (e.g. ``--out speed-avx2.json`` for a machine of another kind).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every variant")
+    p.add_argument("--out", default="speed.json", help="result file name under benchmarks/results/qat/")
     p.add_argument("--one", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -121,8 +123,8 @@ def main() -> None:
         for v in summary[case].values():
             v[f"speedup_vs_{baseline}"] = base / v["median_ms"]
     OUT.mkdir(parents=True, exist_ok=True)
-    doc = merged(OUT / "speed.json", summary, rows, provenance())
-    atomic_write_text(OUT / "speed.json", json.dumps(doc, indent=2) + "\n")
+    doc = merged(OUT / args.out, summary, rows, provenance())
+    atomic_write_text(OUT / args.out, json.dumps(doc, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 

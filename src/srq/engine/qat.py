@@ -29,7 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.wrappers import pixel_range
+from ..quant.quantizer import Quantizer
 from ..typed_config import check_above, check_at_least, check_choice, check_types
+from ..utils.device import native_bf16
 from ..utils.distributed import init_from_env
 from ..utils.memory import release_memory, reuse_freed_memory
 from ..utils.progress import progress_bar
@@ -38,7 +41,7 @@ from .blocks import capture_outputs, resolve_blocks
 from .distill import _backward, _finite_gradients, feature_term
 from .inference import memory_format, model_device
 
-__all__ = ["QATConfig", "TrainBatches", "train_qat", "LOG_COLUMNS"]
+__all__ = ["QATConfig", "TrainBatches", "train_qat", "param_groups", "LOG_COLUMNS"]
 
 LOG_COLUMNS = ("step", "loss", "lr", "psnr", "step_ms")  # one log row per step; psnr only where validated
 
@@ -55,8 +58,12 @@ class QATConfig:
     schedule multiplies the rates by ``gamma``. ``validate_every``: steps between validations on ``val_set``
     (0: once, at the end); the best validated state is what the run returns (``keep="best"``) or the last.
     ``precision="bf16"`` runs the training forward passes under bfloat16 autocast (about 5× faster steps on a CPU
-    with AMX); validation and the returned model stay float32. ``lr`` 5e-4 suits budgets of a few thousand steps
-    (measured, docs/methods.md); long GPU schedules usually want less."""
+    with AMX; about 10× slower on a CPU without native bfloat16, which a warning says); validation and the
+    returned model stay float32. ``lr`` 5e-4 suits budgets of a few thousand steps (measured, docs/methods.md);
+    long GPU schedules usually want less. ``act_lr_scale="pixel_range"``: the activation quantizers' parameters
+    in the input's units (steps, offsets, clipping values, shifts) train at ``quant_lr`` × the model's pixel range,
+    so a [0, 255] model's quantizers move the same fraction of their ranges per step as a [0, 1] model's (Adam's
+    steps are about the rate in the parameter's own units); ``"none"``: every quantizer parameter at ``quant_lr``."""
 
     iterations: int = 2000
     batch: int = 16
@@ -79,6 +86,7 @@ class QATConfig:
     precision: str = "fp32"  # "bf16": forward passes under bfloat16 autocast (AMX/tensor cores); losses in fp32
     memory_format: str = "contiguous"  # "channels_last": train (and run the teacher) in NHWC layout
     seed: int = 0
+    act_lr_scale: str = "pixel_range"  # or "none": see the class docstring
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -92,6 +100,7 @@ class QATConfig:
         check_choice(self, "keep", ("best", "last"))
         check_choice(self, "precision", ("fp32", "bf16"))
         check_choice(self, "memory_format", ("contiguous", "channels_last"))
+        check_choice(self, "act_lr_scale", ("pixel_range", "none"))
         if not all(0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ConfigError(f"QATConfig: milestones must be increasing fractions of the run in (0, 1), "
                               f"got {self.milestones}")
@@ -119,8 +128,7 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
         raise ConfigError("QAT without ground truth (lambda_gt=0) needs the FP teacher")
     device = model_device(qmodel)
     rank, world = init_from_env(device)
-    groups: list[dict[str, Any]] = [{"params": weights, "lr": config.lr},
-                                     {"params": quant_params, "lr": config.quant_lr, "weight_decay": 0.0}]
+    groups = param_groups(qmodel, weights, quant_params, config)
     trained = [*weights, *quant_params]
     reuse_freed_memory()  # each step frees and reallocates the same tensors
     frozen = [p for p in qmodel.parameters() if p.requires_grad and all(p is not q for q in trained)]
@@ -131,6 +139,9 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
     project = [getattr(m, "project_bounds_") for m in qmodel.modules() if hasattr(m, "project_bounds_")]
     names = resolve_blocks(fp_model, blocks, data.batch(0, 1)[0][:1].to(device)) \
         if teacher and config.lambda_feat and fp_model is not None else []
+    if config.precision == "bf16" and not native_bf16(device):
+        warnings.warn(f"{description}: train.precision=bf16 on a {device.type} without native bfloat16 (no "
+                      f"AVX512-BF16/AMX): autocast is emulated and about 10x slower than train.precision=fp32")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     log: list[dict[str, Any]] = []
     best: dict[str, Any] = {"step": 0, "psnr": None}
@@ -250,6 +261,23 @@ def _training_layout(config: QATConfig, *models: nn.Module | None) -> contextlib
         for model in {id(m): m for m in models if m is not None}.values():
             stack.enter_context(memory_format(model, torch.channels_last))
     return stack
+
+
+def param_groups(qmodel: nn.Module, weights: list[nn.Parameter], quant_params: list[nn.Parameter],
+                 config: QATConfig) -> list[dict[str, Any]]:
+    """The optimiser's groups: ``weights`` at ``lr``, ``quant_params`` at ``quant_lr``, and with
+    ``act_lr_scale="pixel_range"`` on a model whose pixel range R is not 1, the activation quantizers' parameters in
+    the input's units at ``quant_lr``·R (a third group)."""
+    unit = pixel_range(qmodel) if config.act_lr_scale == "pixel_range" else 1.0
+    in_units = {id(p) for m in qmodel.modules() if isinstance(m, Quantizer) and m.batch_axis is not None
+                for p in m.input_unit_parameters()} if unit != 1.0 else set()
+    groups: list[dict[str, Any]] = [
+        {"params": weights, "lr": config.lr},
+        {"params": [p for p in quant_params if id(p) not in in_units], "lr": config.quant_lr, "weight_decay": 0.0}]
+    scaled = [p for p in quant_params if id(p) in in_units]
+    if scaled:
+        groups.append({"params": scaled, "lr": config.quant_lr * unit, "weight_decay": 0.0})
+    return groups
 
 
 def _optimizer(config: QATConfig, groups: list[dict]) -> torch.optim.Optimizer:

@@ -18,7 +18,7 @@ from ..data.bicubic import imresize
 from ..errors import SrqError
 from ..metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
 
-__all__ = ["PixelRangeWrapper", "YChannelWrapper", "GreyWrapper", "wrap", "wrap_model"]
+__all__ = ["PixelRangeWrapper", "YChannelWrapper", "GreyWrapper", "wrap", "wrap_model", "pixel_range"]
 
 
 class PixelRangeWrapper(nn.Module):
@@ -31,6 +31,12 @@ class PixelRangeWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x * self.pixel_range) / self.pixel_range
+
+
+def pixel_range(model: nn.Module) -> float:
+    """The pixel range ``model``'s layers compute in: its :class:`PixelRangeWrapper`'s (255 for a [0, 255]
+    checkpoint), else 1."""
+    return next((m.pixel_range for m in model.modules() if isinstance(m, PixelRangeWrapper)), 1.0)
 
 
 def wrap(net: nn.Module, pixel_range: float = 1.0) -> nn.Module:

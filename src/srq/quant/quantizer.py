@@ -210,6 +210,12 @@ class Quantizer(nn.Module):
         self.bitwidth.project_(self._tensors(self.bitwidth.params))
         self.grid.project_(self._tensors(self.grid.params))
 
+    def input_unit_parameters(self) -> list[nn.Parameter]:
+        """The trained grid parameters in the input's units (steps, offsets, bounds, shifts): scaling the input by c
+        scales them by c. Not the unitless ones (thresholds in steps, DLS's coefficients, bit widths)."""
+        names = [n for n in self.grid.params if n not in self.grid.buffers and n not in self.grid.unitless]
+        return [p for n in names if isinstance(p := getattr(self, n, None), nn.Parameter)]
+
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current ``(lower, upper)`` of the represented range."""
         return self.grid.bounds(self._tensors(self.grid.params), self.bits)

@@ -1,5 +1,5 @@
 """Choosing the torch device from a user's ``--device`` text: ``auto`` (CUDA when present, else CPU), ``cpu``,
-``cuda`` or ``cuda:N``.
+``cuda`` or ``cuda:N``; whether a device computes bfloat16 natively (:func:`native_bf16`).
 
 Models are moved with ``model.to(device)``; srq creates every quantizer, observer statistic, rectifier and bit
 offset on the device of the model it is given, and moves calibration batches there one at a time.
@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-__all__ = ["DEVICE_CHOICES", "resolve_device", "device_arg"]
+__all__ = ["DEVICE_CHOICES", "resolve_device", "device_arg", "native_bf16"]
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
@@ -44,3 +44,18 @@ def device_arg(spec: str) -> torch.device:
         return resolve_device(spec)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions and matrix products natively: a CUDA GPU with bf16 support,
+    or a CPU whose oneDNN has bf16 kernels (AVX512-BF16 / AMX; AVX-512 BW/VL/DQ at least). On a CPU without them
+    (AVX2 only, e.g. AMD Zen 3) bfloat16 autocast is emulated: an IMDN x4 training step ran 10.7× slower than in
+    float32 (results/qat/speed-avx2.json)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -38,6 +38,7 @@ class Grid:
     name: str
     params: tuple[str, ...]  # names of the tensors the grid reads; the first sets the bound shape and dtype
     buffers: tuple[str, ...] = ()  # those of :attr:`params` kept as buffers (not trained); others are nn.Parameters
+    unitless: tuple[str, ...] = ()  # trained params not in the input's units (thresholds in steps, coefficients)
     counts_samples = False  # whether quantize takes ``samples=``: the number of samples in ``x`` (1 for weights)
     variable_bits = False  # whether the bit width may be a tensor (continuous offset, per-sample extra bits)
     observer: str | None = None  # observer forced on this grid (None: the one asked for)

@@ -71,6 +71,7 @@ class DLSGrid(Grid):
     ``bounds`` has no fixed range to give (NaN): the range is the input's."""
 
     params = ("w1", "w2")
+    unitless = ("w1", "w2")  # coefficients on the input's statistics
     observer = "minmax"
     init_w1: tuple[float, ...] = (0.0, 3.0, 0.0, 0.0)
     init_w2: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0)

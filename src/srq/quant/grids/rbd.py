@@ -112,6 +112,7 @@ class RBDGrid(Grid):
     2 … 8 bits."""
 
     params = ("step", "thresholds")
+    unitless = ("thresholds",)
     observer = "signed_meanabs"
     temperature = TANH_TEMPERATURE
 
@@ -161,6 +162,7 @@ class RBDActivationGrid(Grid):
 
     params = ("step", "offset", "shift", "shift_axis", "thresholds")
     buffers = ("shift_axis",)
+    unitless = ("thresholds",)
     counts_samples = True
     temperature = TANH_TEMPERATURE
     _rlq = RLQGrid()

@@ -69,6 +69,7 @@ class RFAGrid(Grid):
     and K = 2ⁿ − 1 learnable thresholds per layer (``thresholds``, in steps). Weights only; 2 … 8 bits."""
 
     params = ("step", "thresholds")
+    unitless = ("thresholds",)
     observer = "signed_meanabs"
     flat_slope = 0.1
 
