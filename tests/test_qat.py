@@ -82,33 +82,6 @@ def test_bf16_on_a_cpu_without_native_bfloat16_warns(fp, hr_folder, monkeypatch)
                   weights=weights, quant_params=quant, progress=False)
 
 
-def test_activation_quantizers_of_a_255_model_train_at_quant_lr_times_the_range(fp):
-    """Steps, offsets and clipping values of activations are in pixel units: ×255 for a [0, 255] model; weight
-    quantizers, unitless parameters (DLS's coefficients) and the weights keep their rates."""
-    from srq.engine.qat import param_groups
-    from srq.methods import QMambaIR
-
-    calib = sample_calibration(4)[:2]
-    wrapped = srq.models.wrap(copy.deepcopy(fp), pixel_range=255)
-    for recipe in (LSQ(w_bits=4, a_bits=4), LSQPlus(w_bits=4, a_bits=4), PAMS(w_bits=4, a_bits=4), QMambaIR()):
-        for model, unit in ((fp, 1.0), (wrapped, 255.0)):
-            q = recipe.prepare(model, calib[:1])
-            quant = [p for _, m in quantizers(q) for p in m.parameters()]
-            weights = [p for p in q.parameters() if all(p is not t for t in quant)]
-            act = {id(p) for _, m in quantizers(q) if m.batch_axis is not None for p in m.input_unit_parameters()}
-            names = {n for _, m in quantizers(q) if m.batch_axis is not None
-                     for n, p in m.named_parameters() if id(p) in act}
-            assert names == {LSQ: {"step"}, LSQPlus: {"step", "offset"}, PAMS: {"alpha"},
-                             QMambaIR: {"step", "offset"}}[type(recipe)]  # Q-MambaIR: its static LSQ+ ones, not DLS
-            for scale in ("pixel_range", "none"):
-                groups = param_groups(q, weights, quant, QATConfig(lr=1e-4, quant_lr=1e-3, act_lr_scale=scale))
-                rate = {id(p): g["lr"] for g in groups for p in g["params"]}
-                assert sorted(rate) == sorted(id(p) for p in [*weights, *quant])  # each once
-                assert all(rate[id(p)] == 1e-4 for p in weights)
-                k = unit if scale == "pixel_range" else 1.0
-                assert all(rate[id(p)] == pytest.approx(1e-3 * (k if id(p) in act else 1.0)) for p in quant)
-
-
 def test_channels_last_training_matches_contiguous_and_puts_the_layout_back(fp, hr_folder):
     cfg = QATConfig(iterations=6, batch=2, hr_patch=32, lr=1e-3, quant_lr=1e-3)
     states = []

@@ -26,6 +26,7 @@ from .blocks import capture_outputs, find_blocks, resolve_blocks
 from .checkpoint import active_work_area
 from .inference import model_device
 from .inplace import inplace_message
+from .rates import ACT_LR_SCALES, pixel_scaled_groups
 from ..utils.memory import release_memory, reuse_freed_memory
 from ..utils.progress import progress_bar
 
@@ -90,6 +91,7 @@ class FinetuneConfig:
     # skipped: on a batch where the quantized network runs away (no static clipping under DAN) one step's
     # gradients are many orders of magnitude above the rest and would dominate Adam's moments or a gradient mean
     outlier_factor: float | None = None
+    act_lr_scale: str = "pixel_range"  # or "none": activation bounds of a [0, 255] model at lr × 255 (engine.rates)
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -99,6 +101,7 @@ class FinetuneConfig:
             raise ConfigError(f"FinetuneConfig: lr must be above 0 and lr_min (if set) within 0 … lr, got "
                               f"lr={self.lr}, lr_min={self.lr_min}")
         check_choice(self, "optimizer", ("adam", "sgd"))
+        check_choice(self, "act_lr_scale", ACT_LR_SCALES)
         check_choice(self, "feature_loss", FEATURE_LOSSES)
         check_above(self, 1, "outlier_factor")
 
@@ -137,6 +140,7 @@ def finetune(qmodel: nn.Module, fp_model: nn.Module, inputs: torch.Tensor, param
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
+    groups = pixel_scaled_groups(qmodel, groups, config.lr, config.act_lr_scale)
     opt = (torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD)(groups, lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     per_epoch = -(-len(inputs) // config.batch)

@@ -29,8 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.wrappers import pixel_range
-from ..quant.quantizer import Quantizer
 from ..typed_config import check_above, check_at_least, check_choice, check_types
 from ..utils.device import native_bf16
 from ..utils.distributed import init_from_env
@@ -40,8 +38,9 @@ from .checkpoint import active_work_area
 from .blocks import capture_outputs, resolve_blocks
 from .distill import _backward, _finite_gradients, feature_term
 from .inference import memory_format, model_device
+from .rates import ACT_LR_SCALES, pixel_scaled_groups
 
-__all__ = ["QATConfig", "TrainBatches", "train_qat", "param_groups", "LOG_COLUMNS"]
+__all__ = ["QATConfig", "TrainBatches", "train_qat", "LOG_COLUMNS"]
 
 LOG_COLUMNS = ("step", "loss", "lr", "psnr", "step_ms")  # one log row per step; psnr only where validated
 
@@ -61,9 +60,8 @@ class QATConfig:
     with AMX; about 10× slower on a CPU without native bfloat16, which a warning says); validation and the
     returned model stay float32. ``lr`` 5e-4 suits budgets of a few thousand steps (measured, docs/methods.md);
     long GPU schedules usually want less. ``act_lr_scale="pixel_range"``: the activation quantizers' parameters
-    in the input's units (steps, offsets, clipping values, shifts) train at ``quant_lr`` × the model's pixel range,
-    so a [0, 255] model's quantizers move the same fraction of their ranges per step as a [0, 1] model's (Adam's
-    steps are about the rate in the parameter's own units); ``"none"``: every quantizer parameter at ``quant_lr``."""
+    in the activations' units (steps, offsets, clipping values, shifts) train at ``quant_lr`` × the model's pixel
+    range (255 for [0, 255] checkpoints; :mod:`srq.engine.rates`); ``"none"``: all at ``quant_lr``."""
 
     iterations: int = 2000
     batch: int = 16
@@ -100,7 +98,7 @@ class QATConfig:
         check_choice(self, "keep", ("best", "last"))
         check_choice(self, "precision", ("fp32", "bf16"))
         check_choice(self, "memory_format", ("contiguous", "channels_last"))
-        check_choice(self, "act_lr_scale", ("pixel_range", "none"))
+        check_choice(self, "act_lr_scale", ACT_LR_SCALES)
         if not all(0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ConfigError(f"QATConfig: milestones must be increasing fractions of the run in (0, 1), "
                               f"got {self.milestones}")
@@ -128,7 +126,9 @@ def train_qat(qmodel: nn.Module, fp_model: nn.Module | None, data: TrainBatches,
         raise ConfigError("QAT without ground truth (lambda_gt=0) needs the FP teacher")
     device = model_device(qmodel)
     rank, world = init_from_env(device)
-    groups = param_groups(qmodel, weights, quant_params, config)
+    groups = pixel_scaled_groups(qmodel, [{"params": weights, "lr": config.lr},
+                                          {"params": quant_params, "lr": config.quant_lr, "weight_decay": 0.0}],
+                                 config.lr, config.act_lr_scale)
     trained = [*weights, *quant_params]
     reuse_freed_memory()  # each step frees and reallocates the same tensors
     frozen = [p for p in qmodel.parameters() if p.requires_grad and all(p is not q for q in trained)]
@@ -261,23 +261,6 @@ def _training_layout(config: QATConfig, *models: nn.Module | None) -> contextlib
         for model in {id(m): m for m in models if m is not None}.values():
             stack.enter_context(memory_format(model, torch.channels_last))
     return stack
-
-
-def param_groups(qmodel: nn.Module, weights: list[nn.Parameter], quant_params: list[nn.Parameter],
-                 config: QATConfig) -> list[dict[str, Any]]:
-    """The optimiser's groups: ``weights`` at ``lr``, ``quant_params`` at ``quant_lr``, and with
-    ``act_lr_scale="pixel_range"`` on a model whose pixel range R is not 1, the activation quantizers' parameters in
-    the input's units at ``quant_lr``·R (a third group)."""
-    unit = pixel_range(qmodel) if config.act_lr_scale == "pixel_range" else 1.0
-    in_units = {id(p) for m in qmodel.modules() if isinstance(m, Quantizer) and m.batch_axis is not None
-                for p in m.input_unit_parameters()} if unit != 1.0 else set()
-    groups: list[dict[str, Any]] = [
-        {"params": weights, "lr": config.lr},
-        {"params": [p for p in quant_params if id(p) not in in_units], "lr": config.quant_lr, "weight_decay": 0.0}]
-    scaled = [p for p in quant_params if id(p) in in_units]
-    if scaled:
-        groups.append({"params": scaled, "lr": config.quant_lr * unit, "weight_decay": 0.0})
-    return groups
 
 
 def _optimizer(config: QATConfig, groups: list[dict]) -> torch.optim.Optimizer:
