@@ -100,11 +100,24 @@ class QuantLayerMixin:
         return self.output_quantizer(y) if self.output_quantizer is not None else y
 
 
+def in_weight_layout(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) in ``weight``'s memory format where that is unambiguous (not for 1×1 kernels, whose
+    strides fit both): a convolution's summation order follows the layouts, and on some CPUs (AVX2) a
+    channels-last input to a contiguous layer sums in another order, which a quantized model's rounding can
+    amplify. So the layer's layout, not the input's, decides."""
+    last = weight.is_contiguous(memory_format=torch.channels_last)
+    if last == weight.is_contiguous() or x.dim() != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last if last else torch.contiguous_format)
+
+
 class QuantConv2d(QuantLayerMixin, nn.Conv2d):
-    """``nn.Conv2d`` computing ``conv(Q_a(x), Q_w(W))`` (then ``Q_out``, if set); build it with :meth:`from_float`."""
+    """``nn.Conv2d`` computing ``conv(Q_a(x), Q_w(W))`` (then ``Q_out``, if set) in the layer's memory format
+    (:func:`in_weight_layout`); build it with :meth:`from_float`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quantize_output(self._conv_forward(self.quantize_input(x), self.effective_weight(), self.bias))
+        x = in_weight_layout(self.quantize_input(x), self.weight)
+        return self.quantize_output(self._conv_forward(x, self.effective_weight(), self.bias))
 
 
 class QuantLinear(QuantLayerMixin, nn.Linear):
