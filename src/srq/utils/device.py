@@ -49,7 +49,7 @@ def device_arg(spec: str) -> torch.device:
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` runs bfloat16 convolutions and matrix products natively: a CUDA GPU with bf16 support,
     or a CPU whose oneDNN has bf16 kernels (AVX512-BF16 / AMX; AVX-512 BW/VL/DQ at least). On a CPU without them
-    (AVX2 only, e.g. AMD Zen 3) bfloat16 autocast is emulated: an IMDN x4 training step ran 10.7× slower than in
+    (AVX2 only, e.g. AMD Zen 3) bfloat16 autocast is emulated: an IMDN x4 training step ran 11× slower than in
     float32 (results/qat/speed-avx2.json)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
