@@ -442,6 +442,7 @@ def test_output_quantizers_requantize_integer_layers_and_onnx_runtime_fuses_them
     ort = pytest.importorskip("onnxruntime")
     from srq.export import export_onnx, export_ready
     from srq.export.runtime import RuntimeModel
+    from srq.utils.device import cpu_has_vnni
 
     q = _quantized(8, 8, w_grid="symmetric", a_output_bits=8)
     integer = [m for m in q.modules() if isinstance(m, QuantConv2d) and m.input_quantizer is not None]
@@ -471,4 +472,6 @@ def test_output_quantizers_requantize_integer_layers_and_onnx_runtime_fuses_them
     with torch.no_grad():
         ref = export_ready(q, bias="int32")(x)
     diff = (RuntimeModel(path, "onnxruntime", threads=1)(x) - ref).abs()
-    assert diff.mean() < 1e-3 and diff.max() < 8 / 255, (diff.mean(), diff.max())
+    # without VNNI, QLinearConv's int16 pair sums saturate (an AMD EPYC Zen 3 here: mean 0.0023, max 4.2/255)
+    mean_bound = 1e-3 if cpu_has_vnni() else 4e-3
+    assert diff.mean() < mean_bound and diff.max() < 8 / 255, (diff.mean(), diff.max())
