@@ -51,7 +51,6 @@ def test_activation_quantizers_of_a_255_model_train_at_quant_lr_times_the_range(
                 assert all(rate[id(p)] == pytest.approx(1e-3 * (k if id(p) in act else 1.0)) for p in quant)
 
 
-
 def _moves(before, params):
     return [float((p.detach() - b).abs().max()) for p, b in zip(params, before)]
 
@@ -65,8 +64,9 @@ def test_one_adam_step_moves_a_255_models_activation_steps_255_times_further(fp,
         q = LSQ(w_bits=4, a_bits=4).prepare(srq.models.wrap(copy.deepcopy(fp), pixel_range=255), calib[:1])
         calibrate(q, [calib], progress=False)
         weights, quant = _split(q)
-        act = [p for p in quant if id(p) in pixel_unit_parameters(q)]
-        rest = [p for p in q.parameters() if id(p) not in pixel_unit_parameters(q)]
+        in_units = pixel_unit_parameters(q)
+        act = [p for p in quant if id(p) in in_units]
+        rest = [p for p in q.parameters() if id(p) not in in_units]
         before = [p.detach().clone() for p in act + rest]
         train_qat(q, None, TrainingSet(hr_folder, 4, 32, seed=0),
                   QATConfig(iterations=1, batch=2, hr_patch=32, lr=1e-4, quant_lr=1e-3, keep="last",

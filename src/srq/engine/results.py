@@ -22,6 +22,7 @@ import torch
 
 from ..fileio import temp_beside
 from ..errors import SrqError
+from ..utils.device import cpuinfo_field
 from .evaluate import DatasetScore
 
 __all__ = ["provenance", "pin_git_revision", "run_script", "write_results", "atomic_write_text"]
@@ -68,16 +69,6 @@ def run_script(main: Callable[[], None]) -> None:
     exit_on_user_error(checked_main)
 
 
-def cpu_model() -> str | None:
-    """The CPU's model name (``/proc/cpuinfo``; None where there is none): timings, and bfloat16's speed, differ
-    by CPU (an AVX2-only CPU runs bfloat16 autocast about 10× slower than float32)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
-
-
 def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
     """Where and how a result was produced: git revision (pinned at :func:`pin_git_revision` if it was called),
     machine, library versions, command, UTC time."""
@@ -91,7 +82,7 @@ def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
         "git_revision": _PINNED_REVISION or _git_revision(),
         "command": " ".join(shlex.quote(a) for a in argv),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "cpu": cpuinfo_field("model name"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},

@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-__all__ = ["DEVICE_CHOICES", "resolve_device", "device_arg", "native_bf16", "cpu_has_vnni"]
+__all__ = ["DEVICE_CHOICES", "resolve_device", "device_arg", "native_bf16", "cpu_has_vnni", "cpuinfo_field"]
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
@@ -61,14 +61,21 @@ def native_bf16(device: torch.device) -> bool:
         return False
 
 
+def cpuinfo_field(name: str) -> str | None:
+    """The first ``name`` line's value in Linux's ``/proc/cpuinfo`` (e.g. ``"model name"``, ``"flags"``); None
+    where there is no such file or line."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.split(":", 1)[0].strip() == name and ":" in line), None)
+
+
 def cpu_has_vnni() -> bool:
     """Whether the CPU has an int8 dot-product instruction (AVX512-VNNI, AVX-VNNI or AMX-INT8; Linux's
     ``/proc/cpuinfo``, False elsewhere). Without one, ONNX Runtime's uint8 × int8 convolutions (``QLinearConv``)
     sum pairs of products in int16 (``VPMADDUBSW``), which saturates: outputs then differ from srq's by a few
     levels more (docs/deploy.md)."""
-    try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    flags = (cpuinfo_field("flags") or "").split()
     return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
