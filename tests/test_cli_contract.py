@@ -143,6 +143,19 @@ def test_bare_srq_shows_the_help_as_a_usage_error():
     assert "quantize" in proc.stderr + proc.stdout
 
 
+def test_version_and_parse_mistakes_answer_without_importing_torch():
+    """``srq --version``, ``--help`` and option mistakes answer at once: neither ``srq`` nor its CLI imports torch."""
+    import sys
+
+    from srq import __version__
+
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"srq {__version__}", proc
+    code = "import sys, srq.cli; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
 def test_damaged_run_folder_is_one_line(files, tmp_path):
     run_folder = tmp_path / "run"
     proc = run("quantize", "srq_tiny", "-s", "4", "--bits", "w8a8", "--calib", str(files["images"]),

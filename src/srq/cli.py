@@ -23,6 +23,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console()
 err = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ._version import __version__
+
+        print(f"srq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print srq's version and exit")) -> None:
+    pass
+
 DEFAULT_SETS = "Set5,Set14,B100,Urban100"
 
 
@@ -92,6 +106,9 @@ def models_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g.
 
 
 def _method_help() -> str:
+    """``--method``'s help. Naming the methods imports them all (and torch, seconds), so only a help request does."""
+    if not {"--help", "-h"} & set(sys.argv[1:]):
+        return "a method name (`srq methods` describes them)"
     from .methods.registry import method_names
 
     return f"one of {', '.join(method_names())} (`srq methods` describes them)"
