@@ -106,8 +106,8 @@ def models_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g.
 
 
 def _method_help() -> str:
-    """``--method``'s help. Naming the methods imports them all (and torch, seconds), so only a help request does."""
-    if not {"--help", "-h"} & set(sys.argv[1:]):
+    """``--method``'s help. Naming the methods imports them all (and torch, seconds), so only quantize's help does."""
+    if "quantize" not in sys.argv[1:] or not {"--help", "-h"} & set(sys.argv[1:]):
         return "a method name (`srq methods` describes them)"
     from .methods.registry import method_names
 
