@@ -6,7 +6,8 @@ Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS)
 Training data: T91 + BSD200 under the data root (``-p 'train_data=["/path/to/DIV2K_train_HR"]'`` for others);
 quantizers initialised on 100 DIV2K_test_LRx4 patches (96 px). Recipe hyper-parameters as in `srq quantize`:
 -p key=value (``train.*`` for the loop: iterations, batch, hr_patch, lr, quant_lr, schedule, lambda_gt,
-lambda_out, lambda_feat, validate_every, ...); each -p is named in the result file's tag. With --save-dir each run
+lambda_out, lambda_feat, validate_every, ...); each -p is named in the result file's tag, and so is a --rules file
+of per-layer overrides (e.g. benchmarks/configs/rlfn_esa_8bit.json). With --save-dir each run
 checkpoints its training in its run folder (--checkpoint-every steps and every minute); after a kill, the same
 command with --resume continues it to the same weights as an uninterrupted run.
 
@@ -28,7 +29,7 @@ import torch
 from srq.data import calibration_set
 from srq.engine.results import atomic_write_text, run_script
 from srq.methods import METHODS
-from srq.quant import parse_bits
+from srq.quant import LayerRule, parse_bits
 from srq.report import training_csv, training_svg
 
 from ptq_bench import (add_device_option, add_fp_scores_option, add_param_option, fp_reference, matching_rows, run,
@@ -77,6 +78,9 @@ def qat_parser(description: str, *, model: str, bits: str, methods: str) -> argp
     p.add_argument("--save-dir", type=Path, default=None, help="write each run folder there (with checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs in --save-dir")
     p.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS")
+    p.add_argument("--rules", type=Path, default=None, metavar="JSON",
+                   help="per-layer overrides, a list of {pattern, w_bits, a_bits, fp} as `srq quantize --config` "
+                        "reads (benchmarks/configs/); the tag gets _rules-<file stem>")
     add_fp_scores_option(p)
     add_device_option(p)
     add_param_option(p)
@@ -93,13 +97,17 @@ def run_qat_rows(p: argparse.ArgumentParser, args: argparse.Namespace, rows: Row
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets = args.datasets.split(",")
+    rules = tuple(LayerRule(**r) for r in json.loads(args.rules.read_text())) if args.rules else ()
     calib = calibration_set("DIV2K_test_LRx4", patch=96, n=args.calib_n)
     fp_scores, fp_source = fp_reference(args, datasets)
     out_dir.mkdir(parents=True, exist_ok=True)
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)
         for method, variant in rows:
-            recipe, tag = with_params(METHODS[method](w_bits=w, a_bits=a), [*variant, *args.param], method)
+            recipe, tag = with_params(METHODS[method](w_bits=w, a_bits=a, rules=rules), [*variant, *args.param],
+                                      method)
+            if args.rules:
+                tag += f"_rules-{args.rules.stem}"
             if args.split:
                 tag += f"_split{args.split}"
             doc, _ = run(args.model, args.scale, method, bits, datasets, calib, fp_scores, out_dir=out_dir,
