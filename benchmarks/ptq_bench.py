@@ -330,8 +330,15 @@ def result_tag(path: Path) -> str:
 
 
 def average_bits(doc: dict) -> str:
-    """``W/A`` average body bits: from a mixed-precision report when there is one, else the base bits."""
+    """``W/A`` average body bits: from a mixed-precision report when there is one; with per-layer rules, weight bits
+    averaged over the body layers' weights and activation bits over their MACs; else the base bits."""
     w, a = parse_bits(doc["bits"])
+    body = {p["name"] for p in doc.get("placement") or [] if p.get("role") == "body"}
+    layers = [r for r in (doc.get("cost") or {}).get("layers") or [] if r["name"] in body and r.get("w_bits")]
+    if (doc.get("recipe") or {}).get("rules") and layers:
+        wp, macs = sum(r["weight_params"] for r in layers), sum(r["macs"] for r in layers)
+        w = sum(r["w_bits"] * r["weight_params"] for r in layers) / wp
+        a = sum(r["a_bits"] * r["macs"] for r in layers) / macs
     report = doc.get("report") or {}
     w_avg = report.get("w", {}).get("average_bits", w)
     a_avg = report.get("a", {}).get("average_bits", a)
