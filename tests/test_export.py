@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -135,6 +137,7 @@ def test_onnx_carries_exact_integer_levels(tmp_path, w4a4):
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+@pytest.mark.filterwarnings("ignore:.*VNNI")  # the 8-bit first layer; the warning has its own test
 def test_runtime_output_matches_srq(tmp_path, w4a4, runtime):
     """On a natural image the runtime's output equals what the graph computes in torch (with srq's float bias:
     srq's own output) to float rounding, except where a tiny difference in a float convolution's sum moves an
@@ -435,7 +438,7 @@ def test_lsq_family_weights_have_their_exact_integer_levels(mode):
     torch.testing.assert_close(ints.q.float() * ints.scale.view(6, 1, 1, 1), q(w), rtol=0, atol=0)
 
 
-def test_output_quantizers_requantize_integer_layers_and_onnx_runtime_fuses_them(tmp_path):
+def test_output_quantizers_requantize_integer_layers_and_onnx_runtime_fuses_them(tmp_path, monkeypatch):
     """``a_output_bits``: every layer with quantized weights and input gets an output quantizer (placed, calibrated,
     saved); the exported graph then has ``DQ → Conv → Q``, which ONNX Runtime runs as ``QLinearConv``, and the
     runtime computes srq's outputs (to the tolerance of ``test_runtime_output_matches_srq``)."""
@@ -471,7 +474,20 @@ def test_output_quantizers_requantize_integer_layers_and_onnx_runtime_fuses_them
     assert fused.count("QLinearConv") == len(integer), fused
     with torch.no_grad():
         ref = export_ready(q, bias="int32")(x)
-    diff = (RuntimeModel(path, "onnxruntime", threads=1)(x) - ref).abs()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        diff = (RuntimeModel(path, "onnxruntime", threads=1)(x) - ref).abs()
     # without VNNI, QLinearConv's int16 pair sums saturate (an AMD EPYC Zen 3 here: mean 0.0023, max 4.2/255)
     mean_bound = 1e-3 if cpu_has_vnni() else 4e-3
     assert diff.mean() < mean_bound and diff.max() < 8 / 255, (diff.mean(), diff.max())
+    saturating = not cpu_has_vnni() and platform.machine().lower() in ("x86_64", "amd64")
+    assert len([w for w in caught if "VNNI" in str(w.message)]) == int(saturating)
+    # the warning follows the CPU's instruction set, and only files with requantized convolutions get it
+    for has_vnni, file, warned in [(False, path, 1), (True, path, 0),
+                                   (False, export_onnx(_quantized(8, 8), tmp_path / "plain.onnx"), 0)]:
+        monkeypatch.setattr("srq.export.runtime.cpu_has_vnni", lambda: has_vnni)
+        monkeypatch.setattr("srq.export.runtime._x86", lambda: True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            RuntimeModel(file, "onnxruntime", threads=1)
+        assert len([w for w in caught if "VNNI" in str(w.message)]) == warned, (has_vnni, file)

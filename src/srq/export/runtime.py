@@ -7,6 +7,8 @@ The runtimes come with ``pip install "srq[deploy]"``; a missing one is a one-lin
 from __future__ import annotations
 
 import os
+import platform
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import SrqError
+from ..utils.device import cpu_has_vnni
 
 __all__ = ["RUNTIMES", "PRECISIONS", "RuntimeModel", "onnx_metadata"]
 
@@ -32,6 +35,31 @@ def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     except Exception as e:
         raise SrqError(f"{path} is not a readable ONNX file ({str(e).splitlines()[0][:200]})")
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def _x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+
+def _saturating_convolutions(path: Path) -> int:
+    """How many ``Conv`` nodes of the file ONNX Runtime runs as uint8 x int8 ``QLinearConv`` on a full 8-bit input:
+    a ``QuantizeLinear`` follows them and their input is ``DequantizeLinear(QuantizeLinear(.))`` with no ``Clip``
+    to a narrower grid. (Pairs of products of 7-bit inputs, at most 2·127·127, fit int16; 8-bit ones may not.)"""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:
+        return 0
+    producer = {out: n for n in graph.node for out in n.output}
+    requantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+
+    def full_8bit(name: str) -> bool:
+        dq = producer.get(name)
+        source = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        return source is not None and source.op_type == "QuantizeLinear"
+
+    return sum(1 for n in graph.node if n.op_type == "Conv" and n.output[0] in requantized and full_8bit(n.input[0]))
 
 
 class RuntimeModel(nn.Module):
@@ -72,6 +100,11 @@ class RuntimeModel(nn.Module):
         except Exception as e:
             raise SrqError(f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0][:300]}")
         name = session.get_inputs()[0].name
+        if _saturating_convolutions(self.path) and _x86() and not cpu_has_vnni():
+            warnings.warn(f"{self.path.name}: this CPU has no int8 dot-product instruction (VNNI), so ONNX Runtime's "
+                          "uint8 x int8 convolutions saturate their int16 pair sums and outputs can be a few levels "
+                          "off srq's; PSNR measured here may be lower than on a CPU with VNNI (docs/deploy.md)",
+                          stacklevel=3)
 
         def run(x: np.ndarray) -> np.ndarray:
             return session.run(None, {name: x})[0]
