@@ -114,6 +114,43 @@ def test_dls_on_a_constant_tensor_is_finite(value):
         x.grad = None
 
 
+# Max (1960), Table: the MSE-optimal uniform quantizer of N(0, 1) with 4 / 8 / 16 levels has the step 0.9957 /
+# 0.5860 / 0.3352, i.e. levels from −1.5·Δ … 1.5·Δ, −3.5·Δ … 3.5·Δ, −7.5·Δ … 7.5·Δ.
+@pytest.mark.parametrize("bits, half_width", [(2, 1.5 * 0.9957), (3, 3.5 * 0.5860), (4, 7.5 * 0.3352)])
+def test_dls_mse_fits_the_optimal_uniform_range_in_sigma_units(bits, half_width):
+    """``dls_mse`` calibrates ``[μ + l·σ, μ + u·σ]`` per sample with the MSE-optimal ``(l, u)`` of the standardised
+    values, at the quantizer's own bits: on Gaussian samples of different means and spreads that is Max's range."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 8, 32, 32, generator=g) * torch.linspace(0.1, 20, 16).view(-1, 1, 1, 1) \
+        + torch.linspace(-50, 50, 16).view(-1, 1, 1, 1)
+    q = _calibrated(Quantizer(bits, mode="dls_mse", batch_axis=0), x)
+    (lo, w1_sigma), (mu, w2_sigma) = (q.w1.detach()[:2].tolist(), q.w2.detach()[:2].tolist())
+    assert lo == 0 and mu == 1 and q.w1[2:].abs().sum() == 0 and q.w2[2:].abs().sum() == 0
+    assert w1_sigma == pytest.approx(half_width, abs=0.03) and abs(w2_sigma) < 0.03
+    lower, upper = dls_range(x, q.w1, q.w2)
+    flat = x.reshape(16, -1)
+    m, s = flat.mean(1), flat.std(1, unbiased=False)
+    assert torch.allclose(upper.detach().flatten(), m + (w2_sigma + w1_sigma) * s, rtol=1e-4, atol=1e-3)
+    assert torch.allclose(lower.detach().flatten(), m + (w2_sigma - w1_sigma) * s, rtol=1e-4, atol=1e-3)
+
+
+def test_dls_mse_clips_a_heavy_tail_and_skips_constant_samples():
+    """Skewed data (a ReLU's output) gets an asymmetric range with a lower error than [μ − 3σ, μ + 3σ]; constant
+    samples do not count, and a calibration of only constant samples says so."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.randn(6, 4, 16, 16, generator=g).exp(), torch.full((2, 4, 16, 16), 7.0)])
+    fitted, fixed = (_calibrated(Quantizer(2, mode=m, batch_axis=0), x) for m in ("dls_mse", "dls"))
+    assert float(fitted.w2.detach()[1]) > 0.1  # the centre moves towards the bulk above the mean
+    with torch.no_grad():
+        err = [float((q(x[:6]) - x[:6]).square().mean()) for q in (fitted, fixed)]
+    assert err[0] < 0.8 * err[1], err
+    q = Quantizer(2, mode="dls_mse", batch_axis=0)
+    q.start_calibration()
+    q(torch.full((2, 3, 4, 4), 1.0))
+    with pytest.raises(RuntimeError, match="every sample was constant"):
+        q.finish_calibration()
+
+
 # ---- RFA -----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -324,6 +361,24 @@ def test_qmambair_and_quantsr_on_imdn_through_the_pipeline(hr_folder, tmp_path):
             assert any(k.endswith("input_quantizer.w1") for k in state) and any(k.endswith("thresholds") for k in state)
         else:
             assert any(k.endswith("input_quantizer.shift") for k in loaded.state_dict())
+
+
+@pytest.mark.skipif(not (weights_root() / "imdn_x4.pth").is_file(), reason="IMDN x4 weights not at hand")
+def test_dls_mse_initialisation_keeps_imdn_w2a2_from_collapsing():
+    """IMDN x4 at W2A2, calibrated and not trained: Table 6's 3σ ranges put the 2-bit levels far apart on its
+    heavy-tailed activations and the output collapses (here 7.7 dB PSNR against the FP output); the fitted ranges
+    do not (25.0 dB). On 8 DIV2K patches: 6.2 against 26.6 dB, LSQ+ 27.5 (docs/methods.md)."""
+    fp = srq.create_model("imdn", 4, "official").eval()
+    calib = sample_calibration(4)[:4, :, :32, :32]
+    with torch.no_grad():
+        ref = fp(calib).clamp(0, 1)
+    psnr = {}
+    for init in ("3sigma", "mse"):
+        q = QMambaIR(w_bits=2, a_bits=2, dls_init=init).prepare(fp, calib[:1])
+        srq.quant.calibrate(q, [calib], progress=False)
+        with torch.no_grad():
+            psnr[init] = -10 * math.log10(float((q(calib).clamp(0, 1) - ref).square().mean()))
+    assert psnr["3sigma"] < 12 and psnr["mse"] > 20, psnr
 
 
 def test_complexity_rows_follow_the_cost():

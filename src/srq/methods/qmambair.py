@@ -44,7 +44,8 @@ PAPER_TRAIN = QATConfig(iterations=20000, batch=8, hr_patch=64, lr=2e-4, quant_l
 
 WEIGHT_GRIDS = {"rfa": "rfa", "ste": "lsq", "tanh": "lsq_tanh", "nu2u": "nu2u"}  # Table 7b: backward estimators
 ACTIVATION_GRIDS = {"dls": "dls", "rlq": "rlq", "lsqplus": "lsqplus", "pams": "pams"}  # Table 7a
-DLS_INITS = {"3sigma": "dls", "4sigma": "dls_4sigma", "minmax": "dls_minmax", "mean_range": "dls_mean_range"}
+DLS_INITS = {"3sigma": "dls", "4sigma": "dls_4sigma", "minmax": "dls_minmax", "mean_range": "dls_mean_range",
+             "mse": "dls_mse"}  # the four of Table 6, and srq's MSE fit to the calibration data
 DLS_SCOPES = ("auto", "ssm", "all")
 STATIC_GRIDS = ("lsqplus", "lsq", "rlq", "pams")
 
@@ -94,7 +95,8 @@ class QMambaIR(_QAT):
 
     ``activations``: the grid in the DLS scope (``dls``; Table 7a's ``rlq`` (QuantSR), ``lsqplus``, ``pams``).
     ``weights``: ``rfa``; Table 7b's ``ste`` (LSQ), ``tanh`` (soft STE), ``nu2u`` (N2UQ's generalized STE).
-    ``dls_init``: ``3sigma`` (default), ``4sigma``, ``minmax``, ``mean_range`` (Table 6).
+    ``dls_init``: ``3sigma`` (default), ``4sigma``, ``minmax``, ``mean_range`` (Table 6); ``mse``: the range in σ
+    units fitted to the calibration data (srq's, for 2-bit CNN activations).
     ``dls_scope``: ``auto``, ``ssm``, ``all``. ``static``: the grid outside the scope (``lsqplus``).
     """
 

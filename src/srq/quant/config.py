@@ -24,7 +24,7 @@ _MODES = ("affine", "uniform", "symmetric", "lsq", "lsqplus", "pams")  # grids f
 _W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "lsq_3sigma", "rbd")
 # activation-only grids: Q-MambaIR's DLS (range from each sample's statistics, four initialisations), QuantSR's RLQ,
 # QuantSR+'s RBD on RLQ
-_A_MODES = (*_MODES, "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "rlq", "rbd_act")
+_A_MODES = (*_MODES, "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rlq", "rbd_act")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
 DAN_CHOICES = ("none", "range", "std", "capped")
 ONE_BIT_CHOICES = ("binary", "levels")

@@ -12,18 +12,23 @@ tensor) and returns ``(lower, upper)`` shaped to broadcast against the observed 
   activations.
 * :class:`DBDCObserver` — PTQ4SR's density-based dual clipping: trim the sparser tail of a histogram
   until a fraction of the values is clipped; mean over batches.
+* :class:`StandardisedMSEObserver` — the MSE-optimal range of the per-sample standardised values (σ units), the
+  fitted initialisation of a DLS range.
 * :class:`MeanAbsObserver`, :class:`SignedMeanAbsObserver`, :class:`SampleMaxAbsObserver` — mean |x|, the
   same with its sign, mean per-sample max |x|: the statistics that binary, LSQ and PAMS grids force.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .functional import fake_quant
 
 __all__ = ["Observer", "MinMaxObserver", "EMAMinMaxObserver", "PercentileObserver", "OMSEObserver",
-           "MeanAbsObserver", "SignedMeanAbsObserver", "SampleMaxAbsObserver", "DBDCObserver", "density_dual_clip",
+           "MeanAbsObserver", "SignedMeanAbsObserver", "SampleMaxAbsObserver", "DBDCObserver",
+           "StandardisedMSEObserver", "BIT_AWARE_OBSERVERS", "density_dual_clip",
            "make_observer", "OBSERVERS"]
 
 
@@ -353,10 +358,63 @@ class SampleMaxAbsObserver(MeanAbsObserver):
         self._ndim = x.dim()
 
 
+class StandardisedMSEObserver(Observer):
+    """The range ``[l, u]``, in units of each sample's standard deviation around its mean, that minimises the
+    ``bits``-bit quantization MSE of the standardised values ``z = (x − μ)/σ`` of every sample seen (axis 0; σ
+    without Bessel's correction; constant samples are skipped): the MSE-fitted initialisation of a DLS range
+    ``[μ + l·σ, μ + u·σ]``. Searched on a histogram of ``z`` over ``steps`` candidates per end — lower ends at
+    quantiles from 0 to ½ of the mass, upper ends from ½ to 1, spaced geometrically towards the tails — then
+    refined once between the neighbours of the best pair. Returns ``(l, u)`` as 0-d tensors."""
+
+    def __init__(self, channel_axis: int | None = None, bits: int = 8, steps: int = 48, bins: int = 2048) -> None:
+        self.bits, self.steps, self.nbins = bits, steps, bins
+        super().__init__(None)
+
+    def reset(self) -> None:
+        super().reset()
+        self.hist = _Histogram(self.nbins)
+
+    def observe(self, x: torch.Tensor) -> None:
+        flat = x.detach().double().reshape(x.shape[0] if x.dim() > 1 else 1, -1)
+        mean, std = flat.mean(dim=1, keepdim=True), flat.std(dim=1, correction=0, keepdim=True)
+        keep = std.squeeze(1) > 1e-12 * flat.abs().amax(dim=1).clamp_min(1e-30)
+        if bool(keep.any()):
+            self.hist.add(((flat[keep] - mean[keep]) / std[keep]).float())
+        self._ndim = x.dim()
+
+    def _error(self, lows: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
+        """(len(lows), len(highs)) histogram MSE of every pair of range ends (float32: 2048 bins)."""
+        centres, counts = self.hist.centres().float(), self.hist.counts
+        assert counts is not None
+        lo, hi = lows.float().view(-1, 1, 1), highs.float().view(1, -1, 1)
+        step = (hi - lo).clamp_min(1e-6) / (2 ** self.bits - 1)
+        level = torch.minimum(torch.maximum(((centres - lo) / step).round_(), torch.zeros(())),
+                              torch.tensor(float(2 ** self.bits - 1)))
+        return ((level * step + lo - centres).square_() * counts.float()).sum(dim=-1)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.hist.counts is None:
+            raise RuntimeError("observer saw no data with a spread (every sample was constant): nothing to fit")
+        tails = [0.0, *torch.logspace(-6, math.log10(0.5), self.steps - 1).tolist()]
+        lows = torch.tensor([self.hist.quantile(p) for p in tails])
+        highs = torch.tensor([self.hist.quantile(1 - p) for p in tails])
+        err = self._error(lows, highs)
+        i, j = divmod(int(err.argmin()), len(highs))
+        last = len(tails) - 1
+        fine_lows = torch.linspace(float(lows[max(i - 1, 0)]), float(lows[min(i + 1, last)]), self.steps)
+        fine_highs = torch.linspace(float(highs[min(j + 1, last)]), float(highs[max(j - 1, 0)]), self.steps)
+        fine = self._error(fine_lows, fine_highs)
+        if float(fine.min()) < float(err[i, j]):
+            k, m = divmod(int(fine.argmin()), len(fine_highs))
+            return fine_lows[k].clone(), fine_highs[m].clone()
+        return lows[i].clone(), highs[j].clone()
+
+
 OBSERVERS = {"minmax": MinMaxObserver, "meanabs": MeanAbsObserver, "ema_minmax": EMAMinMaxObserver,
              "percentile": PercentileObserver, "omse": OMSEObserver, "dbdc": DBDCObserver,
              "signed_meanabs": SignedMeanAbsObserver, "sample_maxabs": SampleMaxAbsObserver,
-             "mean_3std": MeanStdObserver}
+             "mean_3std": MeanStdObserver, "dls_mse": StandardisedMSEObserver}
+BIT_AWARE_OBSERVERS = frozenset({"omse", "dls_mse"})  # searched at the quantizer's bits (``bits=`` argument)
 
 
 def make_observer(name: str, channel_axis: int | None = None, **kwargs) -> Observer:

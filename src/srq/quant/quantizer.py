@@ -25,7 +25,7 @@ from torch import nn
 from .bitwidth import BITWIDTHS, FixedBits, OffsetBits
 from .grids import GRIDS, Grid, Params
 from .normalisers import NORMALISERS, Normaliser
-from .observers import Observer, make_observer
+from .observers import BIT_AWARE_OBSERVERS, Observer, make_observer
 from .rounding import ROUNDINGS, Rounding
 
 __all__ = ["Quantizer", "MODES"]
@@ -227,7 +227,7 @@ class Quantizer(nn.Module):
         A bit-aware observer (OMSE) searches at the current ``bits``, which may differ from those the
         quantizer was created with (``set_bits`` after a bit allocation)."""
         kwargs = dict(self.observer_kwargs)
-        if "bits" in kwargs:
+        if "bits" in kwargs or self.observer_name in BIT_AWARE_OBSERVERS:
             kwargs["bits"] = self.bits
         self.observer = make_observer(self.observer_name, self.channel_axis, **kwargs)
         if self.normaliser is not None:

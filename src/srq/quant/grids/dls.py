@@ -16,6 +16,9 @@ grid               initial range                  w₁ (on Φ′)           w₂
 ``dls_mean_range`` [μ − ½(max−min), μ + ½(max−min)]  (0, 0, −½, ½)     (1, 0, 0, 0)
 =================  =============================  ===================  =====================
 
+``dls_mse`` (srq's, not the paper's) fits ``[μ + l·σ, μ + u·σ]`` to the calibration data: the ``(l, u)`` with the
+smallest quantization MSE of the per-sample standardised values.
+
 A constant sample (σ = 0, min = max) gets the floor ``α̂ = DLS_FLOOR`` and stays finite: its values land within
 ``DLS_FLOOR/(2ⁿ − 1)`` of themselves.
 """
@@ -122,3 +125,19 @@ class DLSMeanRangeGrid(DLSGrid):
     """DLS initialised at [μ − ½(max − min), μ + ½(max − min)] (Table 6, group 4)."""
 
     init_w1 = (0.0, 0.0, -0.5, 0.5)
+
+
+@GRIDS.register("dls_mse")
+class DLSMSEGrid(DLSGrid):
+    """DLS initialised at the MSE-optimal range of the calibration data: ``[μ + l·σ, μ + u·σ]`` with the ``(l, u)``
+    that minimise the ``bits``-bit quantization error of the per-sample standardised values seen at calibration
+    (:class:`~srq.quant.observers.StandardisedMSEObserver`), i.e. ``w₁ = (0, (u − l)/2, 0, 0)`` and
+    ``w₂ = (1, (u + l)/2, 0, 0)``. Not in the paper (srq's choice where it is silent; docs/methods.md). Before
+    calibration it is ``dls``'s [μ − 3σ, μ + 3σ]."""
+
+    observer = "dls_mse"
+
+    def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
+        lo, hi = float(lower.reshape(-1)[0]), float(upper.reshape(-1)[0])
+        return {"w1": torch.tensor([0.0, (hi - lo) / 2, 0.0, 0.0]), "w2": torch.tensor([1.0, (hi + lo) / 2, 0.0, 0.0])}
+
