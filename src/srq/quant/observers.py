@@ -364,7 +364,10 @@ class StandardisedMSEObserver(Observer):
     without Bessel's correction; constant samples are skipped): the MSE-fitted initialisation of a DLS range
     ``[μ + l·σ, μ + u·σ]``. Searched on a histogram of ``z`` over ``steps`` candidates per end — lower ends at
     quantiles from 0 to ½ of the mass, upper ends from ½ to 1, spaced geometrically towards the tails — then
-    refined once between the neighbours of the best pair. Returns ``(l, u)`` as 0-d tensors."""
+    refined once between the neighbours of the best pair; each batch adds its standardised values at a stride that
+    keeps about :attr:`max_values` of them. Returns ``(l, u)`` as 0-d tensors."""
+
+    max_values = 1 << 20  # per batch: every sample's values at one stride, at most about this many in all
 
     def __init__(self, channel_axis: int | None = None, bits: int = 8, steps: int = 48, bins: int = 2048) -> None:
         self.bits, self.steps, self.nbins = bits, steps, bins
@@ -375,11 +378,12 @@ class StandardisedMSEObserver(Observer):
         self.hist = _Histogram(self.nbins)
 
     def observe(self, x: torch.Tensor) -> None:
-        flat = x.detach().double().reshape(x.shape[0] if x.dim() > 1 else 1, -1)
+        flat = x.detach().float().reshape(x.shape[0] if x.dim() > 1 else 1, -1)
         mean, std = flat.mean(dim=1, keepdim=True), flat.std(dim=1, correction=0, keepdim=True)
-        keep = std.squeeze(1) > 1e-12 * flat.abs().amax(dim=1).clamp_min(1e-30)
+        keep = std.squeeze(1) > 1e-6 * flat.abs().amax(dim=1).clamp_min(1e-30)
         if bool(keep.any()):
-            self.hist.add(((flat[keep] - mean[keep]) / std[keep]).float())
+            stride = max(1, int(keep.sum()) * flat.shape[1] // self.max_values)  # a histogram needs no more
+            self.hist.add((flat[keep, ::stride] - mean[keep]) / std[keep])
         self._ndim = x.dim()
 
     def _error(self, lows: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
