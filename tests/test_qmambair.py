@@ -367,7 +367,7 @@ def test_qmambair_and_quantsr_on_imdn_through_the_pipeline(hr_folder, tmp_path):
 def test_dls_mse_initialisation_keeps_imdn_w2a2_from_collapsing():
     """IMDN x4 at W2A2, calibrated and not trained: Table 6's 3σ ranges put the 2-bit levels far apart on its
     heavy-tailed activations and the output collapses (here 7.7 dB PSNR against the FP output); the fitted ranges
-    do not (25.0 dB). On 8 DIV2K patches: 6.2 against 26.6 dB, LSQ+ 27.5 (docs/methods.md)."""
+    do not (25.0 dB). On 8 DIV2K patches: 6.2 against 26.5 dB, LSQ+ 27.5 (docs/methods.md)."""
     fp = srq.create_model("imdn", 4, "official").eval()
     calib = sample_calibration(4)[:4, :, :32, :32]
     with torch.no_grad():
