@@ -36,6 +36,7 @@ from torch import nn
 from ..engine.batches import calibration_batches
 from ..engine.blocks import check_blocks_pattern
 from ..engine.distill import FEATURE_LOSSES, FinetuneConfig, finetune
+from ..engine.rates import ACT_LR_SCALES
 from ..quant import QuantConfig, calibrate, quantizers
 from ..quant.layers import QUANT_LAYER_TYPES
 from ..typed_config import check_above, check_at_least, check_choice
@@ -61,6 +62,7 @@ class SPR2Q(Recipe):
             annealed to 0; rectifier_lr: that of A and B (None: ``lr``).
         lambda_feat: weight of the per-block feature MSE; feature_loss: ``"mse"`` or ``"mse_norm"`` (see
             :func:`srq.engine.distill.feature_term`); blocks: the blocks (a regex over module names; None: automatic).
+        act_lr_scale: ``"pixel_range"`` (activation bounds of a [0, 255] model at ``lr`` × 255) or ``"none"``.
     """
 
     rank: int = 8
@@ -74,6 +76,7 @@ class SPR2Q(Recipe):
     lambda_feat: float = 10.0
     feature_loss: str = "mse"
     blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
+    act_lr_scale: str = "pixel_range"  # or "none": activation bounds of a [0, 255] model at lr × 255 (engine.rates)
     seed: int = 0
 
     name: ClassVar[str] = "spr2q"
@@ -85,6 +88,7 @@ class SPR2Q(Recipe):
         check_at_least(self, 1, "group_size", "batch")
         check_above(self, 0, "lr", "rectifier_lr")
         check_choice(self, "feature_loss", FEATURE_LOSSES)
+        check_choice(self, "act_lr_scale", ACT_LR_SCALES)
         check_blocks_pattern(self, self.blocks)
 
     def config(self) -> QuantConfig:
@@ -92,7 +96,8 @@ class SPR2Q(Recipe):
 
     def _stage_config(self, steps: int) -> FinetuneConfig:
         return FinetuneConfig(lr=self.lr, batch=self.batch, steps=steps, lr_min=0.0,
-                              lambda_feat=self.lambda_feat, feature_loss=self.feature_loss, seed=self.seed)
+                              lambda_feat=self.lambda_feat, feature_loss=self.feature_loss, seed=self.seed,
+                              act_lr_scale=self.act_lr_scale)
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         self.require_patches(calib, "SPR²Q")
