@@ -93,3 +93,13 @@ def test_bound_fine_tuning_scales_a_255_models_activation_bounds_too(fp):
         moves[scale] = torch.tensor(_moves(before, act))
     assert (moves["none"] > 0).any()
     assert torch.allclose(moves["pixel_range"], 255 * moves["none"], rtol=1e-2, atol=1e-6)  # bounds ~100: float32
+
+
+def test_spr2q_passes_its_rate_choice_to_bound_fine_tuning():
+    from srq.errors import ConfigError
+    from srq.methods import SPR2Q
+
+    assert SPR2Q()._stage_config(5).act_lr_scale == "pixel_range"
+    assert SPR2Q(act_lr_scale="none")._stage_config(5).act_lr_scale == "none"
+    with pytest.raises(ConfigError, match="act_lr_scale"):
+        SPR2Q(act_lr_scale="pixels")
