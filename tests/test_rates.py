@@ -99,7 +99,7 @@ def test_spr2q_passes_its_rate_choice_to_bound_fine_tuning():
     from srq.errors import ConfigError
     from srq.methods import SPR2Q
 
-    assert SPR2Q()._stage_config(5).act_lr_scale == "none"  # its lr 1e-2 × 255 diverges (docs/methods.md)
+    assert SPR2Q()._stage_config(5).act_lr_scale == "none"  # × 255 diverged on RLFN (docs/methods.md)
     assert SPR2Q(act_lr_scale="pixel_range")._stage_config(5).act_lr_scale == "pixel_range"
     with pytest.raises(ConfigError, match="act_lr_scale"):
         SPR2Q(act_lr_scale="pixels")

@@ -63,7 +63,7 @@ class SPR2Q(Recipe):
         lambda_feat: weight of the per-block feature MSE; feature_loss: ``"mse"`` or ``"mse_norm"`` (see
             :func:`srq.engine.distill.feature_term`); blocks: the blocks (a regex over module names; None: automatic).
         act_lr_scale: ``"none"`` (every bound at ``lr``) or ``"pixel_range"`` (activation bounds of a [0, 255] model
-            at ``lr`` × 255; at SPR²Q's lr its training diverges on RLFN, docs/methods.md).
+            at ``lr`` × 255; trained with the rectifiers it diverged on RLFN, docs/methods.md).
     """
 
     rank: int = 8
@@ -77,7 +77,7 @@ class SPR2Q(Recipe):
     lambda_feat: float = 10.0
     feature_loss: str = "mse"
     blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
-    act_lr_scale: str = "none"  # or "pixel_range" (bounds of a [0, 255] model at lr × 255): diverges at lr 1e-2
+    act_lr_scale: str = "none"  # or "pixel_range" (bounds of a [0, 255] model at lr × 255): diverged on RLFN
     seed: int = 0
 
     name: ClassVar[str] = "spr2q"
