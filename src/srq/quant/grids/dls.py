@@ -140,4 +140,3 @@ class DLSMSEGrid(DLSGrid):
     def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
         lo, hi = float(lower.reshape(-1)[0]), float(upper.reshape(-1)[0])
         return {"w1": torch.tensor([0.0, (hi - lo) / 2, 0.0, 0.0]), "w2": torch.tensor([1.0, (hi + lo) / 2, 0.0, 0.0])}
-
