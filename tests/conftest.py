@@ -23,6 +23,11 @@ def _root(env: str, fallback: Path) -> Path | None:
 
 DATA_ROOT = _root("SRQ_DATA", REPO.parent / "shared" / "data")
 WEIGHTS_ROOT = _root("SRQ_WEIGHTS", REPO.parent / "shared" / "weights")
+# srq itself (``srq.paths``, ``weights="official"``, skip conditions written with ``weights_root()``) reads the
+# variables, so the fallback is exported: without it those tests skipped in CI while the weights were at hand.
+for _name, _root_dir in (("SRQ_DATA", DATA_ROOT), ("SRQ_WEIGHTS", WEIGHTS_ROOT)):
+    if _root_dir is not None:
+        os.environ.setdefault(_name, str(_root_dir))
 
 
 @pytest.fixture(scope="session")
