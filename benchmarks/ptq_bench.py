@@ -30,6 +30,7 @@ from srq.engine.evaluate import DatasetScore, evaluate
 from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.methods import METHODS
 from srq.quant import model_cost, parse_bits, placement
+from srq.report.runs import layer_average_bits
 from srq.utils.device import device_arg
 
 HERE = Path(__file__).resolve().parent
@@ -336,9 +337,7 @@ def average_bits(doc: dict) -> str:
     body = {p["name"] for p in doc.get("placement") or [] if p.get("role") == "body"}
     layers = [r for r in (doc.get("cost") or {}).get("layers") or [] if r["name"] in body and r.get("w_bits")]
     if (doc.get("recipe") or {}).get("rules") and layers:
-        wp, macs = sum(r["weight_params"] for r in layers), sum(r["macs"] for r in layers)
-        w = sum(r["w_bits"] * r["weight_params"] for r in layers) / wp
-        a = sum(r["a_bits"] * r["macs"] for r in layers) / macs
+        w, a = layer_average_bits(layers)
     report = doc.get("report") or {}
     w_avg = report.get("w", {}).get("average_bits", w)
     a_avg = report.get("a", {}).get("average_bits", a)

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from ..errors import SrqError
 
-__all__ = ["ReportRun", "gather_runs", "pareto_front", "fill_fp"]
+__all__ = ["ReportRun", "gather_runs", "pareto_front", "fill_fp", "layer_average_bits"]
 
 
 @dataclass
@@ -58,7 +58,7 @@ class ReportRun:
         return self.scores[dataset][0] - self.fp_scores[dataset][0]
 
 
-def _average_bits(layers: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+def layer_average_bits(layers: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     """Weight bits averaged over weight parameters, activation bits averaged over MACs (float layers: 32)."""
     wp = sum(float(r.get("weight_params") or 0) for r in layers)
     macs = sum(float(r.get("macs") or 0) for r in layers)
@@ -74,7 +74,7 @@ def _apply_cost(run: ReportRun, cost: dict[str, Any] | None) -> None:
     run.fp32_size_kb, run.fp32_bitops = cost.get("fp32_size_kb"), cost.get("fp32_bitops")
     run.cost_layers = list(cost.get("layers") or [])
     if run.cost_layers:
-        run.w_bits, run.a_bits = _average_bits(run.cost_layers)
+        run.w_bits, run.a_bits = layer_average_bits(run.cost_layers)
 
 
 def _scores(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, float]]]:
