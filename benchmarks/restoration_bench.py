@@ -5,31 +5,43 @@ Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS)
     python benchmarks/restoration_bench.py fp --model cdncnn_b --task denoise --params 15,25,50 --datasets Urban100
     python benchmarks/restoration_bench.py ptq --model dncnn3 --task jpeg --params 10,30 --datasets Classic5 \
         --methods percentile,omse --bits w8a8,w4a4,w2a2
+    python benchmarks/restoration_bench.py qat --model dncnn3 --task jpeg --params 10 --datasets Classic5 \
+        --methods lsq --bits w4a4 -p train.iterations=1500 -p train.batch=16 -p train.hr_patch=64 \
+        --save-dir runs/restoration --resume
 ``--params``: σ values (denoise) or JPEG qualities (jpeg). ``--images N`` scores the first N images of each set
 (file order; 0: all) — a CPU budget, named in the file and the summary. PTQ calibrates on ``--calib-n`` clean
-``--patch`` crops of train/BSD200 + train/T91 degraded by the task (``--calib-sigma 0,55`` for a blind denoiser).
-Each row writes benchmarks/results/restoration/<model>_<task>_<method|fp>[_<bits>][_n<images>].json with
-per-set PSNR/SSIM (per image too), the task, protocol, cost, times and provenance; summary.md is rebuilt from all.
+``--patch`` crops of train/BSD200 + train/T91 degraded by the task (``--calib-sigma 0,55`` for a blind denoiser); QAT
+initialises its quantizers the same way and trains on clean ``train.hr_patch`` crops of T91 + BSD200 degraded by
+the task on the fly (validation by the task's protocol on ``train.val_set``). With ``--save-dir`` each run folder
+is saved there and QAT checkpoints its training (``--checkpoint-every`` steps and every minute); after a kill the
+same command with ``--resume`` continues to the same weights.
+Each row writes benchmarks/results/restoration/<model>_<task>_<method|fp>[_<-p tag>][_<bits>][_n<images>].json
+with per-set PSNR/SSIM (per image too), the task, protocol, cost, times and provenance (QAT: the training log as
+``.training.csv`` / ``.svg`` beside it); summary.md is rebuilt from all.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
 
 import srq
 from srq import pipeline
+from srq.cli_support import WORK_AREA
+from srq.engine.checkpoint import WorkArea, resumable
 from srq.engine.evaluate import DatasetScore, _Subset, evaluate_dataset
 from srq.engine.inference import memory_format
 from srq.engine.results import atomic_write_text, provenance, run_script
-from srq.methods.base import apply_params
 from srq.methods.registry import get_method
 from srq.quant import model_cost, parse_bits
 from srq.tasks import Task, TaskBenchmark, get_task, task_calibration_set
+
+from ptq_bench import with_params
+from qat_bench import split_training_log
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "restoration"
@@ -75,7 +87,9 @@ def fp(args: argparse.Namespace) -> None:
             "provenance": provenance()})
 
 
-def ptq(args: argparse.Namespace) -> None:
+def quantized(args: argparse.Namespace) -> None:
+    """PTQ (``ptq``) or QAT (``qat``) rows: each method at each bits, calibrated on the task's degraded crops; QAT
+    trains on clean crops of the same folders degraded by the task (``train.hr_patch`` px)."""
     for value in args.params:
         task = make_task(args, value)
         net = build(args.model, task)
@@ -85,20 +99,41 @@ def ptq(args: argparse.Namespace) -> None:
         for method in args.methods:
             for bits in args.bits:
                 w, a = parse_bits(bits)
-                recipe = apply_params(get_method(method).create(w_bits=w, a_bits=a), args.param)
-                print(f"{args.model} {task.label()} {method} {bits}: quantizing", flush=True)
-                t0 = time.perf_counter()
-                run = pipeline.run(net, recipe, calib, name=args.model, scale=1, calibration=calibration,
-                                   progress=True)
-                seconds = time.perf_counter() - t0
-                scores = score(run.model, task, args.datasets, args.images)
-                write_row(OUT / name_of(args.model, task, f"{method}_{bits}", args.images), {
-                    "model": args.model, "method": method, "bits": bits, "recipe": recipe.to_dict(),
-                    "recipe_hash": pipeline.recipe_hash(recipe), "task": task.to_dict(), "protocol": task.protocol(),
-                    "calibration": {**calibration, "sha256": pipeline.tensor_sha256(calib)},
-                    "quantize_seconds": seconds, "cost": model_cost(run.model, scale=1).to_dict(),
-                    "images_per_set": args.images or "all", "results": [s.to_dict() for s in scores],
-                    "provenance": provenance()})
+                recipe, tag = with_params(get_method(method).create(w_bits=w, a_bits=a), args.param, method)
+                trains = hasattr(recipe, "train_data")
+                if trains != (args.mode == "qat"):
+                    raise SystemExit(f"error: {method} is {'a QAT' if trains else 'a PTQ'} method; run it in the "
+                                     f"{'qat' if trains else 'ptq'} mode")
+                if trains:  # train on clean crops degraded by the task, validate by its protocol
+                    recipe = dataclasses.replace(recipe, task=task.to_dict())
+                stem = name_of(args.model, task, f"{tag}_{bits}", args.images)[:-len(".json")]
+                folder = args.save_dir / stem if args.save_dir is not None else None
+                print(f"{args.model} {task.label()} {tag} {bits}: quantizing", flush=True)
+                if args.resume and folder is not None and (folder / "srq.json").is_file():
+                    q = srq.load(folder)
+                    seconds = float(srq.api.read_meta(folder)["quantize_seconds"])
+                else:
+                    checkpoints = None
+                    if folder is not None and trains:
+                        fingerprint = {"model": args.model, "task": task.to_dict(), "recipe": recipe.to_dict(),
+                                       "threads": torch.get_num_threads(),
+                                       "calibration": pipeline.tensor_sha256(calib)}
+                        checkpoints = resumable(WorkArea.open(
+                            folder / WORK_AREA, fingerprint, resume=args.resume and (folder / WORK_AREA).is_dir(),
+                            every_steps=args.checkpoint_every))
+                    run = pipeline.run(net, recipe, calib, name=args.model, scale=1, output=folder,
+                                       calibration=calibration, checkpoints=checkpoints, progress=True)
+                    q, seconds = run.model, run.quantize_seconds
+                scores = score(q, task, args.datasets, args.images)
+                doc = {"model": args.model, "method": tag, "bits": bits, "recipe": recipe.to_dict(),
+                       "recipe_hash": pipeline.recipe_hash(recipe), "task": task.to_dict(),
+                       "protocol": task.protocol(),
+                       "calibration": {**calibration, "sha256": pipeline.tensor_sha256(calib)},
+                       "quantize_seconds": seconds, "cost": model_cost(q, scale=1).to_dict(),
+                       "images_per_set": args.images or "all", "results": [s.to_dict() for s in scores],
+                       **({"report": srq.api.current_report(q)} if trains else {}), "provenance": provenance()}
+                split_training_log(doc, stem, OUT)
+                write_row(OUT / f"{stem}.json", doc)
                 summary()
 
 
@@ -132,7 +167,7 @@ def summary() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("fp", "ptq"))
+    p.add_argument("mode", choices=("fp", "ptq", "qat"))
     p.add_argument("--model", required=True)
     p.add_argument("--task", choices=("denoise", "jpeg"), required=True)
     p.add_argument("--params", required=True, help="σ values or JPEG qualities, comma-separated")
@@ -145,7 +180,13 @@ def main() -> None:
     p.add_argument("--patch", type=int, default=96)
     p.add_argument("--calib-sigma", default=None, help="σ range low,high of the calibration patches (blind)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save-dir", type=Path, default=None, help="write each quantized run folder there (QAT: with "
+                                                                "checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs in --save-dir")
+    p.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS")
     args = p.parse_args()
+    if args.resume and args.save_dir is None:
+        p.error("--resume needs --save-dir (the folder with the interrupted runs)")
     torch.set_num_threads(args.threads)
     args.params = [float(v) for v in args.params.split(",")]
     args.datasets = [v for v in args.datasets.split(",") if v]
@@ -153,7 +194,7 @@ def main() -> None:
     args.bits = [v for v in args.bits.split(",") if v]
     args.calib_sigma = tuple(float(v) for v in args.calib_sigma.split(",")) if args.calib_sigma else None
     OUT.mkdir(parents=True, exist_ok=True)
-    (fp if args.mode == "fp" else ptq)(args)
+    (fp if args.mode == "fp" else quantized)(args)
     summary()
 
 

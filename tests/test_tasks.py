@@ -375,3 +375,15 @@ def test_every_qat_method_trains_a_denoiser_on_the_tasks_pairs(method, tmp_path)
     assert training["data"]["targets"] == "clean images" and training["data"]["task"]["sigma"] == 25
     psnr = srq.evaluate(qmodel, [str(folder)], scale=1, task=task, progress=False)[0].psnr
     assert np.isfinite(psnr) and training["best"]["psnr"] is not None  # validated by the task's protocol
+
+
+def test_qat_of_a_restoration_model_without_its_task_is_one_clear_error(tmp_path):
+    from srq.engine.qat import QATConfig
+    from srq.methods.registry import get_method
+
+    net, folder = _small_denoiser(tmp_path)
+    calib = task_calibration_set(Denoise(25), [folder], patch=24, n=3)
+    recipe = get_method("lsq").create(w_bits=4, a_bits=4, train_data=(str(folder),), cache_dir="",
+                                      train=QATConfig(iterations=2, batch=2, hr_patch=24, val_set=""))
+    with pytest.raises(SrqError, match=r"scale 1.*--task denoise\|jpeg"):
+        srq.quantize(net, recipe, calib, progress=False)
