@@ -211,6 +211,15 @@ def test_qsa_slimmed_model_equals_one_built_without_the_blocks(hr_folder, tmp_pa
     with torch.no_grad():
         assert torch.equal(loaded(x), q(x))
     assert Recipe.from_dict(recipe.to_dict()) == recipe
+    # the packed file (RBD weights as n-bit integers) carries the structure too
+    from srq.export.packed import load_packed, read_header, save_packed
+
+    save_packed(q, tmp_path / "run", tmp_path / "run.safetensors")
+    assert read_header(tmp_path / "run.safetensors")["structure"] == q.srq_structure
+    unpacked = load_packed(tmp_path / "run.safetensors")
+    assert str(unpacked) == str(q)
+    with torch.no_grad():
+        assert torch.equal(unpacked(x), q(x))
 
 
 @pytest.mark.parametrize("name, block", [("srq_tiny", "body.1"), ("swinir_light", "layers.1.residual_group.blocks.2")])
