@@ -186,6 +186,23 @@ def check_roundtrip(q: nn.Module, fresh: nn.Module, folder, x: torch.Tensor, sav
         expected = copy.deepcopy(q).to(memory_format=cl)(x.contiguous(memory_format=cl))
         got = copy.deepcopy(loaded).to(memory_format=cl)(x.contiguous(memory_format=cl))
         assert torch.equal(got, expected)
+    check_packed(q, fresh, folder, x)
+
+
+def check_packed(q: nn.Module, fresh: nn.Module, folder, x: torch.Tensor) -> None:
+    """The run folder packs (weights as n-bit integers) and unpacks to the same outputs, or the packer says in one
+    line why it cannot (a grid without an integer form, e.g. DoReFa's weights)."""
+    from srq.export.packed import load_packed, save_packed
+
+    path = folder.parent / "run.safetensors"
+    try:
+        save_packed(q, folder, path)
+    except SrqError as e:
+        assert "\n" not in str(e) and not path.exists()
+        return
+    unpacked = load_packed(path, model=fresh)
+    with torch.no_grad():
+        assert torch.equal(unpacked(x), q(x))
 
 
 # ---- the matrix ----------------------------------------------------------------------------------------------------
