@@ -199,3 +199,9 @@ def test_srq_methods_lists_every_method():
     assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: no method matches"), bad.stderr
     helptext = _srq("quantize", "--help").stdout
     assert all(name in helptext for name in ("adabm_star", "percentile_ft", "spr2q"))
+
+
+def test_the_cli_help_names_every_registered_method():
+    from srq.cli import METHOD_NAMES
+
+    assert list(METHOD_NAMES) == NAMES  # a new method: add its name to srq.cli.METHOD_NAMES

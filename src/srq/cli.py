@@ -105,13 +105,11 @@ def models_cmd(pattern: str = typer.Argument("*", help="shell-style filter, e.g.
     out.print(table)
 
 
-def _method_help() -> str:
-    """``--method``'s help. Naming the methods imports them all (and torch, seconds), so only quantize's help does."""
-    if "quantize" not in sys.argv[1:] or not {"--help", "-h"} & set(sys.argv[1:]):
-        return "a method name (`srq methods` describes them)"
-    from .methods.registry import method_names
-
-    return f"one of {', '.join(method_names())} (`srq methods` describes them)"
+#: The registered method names, written out so that ``--method``'s help does not import the methods (and torch,
+#: seconds) on every call; ``tests/test_methods_registry.py`` checks it against the registry.
+METHOD_NAMES = ("adabm", "adabm_star", "dorefa", "gba", "gba_star", "lsq", "lsq_plus", "minmax", "minmax_ft", "omse",
+                "omse_ft", "pams", "percentile", "percentile_ft", "ptq4sr", "qmambair", "quantsr", "quantsr_plus",
+                "spr2q")
 
 
 @app.command("methods")
@@ -277,7 +275,7 @@ def quantize_cmd(
     calib_sigma: Optional[str] = typer.Option(None, "--calib-sigma", help=CALIB_SIGMA_HELP),
     arch_param: list[str] = typer.Option([], "--arch-param", "-a", help=ARCH_HELP),
     pixel_range: Optional[float] = typer.Option(None, "--pixel-range", help=PIXEL_RANGE_HELP),
-    method: str = typer.Option("minmax", help=_method_help()),
+    method: str = typer.Option("minmax", help=f"one of {', '.join(METHOD_NAMES)} (`srq methods` describes them)"),
     param: list[str] = typer.Option([], "--param", "-p", help="method hyper-parameter key=value, repeatable "
                                     "(e.g. -p iterations=500 -p batch=4 for spr2q; a nested config's field: "
                                     "-p alloc.lambda_feat=10)"),
