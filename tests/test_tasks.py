@@ -387,3 +387,15 @@ def test_qat_of_a_restoration_model_without_its_task_is_one_clear_error(tmp_path
                                       train=QATConfig(iterations=2, batch=2, hr_patch=24, val_set=""))
     with pytest.raises(SrqError, match=r"scale 1.*--task denoise\|jpeg"):
         srq.quantize(net, recipe, calib, progress=False)
+
+
+def test_lr_only_qat_of_a_restoration_model_distils_on_its_inputs(tmp_path):
+    from srq.engine.qat import QATConfig
+    from srq.methods.registry import get_method
+
+    net, folder = _small_denoiser(tmp_path)
+    calib = task_calibration_set(Denoise(25), [folder], patch=24, n=3)
+    recipe = get_method("lsq").create(w_bits=4, a_bits=4, train_data=(str(folder),), cache_dir="", lr_only=True,
+                                      train=QATConfig(iterations=2, batch=2, hr_patch=24, val_set=""))
+    qmodel = srq.quantize(net, recipe, calib, progress=False)
+    assert srq.api.current_report(qmodel)["training"]["data"]["targets"] == "FP model outputs"

@@ -108,10 +108,11 @@ class _QAT(Recipe):
         frozen copy of ``model`` (the FP teacher)."""
         example = calib[:1] if isinstance(calib, torch.Tensor) else calib[0]
         scale = model_scale(model, example)
-        if scale == 1 and self.restoration_task() is None:
+        if scale == 1 and self.restoration_task() is None and not self.lr_only:
             raise SrqError(f"{self.name}: the model does not upscale (scale 1), so it is a restoration model; give "
                            f"its task (CLI: --task denoise|jpeg; Python: the recipe's task=srq.tasks.JPEG(10)"
-                           f".to_dict()) — without one, training would pair each image with itself")
+                           f".to_dict()) or train on its own inputs with lr_only=True — as super-resolution, "
+                           f"training would pair each image with itself")
         folders = self.training_folders()
         data = self.training_set(folders, scale)
         qmodel = self.prepare(model, example)
