@@ -103,3 +103,12 @@ def test_spr2q_passes_its_rate_choice_to_bound_fine_tuning():
     assert SPR2Q(act_lr_scale="pixel_range")._stage_config(5).act_lr_scale == "pixel_range"
     with pytest.raises(ConfigError, match="act_lr_scale"):
         SPR2Q(act_lr_scale="pixels")
+
+
+def test_gba_fine_tunes_bounds_at_its_own_rate_unless_asked():
+    from srq.methods import GBA
+    from srq.methods.base import apply_params
+
+    assert GBA().finetune_config.act_lr_scale == "none"  # × 255 diverged on RLFN x4 W4A4 (docs/methods.md)
+    assert apply_params(GBA(), ["finetune_config.act_lr_scale=pixel_range"]).finetune_config.act_lr_scale \
+        == "pixel_range"

@@ -118,7 +118,9 @@ class GBA(Recipe):
     init_epochs: int = 1
     alloc: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.1, optimizer="adam", lambda_feat=0.0,
                                                                         outlier_factor=1000))
-    finetune_config: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(outlier_factor=1000))
+    # bounds at the fine-tuning's own rate on a [0, 255] model too: × 255 diverged on RLFN (docs/methods.md)
+    finetune_config: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(outlier_factor=1000,
+                                                                                  act_lr_scale="none"))
     reinit_weight_bounds: bool = False
     offset_span: str = "candidates"  # or "full": s may take the width anywhere in 1 … 8 bits (before 56f44b9)
     budget: str = "size"
