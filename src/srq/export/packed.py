@@ -129,7 +129,7 @@ def save_packed(model: nn.Module, run: str | os.PathLike | None, path: str | os.
         elif t.is_floating_point():
             floats.append(t.detach().float().cpu().reshape(-1))
         elif not _is_flag(key):
-            flags.append(t.detach().cpu().reshape(-1).view(torch.uint8).numpy())  # 1-d first: a 0-d int64 has no byte view
+            flags.append(t.detach().cpu().reshape(-1).view(torch.uint8).numpy())  # 1-d: a 0-d int64 has no byte view
     tensors = {"packed": torch.from_numpy(np.concatenate(packed) if packed else np.zeros(0, np.uint8)),
                "floats": torch.cat(floats) if floats else torch.zeros(0),
                "flags": torch.from_numpy(np.concatenate(flags) if flags else np.zeros(0, np.uint8))}
