@@ -50,7 +50,14 @@ def _recorded(folder: Path) -> dict:
     return meta
 
 
-def _recorded_quantize_seconds(folder: Path, q: torch.nn.Module) -> float:
+def checkpointed(folder: Path, fingerprint: dict, resume: bool, every_steps: int):
+    """A context manager that makes a quantization into run ``folder`` resumable: its work area checkpoints the long
+    stages every ``every_steps`` steps (and every minute); with ``resume`` an existing one is continued."""
+    return resumable(WorkArea.open(folder / WORK_AREA, fingerprint, resume=resume and (folder / WORK_AREA).is_dir(),
+                                   every_steps=every_steps))
+
+
+def recorded_quantize_seconds(folder: Path, q: torch.nn.Module) -> float:
     """The quantization time a saved run recorded, else the sum of its report's stage times."""
     seconds = _recorded(folder).get("quantize_seconds")
     if seconds is not None:
@@ -95,7 +102,7 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
     eval_options = {"split": split, "score_logs": None if folder is None else folder / SCORE_LOGS}
     if resumed:
         q = srq.load(folder).to(device)
-        quant_seconds = _recorded_quantize_seconds(folder, q)
+        quant_seconds = recorded_quantize_seconds(folder, q)
         print(f"{stem}: evaluating the saved run {folder}", flush=True)
         scores = evaluate(q, datasets, scale, progress=False, **eval_options)
     else:
@@ -104,9 +111,7 @@ def run(model_name: str, scale: int, method: str, bits: str, datasets: list[str]
         if folder is not None and checkpoint_every:
             fingerprint = {"model": model_name, "scale": scale, "recipe": recipe.to_dict(), "device": str(device),
                            "threads": torch.get_num_threads(), "calibration": pipeline.tensor_sha256(calib)}
-            work = WorkArea.open(folder / WORK_AREA, fingerprint, resume=resume and (folder / WORK_AREA).is_dir(),
-                                 every_steps=checkpoint_every)
-            checkpoints = resumable(work)
+            checkpoints = checkpointed(folder, fingerprint, resume, checkpoint_every)
         made = pipeline.run(fp, recipe, calib, name=model_name, scale=scale, output=folder, calibration=calibration,
                             datasets=datasets, eval_options=eval_options, checkpoints=checkpoints, progress=True)
         q, quant_seconds, scores = made.model, made.quantize_seconds, made.scores

@@ -31,8 +31,6 @@ import torch
 
 import srq
 from srq import pipeline
-from srq.cli_support import WORK_AREA
-from srq.engine.checkpoint import WorkArea, resumable
 from srq.engine.evaluate import DatasetScore, _Subset, evaluate_dataset
 from srq.engine.inference import memory_format
 from srq.engine.results import atomic_write_text, provenance, run_script
@@ -40,7 +38,7 @@ from srq.methods.registry import get_method
 from srq.quant import model_cost, parse_bits
 from srq.tasks import Task, TaskBenchmark, get_task, task_calibration_set
 
-from ptq_bench import with_params
+from ptq_bench import checkpointed, recorded_quantize_seconds, with_params
 from qat_bench import split_training_log
 
 HERE = Path(__file__).resolve().parent
@@ -111,16 +109,14 @@ def quantized(args: argparse.Namespace) -> None:
                 print(f"{args.model} {task.label()} {tag} {bits}: quantizing", flush=True)
                 if args.resume and folder is not None and (folder / "srq.json").is_file():
                     q = srq.load(folder)
-                    seconds = float(srq.api.read_meta(folder)["quantize_seconds"])
+                    seconds = recorded_quantize_seconds(folder, q)
                 else:
                     checkpoints = None
                     if folder is not None and trains:
                         fingerprint = {"model": args.model, "task": task.to_dict(), "recipe": recipe.to_dict(),
                                        "threads": torch.get_num_threads(),
                                        "calibration": pipeline.tensor_sha256(calib)}
-                        checkpoints = resumable(WorkArea.open(
-                            folder / WORK_AREA, fingerprint, resume=args.resume and (folder / WORK_AREA).is_dir(),
-                            every_steps=args.checkpoint_every))
+                        checkpoints = checkpointed(folder, fingerprint, args.resume, args.checkpoint_every)
                     run = pipeline.run(net, recipe, calib, name=args.model, scale=1, output=folder,
                                        calibration=calibration, checkpoints=checkpoints, progress=True)
                     q, seconds = run.model, run.quantize_seconds
