@@ -6,6 +6,7 @@ ONNX tests skip where the ``deploy`` extra (onnx, onnxruntime, openvino) is not 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -266,6 +267,45 @@ def test_quantizer_without_integer_form_is_one_line(tmp_path):
     with pytest.raises(SrqError, match="normaliser") as e:
         export_onnx(net, tmp_path / "m.onnx")
     assert "\n" not in str(e.value)
+
+
+
+def _lsqplus(a_mode: str) -> nn.Module:
+    net = prepare(srq.create_model("srq_tiny", 4, "official"), QuantConfig(w_mode="lsq", a_mode=a_mode,
+                                                                              a_observer="omse"))
+    return calibrate(net, [_calib()], progress=False)
+
+
+def test_lsqplus_with_an_integer_zero_point_exports_exactly(tmp_path):
+    """LSQ+ trained with ``zero_point=integer`` (the ``lsqplus_int`` grid) is an integer QDQ graph computing srq's
+    values bit for bit; the paper's LSQ+ (offset off the grid) is refused in one line that names the way out."""
+    pytest.importorskip("onnx")
+    from srq.export import export_onnx, export_ready, int_grid
+
+    net = _lsqplus("lsqplus_int")
+    snapped = [q for _, q in srq.quant.quantizers(net) if q.mode == "lsqplus_int"]
+    with torch.no_grad():
+        for q in snapped:
+            q.offset.add_(0.37 * q.step)  # a learned offset between levels: the forward snaps it
+        above = next(q for q in snapped if q.bits == 4)
+        above.offset.copy_(3.2 * above.step)  # levels 3 … 18 (all above 0): zero point 0, qmin 3
+    grid = int_grid(above)
+    assert (int(grid.vmin), int(grid.vmax)) == (3, 18) and grid.as_uint8()[1:] == (3, 18)
+    x = _image()
+    with torch.no_grad():
+        ref = net(x)
+        assert torch.equal(export_ready(net, bias="float", asym="zero_point")(x), ref)
+    path = export_onnx(net, tmp_path / "int.onnx", bias="float", asym="zero_point")
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from srq.export.runtime import RuntimeModel
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*VNNI")
+            got = RuntimeModel(path, "onnxruntime", threads=1)(x)
+        assert (got - ref).abs().mean() < 1e-3
+    with pytest.raises(SrqError, match="zero_point=integer") as e:
+        export_onnx(_lsqplus("lsqplus"), tmp_path / "float.onnx")
+    assert "\n" not in str(e.value) and not (tmp_path / "float.onnx").exists()
 
 
 def test_a_graph_fixed_to_the_traced_size_is_one_line(tmp_path):

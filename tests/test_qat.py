@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import os
 import socket
@@ -315,3 +316,29 @@ def test_lsq_plus_initialises_activations_by_mse(fp):
     assert any(narrower)
     weight_modes = {m.mode for n, m in srq.quant.quantizers(q) if n.endswith("weight_quantizer") and m.bits == 4}
     assert weight_modes == {"lsq_3sigma"}  # and the weights start from the paper's μ ± 3σ step
+
+
+def test_lsq_plus_with_an_integer_zero_point_trains_saves_and_exports(fp, hr_folder, tmp_path):
+    """``zero_point="integer"``: every LSQ+ activation quantizer is ``lsqplus_int`` (offset on the grid), the
+    trained run reloads exactly and exports to integer ONNX; anything but float/integer fails at construction."""
+    recipe = LSQPlus(w_bits=4, a_bits=4, zero_point="integer", train_data=(str(hr_folder),), cache_dir="",
+                     train=QATConfig(iterations=3, batch=2, hr_patch=32, val_set=""))
+    q = srq.quantize(fp, recipe, sample_calibration(4)[:4], progress=False)
+    modes = {m.mode for n, m in srq.quant.quantizers(q) if not n.endswith("weight_quantizer")}
+    assert modes == {"lsqplus_int"}
+    for _, m in srq.quant.quantizers(q):
+        if m.mode == "lsqplus_int":  # trained: whatever β learned, the levels stay integer multiples of the step
+            with torch.no_grad():
+                k = m(torch.randn(2, 4, 8, 8) * 3) / m.step
+            assert (k - k.round()).abs().max() < 1e-4
+    srq.save(q, tmp_path / "run")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(srq.load(tmp_path / "run")(x), q(x))
+    assert srq.methods.base.Recipe.from_dict(recipe.to_dict()) == recipe
+    if importlib.util.find_spec("onnx") is not None:
+        from srq.export import export_onnx
+
+        export_onnx(q, tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="zero_point"):
+        LSQPlus(zero_point="int")

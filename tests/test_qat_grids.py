@@ -12,7 +12,8 @@ from torch import nn
 
 from srq.errors import SrqError
 from srq.quant import QuantConfig, Quantizer, calibrate, layer_costs, model_cost, prepare
-from srq.quant.grids import GRIDS, DoReFaGrid, LSQGrid, LSQPlusGrid, PAMSGrid, SymmetricGrid
+from srq.quant.grids import GRIDS, DoReFaGrid, LSQGrid, LSQPlusGrid, LSQPlusIntGrid, PAMSGrid, SymmetricGrid
+from srq.quant.grids import base as grid_base
 from srq.quant.functional import fake_quant_step, round_ste
 from srq.quant.rounding import ROUNDINGS, STE
 
@@ -142,6 +143,54 @@ def test_lsqplus_min_max_init_puts_the_extremes_on_the_end_levels():
     torch.testing.assert_close(per_channel.offset.data, torch.tensor([-0.6, 0.5]))
     y = per_channel(x)
     torch.testing.assert_close(y.amin(1), x.amin(1)) and torch.testing.assert_close(y.amax(1), x.amax(1))
+
+
+
+def test_lsqplus_int_snaps_the_offset_to_the_grid_and_keeps_lsqplus_gradients():
+    """Levels ``(r + k)·s`` with r = round(β/s): the grid holds 0 exactly (an integer zero point −r); by the STE on
+    r the gradients are LSQ+'s, except ∂/∂s outside the range, which is q − β/s (LSQ+'s 0 or 2ᵇ − 1 plus the
+    snap's residue)."""
+    v = torch.tensor([-2.0, -0.9, -0.2, 0.2, 3.0])
+    u = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    s, beta = torch.tensor(0.5, requires_grad=True), torch.tensor(-1.1, requires_grad=True)
+    y, gv = _backward(lambda v: LSQPlusIntGrid().quantize(v, {"step": s, "offset": beta}, 2, STE()), v, u)
+    # r = round(−2.2) = −2; v/s = −4, −1.8, −0.4, 0.4, 6 → clip to −2…1, round → −2, −2, 0, 0, 1
+    assert y.tolist() == [-1.0, -1.0, 0.0, 0.0, 0.5]
+    assert gv.tolist() == [0.0, 2.0, 3.0, 4.0, 0.0]
+    g = 1 / math.sqrt(5 * 3)
+    # ∂/∂s: q − β/s outside (−2 + 2.2 below, 1 + 2.2 above), round(v) − v inside (−0.2, 0.4, −0.4)
+    assert s.grad.item() == pytest.approx(g * (1 * 0.2 + 2 * -0.2 + 3 * 0.4 + 4 * -0.4 + 5 * 3.2), rel=1e-5)
+    assert beta.grad.item() == pytest.approx(g * (1 + 5))
+    bounds = LSQPlusIntGrid().bounds({"step": s.detach(), "offset": beta.detach()}, 2)
+    assert [b.item() for b in bounds] == [-1.0, 0.5]
+
+
+@pytest.mark.parametrize("offset", [-0.61, 0.3, -3.0])
+def test_lsqplus_int_fused_node_equals_the_composed_expression(offset, monkeypatch):
+    torch.manual_seed(0)
+    x0 = torch.cat([torch.randn(4000) * 2, torch.tensor([-0.75, 1.5, 0.125, -1.625])])  # ties
+    u = torch.randn_like(x0)
+    outs = []
+    for fused in (True, False):
+        monkeypatch.setattr(grid_base, "FUSED", fused)
+        x = x0.clone().requires_grad_(True)
+        s, beta = torch.tensor(0.25, requires_grad=True), torch.tensor(offset, requires_grad=True)
+        y = LSQPlusIntGrid().quantize(x, {"step": s, "offset": beta}, 4, round_ste)
+        (y * u).sum().backward()
+        outs.append((y.detach(), x.grad, s.grad, beta.grad))
+    (y1, gx1, gs1, gb1), (y2, gx2, gs2, gb2) = outs
+    assert torch.equal(y1, y2)
+    torch.testing.assert_close(gx1, gx2, rtol=0, atol=1e-6)  # (x/s)·s: one rounding of the composed form
+    assert gs1.item() == pytest.approx(gs2.item(), rel=1e-4, abs=1e-4)
+    assert gb1.item() == pytest.approx(gb2.item(), rel=1e-4, abs=1e-4)
+    levels = torch.unique(y1 / 0.25)
+    assert torch.equal(levels, levels.round()) and levels.numel() <= 16
+
+
+def test_lsqplus_int_init_snaps_the_min_max_offset():
+    x = torch.tensor([[-0.6, 0.3, 2.4, 1.0]])
+    q = _calibrated("lsqplus_int", 2, x)
+    assert q.step.item() == pytest.approx(1.0) and q.offset.item() == pytest.approx(-1.0)
 
 
 # ---- PAMS ---------------------------------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ the float32 scale srq uses:
   (:func:`~srq.quant.functional.affine_step`);
 * ``symmetric`` / ``pams``: ``s = α/(2ⁿ⁻¹ − 1)``, ``v = −(2ⁿ⁻¹ − 1) … 2ⁿ⁻¹ − 1``;
 * ``lsq``: ``s = step``, ``v = −2ⁿ⁻¹ … 2ⁿ⁻¹ − 1`` where signed, ``0 … 2ⁿ − 1`` where not;
+* ``lsqplus_int`` (LSQ+ with its offset on the grid): ``s = step``, ``v = r … r + 2ⁿ − 1``, ``r = round(β/s)``;
 * ``binary`` (weights only): ``s = α``, ``v ∈ {−1, 1}``;
 * ``rfa`` / ``nu2u`` (Q-MambaIR's weights), ``rbd`` (QuantSR+'s): ``s = step``, ``v = −2ⁿ⁻¹ … 2ⁿ⁻¹ − 1`` (the
   learned thresholds only decided which level each weight took).
 
-Grids without an integer zero point (``uniform``, ``lsqplus``: levels ``a + k·s`` with ``a`` off the grid), DoReFa
+Grids without an integer zero point (``uniform``, ``lsqplus``: levels ``a + k·s`` with ``a`` off the grid; train
+LSQ+ with ``zero_point="integer"`` for ``lsqplus_int``), DoReFa
 weights, 1-bit activations, normalisers (DAN) and learnable bit offsets have no such form: :func:`int_grid` raises
 an :class:`~srq.errors.SrqError` naming the quantizer.
 """
@@ -44,11 +46,14 @@ class IntGrid:
 
     def as_uint8(self) -> tuple[torch.Tensor, int, int]:
         """Per-tensor storage as uint8: ``(zero_point, qmin, qmax)`` with ``q = v + zero_point`` in ``qmin … qmax``
-        (the zero point is ``−vmin``, so ``qmin`` is 0)."""
+        (the zero point is ``−vmin``, so ``qmin`` is 0, unless the levels are all above 0: then it is 0, and
+        ``qmin = vmin``). ValueError if the levels do not fit 0 … 255 that way."""
         if self.scale.dim() != 0:
             raise ValueError("as_uint8 is for per-tensor grids")
-        zp = -int(self.vmin)
-        return torch.tensor(zp, dtype=torch.uint8), 0, int(self.vmax) + zp
+        zp = max(-int(self.vmin), 0)
+        if int(self.vmax) + zp > 255:
+            raise ValueError(f"levels {int(self.vmin)} … {int(self.vmax)} do not fit uint8 with a zero point")
+        return torch.tensor(zp, dtype=torch.uint8), int(self.vmin) + zp, int(self.vmax) + zp
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,13 @@ def int_grid(q: Quantizer, name: str = "quantizer", weight: bool = False) -> Int
             s, half = _param(q, "step"), 2 ** (bits - 1)
             low = torch.full_like(s, -half, dtype=torch.long)
             return IntGrid(s, low, low + 2 * half - 1, bits)
+        if mode == "lsqplus_int":  # the levels (r + k)·s, r = round(β/s), as the forward pass computes them
+            s = _param(q, "step")
+            r = torch.round(_param(q, "offset") / s).long()
+            if not weight and int(r.max()) + 2**bits - 1 > 255:
+                raise SrqError(f"{name}: its levels start {int(r.max())} steps above 0, too far for a uint8 zero point "
+                               f"(at most {256 - 2**bits}); such a range is not exportable")
+            return IntGrid(s, r, r + 2**bits - 1, bits)
         if mode in ("lsq", "lsq_tanh", "lsq_3sigma"):  # LSQ's grid with another backward (tanh) or init (3σ)
             signed = _param(q, "signed").bool()
             half = 2 ** (bits - 1)
@@ -122,8 +134,11 @@ def int_grid(q: Quantizer, name: str = "quantizer", weight: bool = False) -> Int
         if mode == "binary":
             s = _param(q, "alpha")
             return IntGrid(s, torch.full_like(s, -1, dtype=torch.long), torch.full_like(s, 1, dtype=torch.long), 1)
+    if mode == "lsqplus":
+        raise SrqError(f"{name}: LSQ+'s offset is off the integer grid (no integer zero point); train LSQ+ with "
+                       f"-p zero_point=integer (the lsqplus_int grid) to export it")
     raise SrqError(f"{name}: the {mode!r} grid has no integer zero point (or, for DoReFa, no int8 form); export "
-                   f"needs an affine, symmetric, pams, lsq or binary grid")
+                   f"needs an affine, symmetric, pams, lsq, lsqplus_int or binary grid")
 
 
 def int_weight(weight_q: torch.Tensor, q: Quantizer, name: str = "layer") -> IntWeight:

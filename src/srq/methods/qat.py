@@ -19,6 +19,7 @@ crops of ``train_data`` (HR folders; LR made by MATLAB-exact bicubic at the mode
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -34,7 +35,8 @@ from ..engine.evaluate import validation_psnr
 from ..engine.qat import QATConfig, train_qat
 from ..errors import SrqError
 from ..paths import data_root
-from ..quant import calibrate, quantizers
+from ..quant import QuantConfig, calibrate, quantizers
+from ..typed_config import check_choice
 from .base import Recipe
 from .registry import register_method
 
@@ -189,10 +191,23 @@ class LSQ(_QAT):
                  "learned step for weights (μ ± 3σ init)", paper="LSQ+ (Bhalgat et al., CVPRW 2020)")
 @dataclass(frozen=True)
 class LSQPlus(_QAT):
+    """``zero_point``: ``"float"`` (the paper's: the offset β anywhere) or ``"integer"`` (β snapped to the grid, the
+    ``lsqplus_int`` grid: an integer zero point, so the run exports to integer ONNX; docs/deploy.md)."""
+
+    zero_point: str = "float"
+
     name: ClassVar[str] = "lsq_plus"
     w_mode: ClassVar[str] = "lsq_3sigma"  # the paper's weight init (μ ± 3σ)
     a_mode: ClassVar[str] = "lsqplus"
     a_observer: ClassVar[str] = "omse"  # the paper's MSE-based initialisation of s and β (docs/methods.md)
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice(self, "zero_point", ("float", "integer"))
+
+    def config(self) -> QuantConfig:
+        config = super().config()
+        return dataclasses.replace(config, a_mode="lsqplus_int") if self.zero_point == "integer" else config
 
 
 @register_method("pams", description="QAT with a learned symmetric clipping value for activations, symmetric "

@@ -22,9 +22,10 @@ _GRANULARITIES = ("channel", "tensor")
 _MODES = ("affine", "uniform", "symmetric", "lsq", "lsqplus", "pams")  # grids for weights and activations
 # weight-only grids: DoReFa, Q-MambaIR's RFA and N2UQ, QuantSR's tanh-rounded LSQ, QuantSR+'s RBD
 _W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "lsq_3sigma", "rbd")
-# activation-only grids: Q-MambaIR's DLS (range from each sample's statistics, four initialisations), QuantSR's RLQ,
-# QuantSR+'s RBD on RLQ
-_A_MODES = (*_MODES, "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rlq", "rbd_act")
+# activation-only grids: LSQ+ with an integer zero point, Q-MambaIR's DLS (range from each sample's statistics,
+# four initialisations), QuantSR's RLQ, QuantSR+'s RBD on RLQ
+_A_MODES = (*_MODES, "lsqplus_int", "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rlq",
+            "rbd_act")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
 DAN_CHOICES = ("none", "range", "std", "capped")
 ONE_BIT_CHOICES = ("binary", "levels")
@@ -79,8 +80,9 @@ class QuantConfig:
             far more with "uniform" min/max bounds (near-zero weights all shift by the same offset).
             The QAT baselines' grids: ``"lsq"`` (learned step), ``"lsqplus"`` (learned step and offset),
             ``"pams"`` (learned max scale; PAMS's weights are ``"symmetric"``) and, for weights only,
-            ``"dorefa"`` and ``"lsq_3sigma"`` (LSQ with LSQ+'s weight init); LSQ, PAMS and the 1-bit grid choose
-            their own observer.
+            ``"dorefa"`` and ``"lsq_3sigma"`` (LSQ with LSQ+'s weight init), for activations only
+            ``"lsqplus_int"`` (LSQ+ with its offset snapped to the grid: an integer zero point, exportable); LSQ,
+            PAMS and the 1-bit grid choose their own observer.
         w_observer, a_observer: how bounds are initialised (``minmax``, ``ema_minmax`` (act.),
             ``percentile``, ``omse``).
         first_last: ``"8bit"`` (default), ``"fp"`` or ``"same"`` for the first and last quantizable layers.

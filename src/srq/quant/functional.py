@@ -133,9 +133,13 @@ class _FakeQuantStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None,
-                lo: float, hi: float) -> torch.Tensor:
+                lo: float, hi: float, integer_offset: bool = False) -> torch.Tensor:
         ctx.save_for_backward(x, step, offset)
         ctx.limits = (lo, hi)
+        ctx.integer_offset = integer_offset
+        if integer_offset:  # levels (r + k)·s, r = round(β/s): an integer zero point
+            r = torch.round(offset / step)
+            return _between(torch.div(x, step), r + lo, r + hi).round_().mul_(step)
         v = torch.div(x if offset is None else x - offset, step)
         out = v.clamp_(lo, hi).round_().mul_(step)
         return out if offset is None else out.add_(offset)
@@ -146,22 +150,31 @@ class _FakeQuantStep(torch.autograd.Function):
         # 5–30× an elementwise multiply, so "inside" is a 1/0 tensor of x's dtype made by an in-place eq_
         x, step, offset = ctx.saved_tensors
         lo, hi = ctx.limits
-        v = torch.div(x if offset is None else x - offset, step)
-        q = torch.clamp(v, lo, hi)
+        if ctx.integer_offset:
+            ratio = offset / step  # β/s; the levels are (round(β/s) + lo … hi)·s
+            r = torch.round(ratio)
+            v = torch.div(x, step)
+            q = _between(v, r + lo, r + hi)
+        else:
+            v = torch.div(x if offset is None else x - offset, step)
+            q = torch.clamp(v, lo, hi)
         inside = q.clone().eq_(v)  # 1 where lo ≤ v ≤ hi, else 0
         grad_x = grad * inside
         grad_step = grad_offset = None
         if ctx.needs_input_grad[1]:  # ∂out/∂s = q − v inside the range, q (= lo or hi) outside
-            slope = q.round_().sub_(v.mul_(inside))
+            if ctx.integer_offset:  # inside round(v) − v; outside q − β/s (r = round(β/s) passes β/s's gradient)
+                slope = q.round_().sub_(ratio).sub_(v.sub_(ratio).mul_(inside))
+            else:
+                slope = q.round_().sub_(v.mul_(inside))
             grad_step = torch.sum(grad * slope, dtype=torch.float32).to(step.dtype).reshape(step.shape)
         if offset is not None and ctx.needs_input_grad[2]:  # ∂out/∂β = 1 outside the range, 0 inside
             outside = torch.sum(grad, dtype=torch.float32) - torch.sum(grad_x, dtype=torch.float32)
             grad_offset = outside.to(offset.dtype).reshape(offset.shape)
-        return grad_x if ctx.needs_input_grad[0] else None, grad_step, grad_offset, None, None
+        return grad_x if ctx.needs_input_grad[0] else None, grad_step, grad_offset, None, None, None
 
 
 def fake_quant_step(x: torch.Tensor, step: torch.Tensor, lo: float, hi: float,
-                    offset: torch.Tensor | None = None) -> torch.Tensor:
+                    offset: torch.Tensor | None = None, integer_offset: bool = False) -> torch.Tensor:
     """``round(clamp((x − β)/s, lo, hi))·s + β`` with the STE, for one step ``s`` and offset ``β`` per tensor.
 
     The values and gradients of the same expression built from :func:`round_ste` and ``torch.clamp`` (∂/∂x = 1
@@ -173,10 +186,15 @@ def fake_quant_step(x: torch.Tensor, step: torch.Tensor, lo: float, hi: float,
         x: any shape and float dtype.
         step, offset: one-element tensors (shape () or (1,)), step > 0.
         lo, hi: the integer range, e.g. ``−Qn`` and ``Qp``.
+        integer_offset: the offset snapped to the grid, ``round(clamp(x/s, r + lo, r + hi))·s`` with
+            ``r = round(β/s)`` (an integer zero point ``−r``, as ``QuantizeLinear`` computes it); the gradients
+            are those of ``r`` by the STE (``∂r/∂β = 1/s``): ∂/∂β = 1 outside, ∂/∂s = q − β/s outside.
     Returns:
-        Tensor like ``x`` on the grid ``β + k·s``, k = lo … hi.
+        Tensor like ``x`` on the grid ``β + k·s``, k = lo … hi (``(r + k)·s`` with ``integer_offset``).
     """
-    return _FakeQuantStep.apply(x, step, offset, float(lo), float(hi))
+    if integer_offset and offset is None:
+        raise ValueError("integer_offset needs an offset")
+    return _FakeQuantStep.apply(x, step, offset, float(lo), float(hi), integer_offset)
 
 
 def _between(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:

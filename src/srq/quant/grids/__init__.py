@@ -6,7 +6,7 @@ from .affine import AffineGrid
 from .symmetric import SymmetricGrid
 from .binary import BinaryGrid
 from .lsq import LSQGrid
-from .lsqplus import LSQPlusGrid
+from .lsqplus import LSQPlusGrid, LSQPlusIntGrid
 from .pams import PAMSGrid
 from .dorefa import DoReFaGrid
 from .dls import DLSGrid
@@ -15,5 +15,5 @@ from .rlq import LSQTanhGrid, RLQGrid
 from .rbd import RBDActivationGrid, RBDGrid
 
 __all__ = ["GRIDS", "AffineGrid", "BinaryGrid", "DLSGrid", "DoReFaGrid", "Grid", "LSQGrid", "LSQPlusGrid",
-           "LSQTanhGrid", "NU2UGrid", "PAMSGrid", "Params", "RBDActivationGrid", "RBDGrid", "RFAGrid", "RLQGrid",
-           "SymmetricGrid", "UniformGrid"]
+           "LSQPlusIntGrid", "LSQTanhGrid", "NU2UGrid", "PAMSGrid", "Params", "RBDActivationGrid", "RBDGrid",
+           "RFAGrid", "RLQGrid", "SymmetricGrid", "UniformGrid"]

@@ -8,7 +8,7 @@ from ..functional import RoundFn, fake_quant_step
 from .base import GRIDS, Grid, Params, fusable
 from .lsq import scale_grad
 
-__all__ = ["LSQPlusGrid"]
+__all__ = ["LSQPlusGrid", "LSQPlusIntGrid"]
 
 
 @GRIDS.register("lsqplus")
@@ -48,3 +48,31 @@ class LSQPlusGrid(Grid):
     def quantize_fwd(self, x: torch.Tensor, p: Params, bits: int) -> torch.Tensor:
         with torch.no_grad():
             return self.quantize(x, p, bits, torch.round)
+
+
+@GRIDS.register("lsqplus_int")
+class LSQPlusIntGrid(LSQPlusGrid):
+    """LSQ+ with its offset snapped to the grid: levels ``(r + k)·s``, ``r = round(β/s)``, k = 0 … 2ᵇ − 1, so the
+    zero point ``−r`` is an integer and the quantizer exports to ``QuantizeLinear``/``DequantizeLinear`` exactly.
+    ``β`` and ``s`` are learned as in LSQ+ (``r`` passes ``β/s``'s gradient by the STE)."""
+
+    def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
+        p = super().fit(lower, upper, bits)
+        p["offset"] = torch.round(p["offset"] / p["step"]) * p["step"]
+        return p
+
+    def bounds(self, p: Params, bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        assert bits is not None, "the LSQ+ range depends on the bit width"
+        low = torch.round(p["offset"] / p["step"]) * p["step"]
+        return low, low + (2**bits - 1) * p["step"]
+
+    def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn,
+                 samples: int = 1) -> torch.Tensor:
+        qp = 2 ** int(bits) - 1
+        g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
+        s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
+        if fusable(rounding, s, beta):
+            return fake_quant_step(x, s, 0, qp, offset=beta, integer_offset=True)
+        ratio = beta / s
+        r = ratio + (torch.round(ratio) - ratio).detach()  # round by the STE
+        return rounding(torch.minimum(torch.maximum(x / s, r), r + qp)) * s
