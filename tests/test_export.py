@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import srq
-from srq.errors import SrqError
+from srq.errors import ConfigError, SrqError
 from srq.export.packed import load_packed, pack_bits, save_packed, unpack_bits
 from srq.quant import QuantConfig, calibrate, prepare
 from srq.quant.cost import model_cost
@@ -505,7 +505,8 @@ def test_output_quantizers_requantize_integer_layers_and_onnx_runtime_fuses_them
     srq.save(q, tmp_path / "run")
     with torch.no_grad():
         assert torch.equal(srq.load(tmp_path / "run")(x), ref)
-    path = export_onnx(q, tmp_path / "m.onnx", bias="int32")
+    with pytest.warns(UserWarning, match="reduce_range"):
+        path = export_onnx(q, tmp_path / "m.onnx", bias="int32")
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -522,12 +523,56 @@ def test_output_quantizers_requantize_integer_layers_and_onnx_runtime_fuses_them
     assert diff.mean() < mean_bound and diff.max() < 8 / 255, (diff.mean(), diff.max())
     saturating = not cpu_has_vnni() and platform.machine().lower() in ("x86_64", "amd64")
     assert len([w for w in caught if "VNNI" in str(w.message)]) == int(saturating)
-    # the warning follows the CPU's instruction set, and only files with requantized convolutions get it
-    for has_vnni, file, warned in [(False, path, 1), (True, path, 0),
-                                   (False, export_onnx(_quantized(8, 8), tmp_path / "plain.onnx"), 0)]:
+    # the warning follows the CPU's instruction set, and only files with layers at risk get it
+    safe = export_onnx(_quantized(8, 8, w_grid="symmetric", reduce_range=True), tmp_path / "safe.onnx")
+    for has_vnni, file, warned in [(False, path, 1), (True, path, 0), (False, safe, 0)]:
         monkeypatch.setattr("srq.export.runtime.cpu_has_vnni", lambda: has_vnni)
         monkeypatch.setattr("srq.export.runtime._x86", lambda: True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             RuntimeModel(file, "onnxruntime", threads=1)
         assert len([w for w in caught if "VNNI" in str(w.message)]) == warned, (has_vnni, file)
+
+
+def test_int16_overflow_risk_is_found_and_reduce_range_removes_it(tmp_path):
+    """8-bit inputs × 8-bit weights can overflow the int16 pair sums of x86 CPUs without VNNI: export names those
+    layers (a warning, and the file's metadata). ``reduce_range`` gives exactly those layers 7-bit weights within ±64,
+    and then ONNX Runtime computes srq's output on any CPU, to the tolerance of a VNNI CPU."""
+    onnx = pytest.importorskip("onnx")
+    from srq.export import export_onnx, export_ready
+    from srq.export.onnx_qdq import INT16_RISK_KEY, int16_overflow_layers
+
+    plain = _quantized(4, 4, w_grid="symmetric")  # first/last layers 8 bit
+    risky = int16_overflow_layers(export_ready(plain))
+    edges = [n for n, m in plain.named_modules() if isinstance(m, QuantConv2d) and m.srq_role != "body"]
+    assert risky and set(risky) <= set(edges)
+    with pytest.warns(UserWarning, match=f"{len(risky)} integer layer.*reduce_range"):
+        path = export_onnx(plain, tmp_path / "plain.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta[INT16_RISK_KEY].split(",") == risky
+
+    safe = _quantized(4, 4, w_grid="symmetric", reduce_range=True)
+    bits = {n: m.weight_quantizer.bits for n, m in safe.named_modules() if isinstance(m, QuantConv2d)}
+    assert {bits[n] for n in edges} == {7} and {b for n, b in bits.items() if n not in edges} == {4}
+    assert int16_overflow_layers(export_ready(safe)) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning
+        path = export_onnx(safe, tmp_path / "safe.onnx", bias="float", asym="zero_point")
+    assert {p.key: p.value for p in onnx.load(str(path)).metadata_props}[INT16_RISK_KEY] == ""
+    w8a8 = _quantized(8, 8, w_grid="symmetric", reduce_range=True, a_output_bits=8)
+    assert {m.weight_quantizer.bits for m in w8a8.modules() if isinstance(m, QuantConv2d)} == {7}
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from srq.export.runtime import RuntimeModel
+
+        x = _image()
+        path = export_onnx(w8a8, tmp_path / "w8a8.onnx", bias="int32")
+        with torch.no_grad():
+            ref = export_ready(w8a8, bias="int32")(x)
+        diff = (RuntimeModel(path, "onnxruntime", threads=1)(x) - ref).abs()
+        assert diff.mean() < 1e-3 and diff.max() < 8 / 255, (diff.mean(), diff.max())
+    assert "reduce_range" not in QuantConfig().to_dict()
+    assert QuantConfig(w_mode="symmetric", reduce_range=True).to_dict()["reduce_range"]
+    with pytest.raises(SrqError, match="zero-centred"):
+        QuantConfig(reduce_range=True)  # affine weights: 7-bit levels up to ±127
+    with pytest.raises(ConfigError, match="w_grid=symmetric"):
+        srq.methods.Percentile(reduce_range=True)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import SrqError
 from ..utils.device import cpu_has_vnni
+from .onnx_qdq import INT16_RISK_KEY
 
 __all__ = ["RUNTIMES", "PRECISIONS", "RuntimeModel", "onnx_metadata"]
 
@@ -41,25 +42,29 @@ def _x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
 
-def _saturating_convolutions(path: Path) -> int:
-    """How many ``Conv`` nodes of the file ONNX Runtime runs as uint8 x int8 ``QLinearConv`` on a full 8-bit input:
-    a ``QuantizeLinear`` follows them and their input is ``DequantizeLinear(QuantizeLinear(.))`` with no ``Clip``
-    to a narrower grid. (Pairs of products of 7-bit inputs, at most 2·127·127, fit int16; 8-bit ones may not.)"""
+def _overflow_risk(path: Path) -> list[str] | None:
+    """The layers srq's export found at risk of int16 overflow on CPUs without VNNI (metadata
+    :data:`~srq.export.onnx_qdq.INT16_RISK_KEY`); None for a file that does not say (not exported by this srq)."""
     try:
         import onnx
 
-        graph = onnx.load(str(path), load_external_data=False).graph
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     except Exception:
-        return 0
-    producer = {out: n for n in graph.node for out in n.output}
-    requantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+        return None
+    value = props.get(INT16_RISK_KEY)
+    return None if value is None else [n for n in value.split(",") if n]
 
-    def full_8bit(name: str) -> bool:
-        dq = producer.get(name)
-        source = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        return source is not None and source.op_type == "QuantizeLinear"
 
-    return sum(1 for n in graph.node if n.op_type == "Conv" and n.output[0] in requantized and full_8bit(n.input[0]))
+def _warn_without_vnni(path: Path) -> None:
+    """On an x86 CPU without VNNI, one warning if the file has integer layers whose int16 pair sums can overflow."""
+    if not _x86() or cpu_has_vnni():
+        return
+    risky = _overflow_risk(path)  # parse the file only on such CPUs
+    if risky:
+        warnings.warn(f"{path.name}: this CPU has no int8 dot-product instruction (VNNI), and {len(risky)} integer "
+                      f"layer(s) of this file multiply 8-bit inputs by 8-bit weights, whose int16 pair sums overflow "
+                      f"here: outputs can be far from srq's (IMDN x4 W8A8: −6 dB); quantize with reduce_range=true "
+                      f"for such CPUs (docs/deploy.md)", stacklevel=4)
 
 
 class RuntimeModel(nn.Module):
@@ -84,6 +89,7 @@ class RuntimeModel(nn.Module):
         if not self.path.is_file():
             raise SrqError(f"ONNX file {path} does not exist")
         self._run = self._open_ort() if runtime == "onnxruntime" else self._open_openvino(static_shape)
+        _warn_without_vnni(self.path)
 
     def _open_ort(self):
         try:
@@ -100,11 +106,6 @@ class RuntimeModel(nn.Module):
         except Exception as e:
             raise SrqError(f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0][:300]}")
         name = session.get_inputs()[0].name
-        if _x86() and not cpu_has_vnni() and _saturating_convolutions(self.path):  # parse the graph only then
-            warnings.warn(f"{self.path.name}: this CPU has no int8 dot-product instruction (VNNI), so ONNX Runtime's "
-                          "uint8 x int8 convolutions saturate their int16 pair sums and outputs can be a few levels "
-                          "off srq's; PSNR measured here may be lower than on a CPU with VNNI (docs/deploy.md)",
-                          stacklevel=3)
 
         def run(x: np.ndarray) -> np.ndarray:
             return session.run(None, {name: x})[0]

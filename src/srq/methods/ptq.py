@@ -21,6 +21,7 @@ from torch import nn
 from ..engine.batches import calibration_batches
 from ..engine.blocks import check_blocks_pattern
 from ..engine.distill import FinetuneConfig, finetune
+from ..errors import ConfigError
 from ..quant import QuantConfig, calibrate, quantizers
 from ..typed_config import check_choice
 from .base import Recipe
@@ -47,13 +48,20 @@ class _CalibrateThenTune(Recipe):
     # requantize integer layers' outputs at this many bits, as integer runtimes do (QuantConfig.a_output_bits;
     # docs/deploy.md); None: float outputs, as in the papers
     a_output_bits: int | None = None
+    # 7-bit weights where inputs and weights would both be 8 bit, for integer CPUs without VNNI
+    # (QuantConfig.reduce_range; needs w_grid="symmetric"; docs/deploy.md)
+    reduce_range: bool = False
 
     def validate(self) -> None:
         check_blocks_pattern(self, self.blocks)
         check_choice(self, "w_grid", W_GRIDS)
+        if self.reduce_range and self.w_grid != "symmetric":
+            raise ConfigError(f"{self.name}: reduce_range keeps 7-bit weights within ±64, which needs "
+                              f"w_grid=symmetric (give both)")
 
     def config(self) -> QuantConfig:
-        return dataclasses.replace(super().config(), w_mode=self.w_grid, a_output_bits=self.a_output_bits)
+        return dataclasses.replace(super().config(), w_mode=self.w_grid, a_output_bits=self.a_output_bits,
+                                   reduce_range=self.reduce_range)
 
     def to_dict(self) -> dict:
         d = super().to_dict()
@@ -61,6 +69,8 @@ class _CalibrateThenTune(Recipe):
             del d["w_grid"]
         if self.a_output_bits is None:  # likewise for float layer outputs
             del d["a_output_bits"]
+        if not self.reduce_range:
+            del d["reduce_range"]
         return d
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:

@@ -125,9 +125,7 @@ class QMambaIR(_QAT):
         return DLS_INITS[self.dls_init] if self.activations == "dls" else ACTIVATION_GRIDS[self.activations]
 
     def config(self) -> QuantConfig:
-        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, first_last=self.first_last,
-                           w_observer=self.w_observer, a_observer=self.a_observer, w_mode=WEIGHT_GRIDS[self.weights],
-                           a_mode=self.static, rules=list(self.rules))
+        return dataclasses.replace(super().config(), w_mode=WEIGHT_GRIDS[self.weights], a_mode=self.static)
 
     def prepare(self, model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
         edges: tuple[str, ...] = ()

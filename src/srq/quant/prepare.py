@@ -161,6 +161,8 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: torch.Tensor |
             w, a = (8, 8) if config.first_last == "8bit" else (None, None)
             why = None if w else f"{role} layer, first_last='fp'"
         w, a, why = bits_for(name, w, a, why)
+        if config.reduce_range and w == 8 and a == 8:
+            w = 7  # int16 pair sums of uint8 × int8 products cannot overflow (QuantConfig.reduce_range)
         if name in ran:
             layer_plan.append((name, layer, role, w, a, why))
     point_plan = [(name, point, *bits_for(name, None, config.a_bits)[1:]) for name, point in points]
