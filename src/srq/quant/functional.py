@@ -137,7 +137,7 @@ class _FakeQuantStep(torch.autograd.Function):
         ctx.save_for_backward(x, step, offset)
         ctx.limits = (lo, hi)
         ctx.integer_offset = integer_offset
-        if integer_offset:  # levels (r + k)·s, r = round(β/s): an integer zero point
+        if integer_offset and offset is not None:  # levels (r + k)·s, r = round(β/s): an integer zero point
             r = torch.round(offset / step)
             return _between(torch.div(x, step), r + lo, r + hi).round_().mul_(step)
         v = torch.div(x if offset is None else x - offset, step)

@@ -36,11 +36,17 @@ class LSQPlusGrid(Grid):
 
     counts_samples = True
 
-    def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn,
-                 samples: int = 1) -> torch.Tensor:
+    @staticmethod
+    def scaled(x: torch.Tensor, p: Params, bits: int | torch.Tensor,
+               samples: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """``(2ᵇ − 1, s, β)`` with LSQ's gradient scale on ``s`` and ``β``."""
         qp = 2 ** int(bits) - 1
         g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
-        s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
+        return qp, scale_grad(p["step"], g), scale_grad(p["offset"], g)
+
+    def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn,
+                 samples: int = 1) -> torch.Tensor:
+        qp, s, beta = self.scaled(x, p, bits, samples)
         if fusable(rounding, s, beta):
             return fake_quant_step(x, s, 0, qp, offset=beta)
         return rounding(torch.clamp((x - beta) / s, 0, qp)) * s + beta
@@ -62,15 +68,11 @@ class LSQPlusIntGrid(LSQPlusGrid):
         return p
 
     def bounds(self, p: Params, bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        assert bits is not None, "the LSQ+ range depends on the bit width"
-        low = torch.round(p["offset"] / p["step"]) * p["step"]
-        return low, low + (2**bits - 1) * p["step"]
+        return super().bounds({**p, "offset": torch.round(p["offset"] / p["step"]) * p["step"]}, bits)
 
     def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn,
                  samples: int = 1) -> torch.Tensor:
-        qp = 2 ** int(bits) - 1
-        g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
-        s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
+        qp, s, beta = self.scaled(x, p, bits, samples)
         if fusable(rounding, s, beta):
             return fake_quant_step(x, s, 0, qp, offset=beta, integer_offset=True)
         ratio = beta / s

@@ -16,7 +16,7 @@ from ..functional import RoundFn
 from ..soft_rounding import TANH_TEMPERATURE, tanh_round
 from . import base
 from .base import GRIDS, Grid, Params
-from .lsq import LSQGrid, scale_grad
+from .lsq import LSQGrid
 from .lsqplus import LSQPlusGrid
 from .soft_step import soft_step_quant
 
@@ -71,9 +71,7 @@ class RLQGrid(Grid):
     def quantize(self, x: torch.Tensor, p: Params, bits: int | torch.Tensor, rounding: RoundFn,
                  samples: int = 1) -> torch.Tensor:
         tau = self._shift(x, p).to(x.dtype)
-        qp = 2 ** int(bits) - 1
-        g = (x.numel() / samples / p["step"].numel() * qp) ** -0.5
-        s, beta = scale_grad(p["step"], g), scale_grad(p["offset"], g)
+        qp, s, beta = self._lsqplus.scaled(x, p, bits, samples)
         if base.FUSED:
             return soft_step_quant(x, s, beta, tau, qp, TANH_TEMPERATURE)
         return tanh_round(torch.clamp((x - tau - beta) / s, 0, qp)) * s + beta + tau  # the same, composed
