@@ -64,7 +64,7 @@ def _warn_without_vnni(path: Path) -> None:
         warnings.warn(f"{path.name}: this CPU has no int8 dot-product instruction (VNNI), and {len(risky)} integer "
                       f"layer(s) of this file multiply 8-bit inputs by 8-bit weights, whose int16 pair sums overflow "
                       f"here: outputs can be far from srq's (IMDN x4 W8A8: −6 dB); quantize with reduce_range=true "
-                      f"for such CPUs (docs/deploy.md)", stacklevel=4)
+                      f"for such CPUs (docs/deploy.md)", stacklevel=3)
 
 
 class RuntimeModel(nn.Module):
