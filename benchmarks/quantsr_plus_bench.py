@@ -6,9 +6,10 @@ Usage (from the repository root; data and weights from $SRQ_DATA / $SRQ_WEIGHTS)
     python benchmarks/quantsr_plus_bench.py --model swinir_light --bits w2a2 --methods quantsr,quantsr_plus ...
     python benchmarks/quantsr_plus_bench.py --model imdn --bits w2a2 --qsa-sweep 0.85,0.7,0.55 -p ...
 The same ``-p`` applies to every row (one training budget). ``--qsa-sweep`` runs one ``quantsr_plus`` row per QSA
-budget (a fraction of the start's BitOPs) and draws PSNR against BitOPs for every full QuantSR+ row of the same
-model, bits and training budget (``qsa-sweep-*.svg``/``.md``: storage and operations saved against FP32, in srq's
-BitOPs and in the ``bops64`` count QuantSR-style tables use). ``--ablation`` runs the rows
+budget (a fraction of the start's BitOPs) and draws PSNR against BitOPs for the QuantSR+ rows of one model and
+bits whose recipes (training budget included) differ only in ``qsa_budget`` — with ``-p sfd=false`` too, and budget 0
+as the unslimmed point (``qsa-sweep-*.svg``/``.md``: storage and operations saved against the released FP32 network,
+in srq's BitOPs and in the ``bops64`` count QuantSR-style tables use). ``--ablation`` runs the rows
 
 * ``quantsr``: QuantSR's quantizers (RLQ activations, tanh-rounded LSQ weights), the network unchanged;
 * ``quantsr_plus`` with ``rbd=false qsa_budget=0 sfd=false``: QuantSR with its learnable shortcut scales;
@@ -28,6 +29,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from srq.engine.results import atomic_write_text, run_script
+import srq
+from srq.methods import QuantSRPlus
+from srq.quant.cost import model_cost
 from srq.quant.complexity import complexity_from_dict
 from srq.report.plots import tradeoff_svg
 from srq.report.runs import pareto_front
@@ -54,53 +58,75 @@ ABLATION: list[tuple[str, list[str]]] = [
 SWEEP_SETS = ("Set5", "Urban100")
 
 
-def _is_full_quantsr_plus(recipe: dict) -> bool:
-    """Every QuantSR+ part on (RBD weights and activations, shortcut scales, SFD); any QSA budget."""
-    return recipe.get("method") == "quantsr_plus" and all(
-        recipe.get(k) for k in ("rbd", "rbd_activations", "shortcut_scale", "sfd"))
+def _sweep_variant(recipe: dict) -> str | None:
+    """The recipe without its QSA budget (JSON), for QuantSR+ rows with shortcut scales (which QSA ranks blocks
+    by); rows with the same variant and different budgets form one sweep. None for other rows."""
+    if recipe.get("method") != "quantsr_plus" or not recipe.get("shortcut_scale"):
+        return None
+    return json.dumps({k: v for k, v in recipe.items() if k != "qsa_budget"}, sort_keys=True)
+
+
+def _variant_label(variant: dict) -> str:
+    """The fields of a sweep's recipe that differ from QuantSR+'s defaults (its bits and training budget aside)."""
+    defaults = QuantSRPlus().to_dict()
+    diff = [f"{k}={json.dumps(v)}" for k, v in sorted(variant.items())
+            if k not in ("train", "w_bits", "a_bits") and defaults.get(k) != v]
+    return ", ".join(diff) or "QuantSR+ defaults"
+
+
+def _fp32_reference(model: str, scale: int, input_size: list[int]) -> tuple[float, float]:
+    """``(size KB, BitOPs)`` of the released (unslimmed) FP32 network: what the paper's reductions are against."""
+    fp = model_cost(srq.create_model(model, scale), tuple(input_size), scale)  # type: ignore[arg-type]  # random init
+    return fp.fp32_size_kb, fp.fp32_bitops
 
 
 def qsa_sweep(out_dir: Path = OUT) -> None:
-    """Rebuild ``out_dir/qsa-sweep-<model>_<bits>.md`` and one PSNR-vs-BitOPs SVG per set of :data:`SWEEP_SETS`
-    from the full QuantSR+ rows with the same training budget (``recipe.train``), one point per QSA budget."""
+    """Rebuild ``out_dir/qsa-sweep-<model>_<bits>.md`` and PSNR-vs-BitOPs SVGs from QuantSR+ rows whose recipes differ
+    only in ``qsa_budget`` (training budget included; budget 0 is the unslimmed network), one point per budget."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for f, d in result_docs(out_dir):
         m = RESULT_NAME.match(f.stem)
-        if m and _is_full_quantsr_plus(d.get("recipe", {})):
-            groups[(m["model"], m["bits"], json.dumps(d["recipe"].get("train"), sort_keys=True))].append(d)
+        variant = _sweep_variant(d.get("recipe", {}))
+        if m and variant is not None:
+            groups[(m["model"], m["bits"], variant)].append(d)
     by_name: dict[str, list[tuple[dict, list[dict]]]] = defaultdict(list)
-    for (model, bits, train), docs in groups.items():
+    for (model, bits, variant), docs in sorted(groups.items()):
         if len(docs) >= 2:  # a sweep has at least two budgets
-            by_name[f"{model}_{bits}"].append((json.loads(train), sorted(docs, key=lambda d: -d["cost"]["bitops"])))
+            by_name[f"{model}_{bits}"].append((json.loads(variant), sorted(docs, key=lambda d: -d["cost"]["bitops"])))
     for name, sweeps in by_name.items():
         lines = [f"# QSA budget sweep: {name}", "",
-                 "One QuantSR+ row per QSA budget (fraction of the start's BitOPs), same training budget; storage and "
-                 "operations saved against FP32: srq's BitOPs (÷ 32² for FP32) and the bops64 count (MACs × w·a ÷ 64 "
-                 "where both sides are quantized). Made by `benchmarks/quantsr_plus_bench.py --qsa-sweep`.", ""]
-        for k, (train, docs) in enumerate(sweeps):
-            lines += [f"Training: `{json.dumps(train, sort_keys=True)}`", "",
+                 "One QuantSR+ row per QSA budget (fraction of the start's BitOPs; 0: no slimming), the rest of the "
+                 "recipe and the training budget the same; storage and operations saved against the released FP32 "
+                 "network (before slimming): srq's BitOPs "
+                 "(÷ 32² for FP32) and the bops64 count (MACs × w·a ÷ 64 where both sides are quantized). Made by "
+                 "`benchmarks/quantsr_plus_bench.py --qsa-sweep`.", ""]
+        for k, (variant, docs) in enumerate(sweeps):
+            suffix = f"-{k + 1}" if len(sweeps) > 1 else ""
+            lines += [f"## Sweep{suffix or ''}: {_variant_label(variant)}", "",
+                      f"Training: `{json.dumps(variant.get('train'), sort_keys=True)}`", "",
                       "| QSA budget | blocks removed | size KB | storage saved | BitOPs G | ops saved (srq) | "
                       "ops saved (bops64) | " + " | ".join(f"{s} PSNR" for s in SWEEP_SETS) + " |",
                       "|---:|---|---:|---:|---:|---:|---:|" + "---:|" * len(SWEEP_SETS)]
+            model, scale = docs[0]["model"], int(docs[0]["scale"])
+            fp_kb, fp_bitops = _fp32_reference(model, scale, docs[0]["cost"]["input_size"])
             for d in docs:
                 cost, qsa = d["cost"], d["report"].get("qsa") or {}
                 bops64 = complexity_from_dict(cost, convention="bops64")
                 psnr = {r["dataset"]: r["psnr"] for r in d["results"]}
                 removed = ", ".join(r["block"] for r in qsa.get("removed", [])) or "—"
                 lines.append(f"| {d['recipe']['qsa_budget']:g} | {removed} | {cost['size_kb']:.1f} | "
-                             f"{100 * (1 - cost['size_kb'] / cost['fp32_size_kb']):.1f}% | "
+                             f"{100 * (1 - cost['size_kb'] / fp_kb):.1f}% | "
                              f"{cost['bitops'] / 1e9:.1f} | "
-                             f"{100 * (1 - cost['bitops'] / cost['fp32_bitops']):.1f}% | "
-                             f"{100 * bops64.ops_reduction:.1f}% | "
+                             f"{100 * (1 - cost['bitops'] / fp_bitops):.1f}% | "
+                             f"{100 * (1 - bops64.ops / (fp_bitops / 32**2)):.1f}% | "  # FP32 MACs
                              + " | ".join(f"{psnr[s]:.2f}" if s in psnr else "—" for s in SWEEP_SETS) + " |")
             lines.append("")
             for dataset in SWEEP_SETS:
-                points = [(f"budget {d['recipe']['qsa_budget']:g}", d["cost"]["bitops"] / 1e9,
-                           next(r["psnr"] for r in d["results"] if r["dataset"] == dataset))
+                points = [(f"budget {d['recipe']['qsa_budget']:g}" if d["recipe"]["qsa_budget"] else "no QSA",
+                           d["cost"]["bitops"] / 1e9, next(r["psnr"] for r in d["results"] if r["dataset"] == dataset))
                           for d in docs if any(r["dataset"] == dataset for r in d["results"])]
                 svg = tradeoff_svg(points, pareto_front([(c, q) for _, c, q in points]),
                                    f"QuantSR+ {name}: {dataset} PSNR vs BitOPs", "BitOPs (G)", log_x=False)
-                suffix = f"-{k + 1}" if len(sweeps) > 1 else ""
                 atomic_write_text(out_dir / f"qsa-sweep-{name}{suffix}-{dataset}.svg", svg)
         atomic_write_text(out_dir / f"qsa-sweep-{name}.md", "\n".join(lines))
 
