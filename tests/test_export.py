@@ -572,7 +572,40 @@ def test_int16_overflow_risk_is_found_and_reduce_range_removes_it(tmp_path):
         assert diff.mean() < 1e-3 and diff.max() < 8 / 255, (diff.mean(), diff.max())
     assert "reduce_range" not in QuantConfig().to_dict()
     assert QuantConfig(w_mode="symmetric", reduce_range=True).to_dict()["reduce_range"]
-    with pytest.raises(SrqError, match="zero-centred"):
-        QuantConfig(reduce_range=True)  # affine weights: 7-bit levels up to ±127
-    with pytest.raises(ConfigError, match="w_grid=symmetric"):
-        srq.methods.Percentile(reduce_range=True)
+    with pytest.raises(SrqError, match="affine or zero-centred"):
+        QuantConfig(w_mode="dorefa", reduce_range=True)
+    with pytest.raises(ConfigError, match="mp_weights"):
+        srq.methods.GBA(reduce_range=True, mp_weights=True)
+    assert srq.methods.GBA(reduce_range=True).config().reduce_range
+    assert "reduce_range" not in srq.methods.GBA().to_dict()
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+@pytest.mark.filterwarnings("error:.*VNNI")  # no layer of these files is at risk
+def test_reduce_range_affine_weights_are_centred_by_the_export(tmp_path, runtime):
+    """Affine 7-bit weights (``reduce_range`` on the default grid) can sit anywhere in −127 … 127; the export
+    centres each channel within ±64 (int8 levels plus an offset and its correction), so no layer is at risk and the
+    runtime computes srq's output — on a CPU without VNNI too, where the uncentred file would overflow."""
+    pytest.importorskip(runtime)
+    from srq.export import export_onnx, export_ready
+    from srq.export.onnx_qdq import _ExportLayer, int16_overflow_layers
+    from srq.export.runtime import RuntimeModel
+
+    model = _quantized(4, 4, reduce_range=True)
+    edges = {n for n, m in model.named_modules() if isinstance(m, QuantConv2d) and m.srq_role != "body"}
+    assert {model.get_submodule(n).weight_quantizer.bits for n in edges} == {7}
+    ready = export_ready(model)
+    centred = {n for n, m in ready.named_modules() if isinstance(m, _ExportLayer) and m.spec.offset is not None}
+    assert centred and centred <= edges and int16_overflow_layers(ready) == []
+    assert set(int16_overflow_layers(export_ready(model, asym="zero_point"))) == centred  # uncentred: at risk
+    for n in centred:
+        q = ready.get_submodule(n).spec.weight.q.to(torch.int32)
+        assert q.min() >= -64 and q.max() <= 63
+    x = _image()
+    with torch.no_grad():
+        ref = ready(x)  # (int32 bias)
+        # with srq's float bias, the centred convolution plus its correction is srq's up to float rounding
+        assert (export_ready(model, bias="float")(x) - model(x)).abs().mean() < 1e-3
+    path = export_onnx(model, tmp_path / "m.onnx")
+    diff = (RuntimeModel(path, runtime, threads=1)(x) - ref).abs()
+    assert diff.mean() < 1e-3 and diff.max() < 8 / 255, (diff.mean(), diff.max())

@@ -220,18 +220,19 @@ def _conv_attrs(layer: QuantConv2d, name: str) -> dict:
 
 
 @torch.no_grad()
-def split_zero_points(w: IntWeight) -> tuple[IntWeight, torch.Tensor]:
-    """An asymmetric weight (uint8 with per-channel zero points) as int8 levels plus a per-channel offset:
-    ``v = v' + o_c`` with ``v' = v − o_c`` in −128 … 127 (``o_c = vmin_c + 128``), so that
+def split_zero_points(w: IntWeight, half: int = 128) -> tuple[IntWeight, torch.Tensor]:
+    """An asymmetric weight (uint8 with per-channel zero points, or int8 levels off centre) as int8 levels plus a
+    per-channel offset: ``v = v' + o_c`` with ``v' = v − o_c`` in −half … half − 1 (``o_c = vmin_c + half``), so that
     ``conv(x, v·s) = conv(x, v'·s) + (s_c·o_c)·box(Σ_channels x)``: an int8 convolution with zero-point-free
     weights, which integer runtimes (OpenVINO's oneDNN) run, plus the window sums of the input's channel sum (the
     zero-point correction of integer GEMM libraries; a one-channel float convolution with a kernel of ones).
-    Equal to srq's convolution up to float rounding. Returns ``(int8 weight, s·o)``."""
+    Equal to srq's convolution up to float rounding. ``half`` 64 centres a ≤ 7-bit grid within ±64, where the int16
+    pair sums of CPUs without VNNI cannot overflow (:func:`int16_overflow_layers`). Returns ``(int8 weight, s·o)``."""
     shape = [1] * w.q.dim()
     shape[w.axis] = -1
     v = w.q.to(torch.int32) - w.zero_point.to(torch.int32).reshape(shape)
     vmin = v.amin(dim=[d for d in range(v.dim()) if d != w.axis])
-    offset = vmin + 128
+    offset = vmin + half
     q = (v - offset.reshape(shape)).to(torch.int8)
     return IntWeight(q, w.scale, torch.zeros_like(w.scale, dtype=torch.int8), w.axis, w.bits), \
         w.scale * offset.float()
@@ -255,10 +256,14 @@ def _layer_module(layer: QuantConv2d | QuantLinear | QuantConvTranspose2d, name:
                 bias = layer.bias.detach().float().clone()
         else:
             bias = layer.bias.detach().float().clone()
+    act = None if act_grid is None else ActSpec.of(act_grid, clip)
     if isinstance(layer, QuantConv2d):
         offset = None
-        if split and isinstance(weight, IntWeight) and weight.q.dtype == torch.uint8 and layer.groups == 1:
-            weight, offset = split_zero_points(weight)
+        if split and isinstance(weight, IntWeight) and layer.groups == 1:
+            if weight.q.dtype == torch.uint8:
+                weight, offset = split_zero_points(weight)
+            elif act is not None and _pair_sums_overflow(act, weight) and 2 ** weight.bits <= 128:
+                weight, offset = split_zero_points(weight, half=64)  # a ≤ 7-bit grid, centred within ±64
         spec = _LayerSpec(weight, bias, "conv", _conv_attrs(layer, name), offset)
     elif isinstance(layer, QuantConvTranspose2d):
         attrs = {"strides": list(layer.stride), "pads": list(layer.padding),
@@ -269,7 +274,7 @@ def _layer_module(layer: QuantConv2d | QuantLinear | QuantConvTranspose2d, name:
         spec = _LayerSpec(weight, bias, "linear", {})
     out = None if layer.output_quantizer is None else \
         ActSpec.of(int_grid(layer.output_quantizer, f"{name}.output_quantizer"), clip)
-    return _ExportLayer(None if act_grid is None else ActSpec.of(act_grid, clip), spec, out)
+    return _ExportLayer(act, spec, out)
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -319,13 +324,13 @@ def int16_overflow_layers(ready: nn.Module) -> list[str]:
     products in int16 with saturation (``VPMADDUBSW``), so a layer is at risk when 2 · (its largest stored input
     integer) · max|weight integer| > 2¹⁵ − 1 — 8-bit inputs with 8-bit weights (IMDN x4 W8A8 on an AMD EPYC Zen 3:
     −6 dB in ONNX Runtime and OpenVINO). ``QuantConfig.reduce_range`` quantizes such layers so that they are not."""
-    risky = []
-    for name, m in ready.named_modules():
-        if isinstance(m, _ExportLayer) and m.act is not None and isinstance(m.spec.weight, IntWeight) \
-                and m.spec.weight.q.dtype == torch.int8:
-            if 2 * m.act.qmax * int(m.spec.weight.q.to(torch.int32).abs().max()) > INT16_MAX:
-                risky.append(name)
-    return risky
+    return [name for name, m in ready.named_modules() if isinstance(m, _ExportLayer) and m.act is not None
+            and isinstance(m.spec.weight, IntWeight) and _pair_sums_overflow(m.act, m.spec.weight)]
+
+
+def _pair_sums_overflow(act: ActSpec, weight: IntWeight) -> bool:
+    """Whether two products of a stored input integer and a stored int8 weight can pass 2¹⁵ − 1."""
+    return weight.q.dtype == torch.int8 and 2 * act.qmax * int(weight.q.to(torch.int32).abs().max()) > INT16_MAX
 
 
 def _constants_to_initializers(proto: Any) -> None:

@@ -21,7 +21,6 @@ from torch import nn
 from ..engine.batches import calibration_batches
 from ..engine.blocks import check_blocks_pattern
 from ..engine.distill import FinetuneConfig, finetune
-from ..errors import ConfigError
 from ..quant import QuantConfig, calibrate, quantizers
 from ..typed_config import check_choice
 from .base import Recipe
@@ -49,15 +48,12 @@ class _CalibrateThenTune(Recipe):
     # docs/deploy.md); None: float outputs, as in the papers
     a_output_bits: int | None = None
     # 7-bit weights where inputs and weights would both be 8 bit, for integer CPUs without VNNI
-    # (QuantConfig.reduce_range; needs w_grid="symmetric"; docs/deploy.md)
+    # (QuantConfig.reduce_range; docs/deploy.md)
     reduce_range: bool = False
 
     def validate(self) -> None:
         check_blocks_pattern(self, self.blocks)
         check_choice(self, "w_grid", W_GRIDS)
-        if self.reduce_range and self.w_grid != "symmetric":
-            raise ConfigError(f"{self.name}: reduce_range keeps 7-bit weights within ±64, which needs "
-                              f"w_grid=symmetric (give both)")
 
     def config(self) -> QuantConfig:
         return dataclasses.replace(super().config(), w_mode=self.w_grid, a_output_bits=self.a_output_bits,

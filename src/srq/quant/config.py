@@ -26,9 +26,10 @@ _W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "lsq_3sigma", "rbd")
 # four initialisations), QuantSR's RLQ, QuantSR+'s RBD on RLQ
 _A_MODES = (*_MODES, "lsqplus_int", "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rlq",
             "rbd_act")
-# weight grids whose 7-bit levels stay within ±64 (reduce_range); LSQ's are signed wherever a channel has a negative
-# weight, i.e. in practice everywhere (the export's overflow check covers the rest)
-_CENTRED_W_MODES = ("symmetric", "pams", "lsq", "lsq_tanh", "lsq_3sigma", "rfa", "nu2u", "rbd")
+# weight grids whose 7-bit levels an integer runtime can hold within ±64 (reduce_range): zero-centred ones, and
+# affine ones, which the export centres (a per-channel offset and its correction); LSQ's are signed wherever a channel
+# has a negative weight, i.e. in practice everywhere (the export's overflow check covers the rest)
+_REDUCE_RANGE_W_MODES = ("affine", "symmetric", "pams", "lsq", "lsq_tanh", "lsq_3sigma", "rfa", "nu2u", "rbd")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
 DAN_CHOICES = ("none", "range", "std", "capped")
 ONE_BIT_CHOICES = ("binary", "levels")
@@ -105,11 +106,11 @@ class QuantConfig:
             integer layers) with an affine per-tensor quantizer of this many bits (``a_observer`` bounds), as
             integer runtimes do (``DQ → Conv → Q`` fuses into one integer convolution with a uint8 output); None
             (default): those outputs stay float, as in the papers. Left out of :meth:`to_dict` while None.
-        reduce_range: layers with 8-bit inputs and 8-bit weights get 7-bit weights on a zero-centred grid
-            (levels within ±64), as ONNX Runtime's option of that name: x86 CPUs without VNNI (AVX2 only) sum
-            pairs of uint8 × int8 products in int16, which 8-bit inputs with 8-bit weights overflow (2·255·127 >
-            2¹⁵ − 1) and 7-bit ones cannot (2·255·64 < 2¹⁵). Needs a zero-centred weight grid (``symmetric``,
-            ``pams``, the LSQ family, ``rfa``, ``nu2u``, ``rbd``). Left out of :meth:`to_dict` while False.
+        reduce_range: layers with 8-bit inputs and 8-bit weights get 7-bit weights, as ONNX Runtime's option of
+            that name: x86 CPUs without VNNI (AVX2 only) sum pairs of uint8 × int8 products in int16, which 8-bit
+            inputs with 8-bit weights overflow (2·255·127 > 2¹⁵ − 1) and 7-bit weights held within ±64 cannot
+            (2·255·64 < 2¹⁵): zero-centred grids (``symmetric``, ``pams``, the LSQ family, ``rfa``, ``nu2u``,
+            ``rbd``) are, and the export centres ``affine`` ones. Left out of :meth:`to_dict` while False.
         a_mode_rules: ordered ``[regex, a_mode]`` pairs: activation quantizers (layer inputs and marked operands)
             whose name fully matches ``regex`` use grid ``a_mode`` instead of ``a_mode``; later pairs win, and each
             must match something (e.g. Q-MambaIR: DLS inside the SSM blocks, LSQ+ elsewhere). Left out of
@@ -148,10 +149,9 @@ class QuantConfig:
             raise SrqError(f"quant_points must be true or false, got {self.quant_points!r}")
         if not isinstance(self.reduce_range, bool):
             raise SrqError(f"reduce_range must be true or false, got {self.reduce_range!r}")
-        if self.reduce_range and self.w_mode not in _CENTRED_W_MODES:
-            raise SrqError(f"reduce_range keeps 7-bit weights within ±64, which needs a zero-centred weight grid "
-                           f"({', '.join(_CENTRED_W_MODES)}; PTQ recipes: w_grid=symmetric), not w_mode="
-                           f"{self.w_mode!r}")
+        if self.reduce_range and self.w_mode not in _REDUCE_RANGE_W_MODES:
+            raise SrqError(f"reduce_range keeps 7-bit weights within ±64, which needs an affine or zero-centred "
+                           f"weight grid ({', '.join(_REDUCE_RANGE_W_MODES)}), not w_mode={self.w_mode!r}")
         self.a_mode_rules = [_check_mode_rule(r) for r in self.a_mode_rules]
         choices = {"w_granularity": _GRANULARITIES, "w_mode": _W_MODES, "a_mode": _A_MODES,
                    "w_observer": _WEIGHT_OBSERVERS, "a_observer": _ACT_OBSERVERS, "first_last": FIRST_LAST_POLICIES,
