@@ -6,6 +6,7 @@ ONNX tests skip where the ``deploy`` extra (onnx, onnxruntime, openvino) is not 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -574,10 +575,29 @@ def test_int16_overflow_risk_is_found_and_reduce_range_removes_it(tmp_path):
     assert QuantConfig(w_mode="symmetric", reduce_range=True).to_dict()["reduce_range"]
     with pytest.raises(SrqError, match="affine or zero-centred"):
         QuantConfig(w_mode="dorefa", reduce_range=True)
-    with pytest.raises(ConfigError, match="mp_weights"):
-        srq.methods.GBA(reduce_range=True, mp_weights=True)
+    for refused in (srq.methods.GBA(mp_weights=True), srq.methods.AdaBM(mp_weights=True)):
+        with pytest.raises(ConfigError, match="weight-bit allocation"):
+            dataclasses.replace(refused, reduce_range=True)
     assert srq.methods.GBA(reduce_range=True).config().reduce_range
     assert "reduce_range" not in srq.methods.GBA().to_dict()
+
+
+def test_every_method_takes_reduce_range_or_refuses_it_in_one_line():
+    """``reduce_range`` is a setting of every recipe: it reaches the quantizer placement, is recorded only when set
+    (so older recipes hash as before), survives a to_dict round trip, or is refused where the weight grid cannot
+    hold 7-bit levels within ±64."""
+    from srq.methods.registry import list_methods
+
+    for info in list_methods():
+        name, recipe = info.name, info.create()
+        assert "reduce_range" not in recipe.to_dict(), name
+        try:
+            reduced = dataclasses.replace(recipe, reduce_range=True)
+        except ConfigError as e:
+            assert "\n" not in str(e) and ("weight grid" in str(e) or "weight-bit" in str(e)), (name, e)
+            continue
+        assert reduced.config().reduce_range, name
+        assert type(reduced).from_dict(reduced.to_dict()) == reduced, name
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])

@@ -215,6 +215,9 @@ class AdaBM(Recipe):
         check_at_least(self, 1, "batch", "calib_batch")
         check_above(self, 0, "lr_w", "lr_a", "lr_layer", "lr_image")
 
+    def moves_weight_bits(self) -> bool:
+        return self.mp_weights
+
     # a read-only override of Recipe's class default, on purpose: the observer follows the a_init field
     @property
     def a_observer(self) -> str:  # type: ignore[override]  # AdaBM's own init is EMA min/max; others: ablation

@@ -35,12 +35,16 @@ class Recipe:
         w_bits, a_bits: weight / activation bits of the body layers (1 … 8).
         first_last: ``"8bit"`` (default), ``"fp"`` or ``"same"`` for the first and last layers.
         rules: per-layer overrides (see :class:`srq.quant.LayerRule`), e.g. a mixed-precision map.
+        reduce_range: 7-bit weights in layers whose inputs and weights would both be 8 bit, so that integer CPUs
+            without VNNI cannot overflow (:class:`~srq.quant.QuantConfig`, docs/deploy.md). Methods that move
+            weight bits themselves (:meth:`moves_weight_bits`) refuse it.
     """
 
     w_bits: int = 4
     a_bits: int = 4
     first_last: str = "8bit"
     rules: tuple[LayerRule, ...] = ()
+    reduce_range: bool = False
 
     name: ClassVar[str] = "recipe"
     w_observer: ClassVar[str] = "minmax"
@@ -53,6 +57,18 @@ class Recipe:
         check_bits(self, "w_bits", "a_bits")
         check_choice(self, "first_last", FIRST_LAST_POLICIES)
         self.validate()
+        if self.reduce_range:
+            if self.moves_weight_bits():
+                raise ConfigError(f"{self.method}: reduce_range keeps 7-bit weights where inputs are 8 bit, which this "
+                                  f"recipe's weight-bit allocation would undo; use one of them")
+            try:
+                self.config()
+            except SrqError as e:
+                raise ConfigError(f"{self.method}: {e}") from None
+
+    def moves_weight_bits(self) -> bool:
+        """Whether this recipe chooses weight bits itself (a mixed-precision weight allocation)."""
+        return False
 
     def validate(self) -> None:
         """Method-specific checks of the field values (the types are already checked)."""
@@ -61,7 +77,7 @@ class Recipe:
         """The quantizer placement and initialisation this method uses."""
         return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, first_last=self.first_last,
                            w_observer=self.w_observer, a_observer=self.a_observer, w_mode=self.w_mode,
-                           a_mode=self.a_mode, rules=list(self.rules))
+                           a_mode=self.a_mode, rules=list(self.rules), reduce_range=self.reduce_range)
 
     def prepare(self, model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
         """A quantizer-equipped deep copy of ``model`` (the FP model is left untouched)."""
@@ -83,8 +99,11 @@ class Recipe:
 
     def to_dict(self) -> dict:
         """Method name, every field (JSON-ready), the bound initialisation (observers) and ``recipe_version``."""
-        return {"method": self.method, **to_plain(self), "w_observer": self.w_observer,
-                "a_observer": self.a_observer, "recipe_version": RECIPE_VERSION}
+        d = {"method": self.method, **to_plain(self), "w_observer": self.w_observer,
+             "a_observer": self.a_observer, "recipe_version": RECIPE_VERSION}
+        if not self.reduce_range:  # recipes without it read (and hash) as before the field
+            del d["reduce_range"]
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:

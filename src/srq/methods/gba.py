@@ -126,9 +126,6 @@ class GBA(Recipe):
     budget: str = "size"
     blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
     seed: int = 0
-    # 7-bit weights where inputs and weights would both be 8 bit, for integer CPUs without VNNI
-    # (QuantConfig.reduce_range; docs/deploy.md); the allocation moves activation bits only
-    reduce_range: bool = False
 
     name: ClassVar[str] = "gba"
     w_observer: ClassVar[str] = "omse"
@@ -146,23 +143,16 @@ class GBA(Recipe):
         if self.dan_window and self.dan != "range":
             raise ConfigError(f"GBA.dan_window needs dan='range', got dan={self.dan!r} with "
                               f"dan_window={self.dan_window}")
-        if self.reduce_range and self.mp_weights:
-            raise ConfigError("GBA.reduce_range keeps 7-bit weights where inputs are 8 bit, which a weight "
-                              "allocation (mp_weights) would undo; use one of them")
         if 0 not in self.candidates or len(set(self.candidates)) != len(self.candidates) \
                 or not all(-7 <= c <= 7 for c in self.candidates):
             raise ConfigError(f"GBA.candidates must be distinct bit offsets within -7 … 7 that contain 0, got "
                               f"{self.candidates!r}")
 
     def config(self) -> QuantConfig:
-        return replace(super().config(), a_dan=self.dan, a_dan_window=self.dan_window,
-                       reduce_range=self.reduce_range)
+        return replace(super().config(), a_dan=self.dan, a_dan_window=self.dan_window)
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        if not self.reduce_range:  # recipes without it read (and hash) as before the field
-            del d["reduce_range"]
-        return d
+    def moves_weight_bits(self) -> bool:
+        return self.mp_weights
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:
         self.require_patches(calib, "GBA")

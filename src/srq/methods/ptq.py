@@ -47,17 +47,13 @@ class _CalibrateThenTune(Recipe):
     # requantize integer layers' outputs at this many bits, as integer runtimes do (QuantConfig.a_output_bits;
     # docs/deploy.md); None: float outputs, as in the papers
     a_output_bits: int | None = None
-    # 7-bit weights where inputs and weights would both be 8 bit, for integer CPUs without VNNI
-    # (QuantConfig.reduce_range; docs/deploy.md)
-    reduce_range: bool = False
 
     def validate(self) -> None:
         check_blocks_pattern(self, self.blocks)
         check_choice(self, "w_grid", W_GRIDS)
 
     def config(self) -> QuantConfig:
-        return dataclasses.replace(super().config(), w_mode=self.w_grid, a_output_bits=self.a_output_bits,
-                                   reduce_range=self.reduce_range)
+        return dataclasses.replace(super().config(), w_mode=self.w_grid, a_output_bits=self.a_output_bits)
 
     def to_dict(self) -> dict:
         d = super().to_dict()
@@ -65,8 +61,6 @@ class _CalibrateThenTune(Recipe):
             del d["w_grid"]
         if self.a_output_bits is None:  # likewise for float layer outputs
             del d["a_output_bits"]
-        if not self.reduce_range:
-            del d["reduce_range"]
         return d
 
     def run(self, model: nn.Module, calib: torch.Tensor, progress: bool = True) -> nn.Module:

@@ -69,19 +69,9 @@ class _QAT(Recipe):
     lr_only: bool = False
     blocks: str | None = None  # the feature loss's blocks: a regex over module names (None: automatic)
     task: dict | None = None  # a restoration task (srq.tasks.Task.to_dict(), e.g. denoise σ 25); None: SR
-    reduce_range: bool = False  # 7-bit weights where inputs and weights would both be 8 bit (QuantConfig)
 
     w_mode: ClassVar[str] = "lsq"
     a_mode: ClassVar[str] = "lsq"
-
-    def config(self) -> QuantConfig:
-        return dataclasses.replace(super().config(), reduce_range=self.reduce_range)
-
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        if not self.reduce_range:  # recipes without it read (and hash) as before the field
-            del d["reduce_range"]
-        return d
 
     def validate(self) -> None:
         if not self.train_data:
