@@ -358,7 +358,7 @@ def _qat_methods() -> list[str]:
     return [m.name for m in list_methods() if hasattr(m.create(w_bits=4, a_bits=4), "train_data")]
 
 
-@pytest.mark.filterwarnings("ignore:.*(collapsed|budget|made the model worse)")  # 2 steps of a tiny model
+@pytest.mark.filterwarnings("ignore:.*(collapsed|budget|made the model worse|passes its input)")  # 2 steps, tiny model
 @pytest.mark.parametrize("method", _qat_methods())
 def test_every_qat_method_trains_a_denoiser_on_the_tasks_pairs(method, tmp_path):
     from srq.engine.qat import QATConfig
@@ -375,6 +375,43 @@ def test_every_qat_method_trains_a_denoiser_on_the_tasks_pairs(method, tmp_path)
     assert training["data"]["targets"] == "clean images" and training["data"]["task"]["sigma"] == 25
     psnr = srq.evaluate(qmodel, [str(folder)], scale=1, task=task, progress=False)[0].psnr
     assert np.isfinite(psnr) and training["best"]["psnr"] is not None  # validated by the task's protocol
+
+
+def test_input_psnr_is_the_degraded_inputs_own_score(tmp_path):
+    """What a pass-through model scores: JPEG inputs as they are, noisy inputs clamped and rounded like an output."""
+    from srq.engine.evaluate import input_psnr
+    from srq.tasks.data import TaskBenchmark
+
+    _, folder = _small_denoiser(tmp_path)
+    for task in (Denoise(25), get_task("jpeg", quality=10)):
+        data = TaskBenchmark(str(folder), task)
+        by_hand = []
+        for i in range(len(data)):
+            s = data[i]
+            out = s.lr if s.lr.dtype == np.uint8 else np.rint(np.clip(s.lr, 0, 1) * 255).astype(np.uint8)
+            by_hand.append(task.score(out, s.hr)[0])
+        assert input_psnr(str(folder), task) == pytest.approx(np.mean(by_hand), abs=1e-9)
+        assert input_psnr(str(folder), task, images=1) == pytest.approx(by_hand[0], abs=1e-9)
+
+
+def test_qat_warns_when_a_restorer_passes_its_input_through(tmp_path):
+    """A residual denoiser whose residual is zero outputs its input: QAT records the inputs' own PSNR and says so."""
+    from srq.engine.qat import QATConfig
+
+    net, folder = _small_denoiser(tmp_path)
+    with torch.no_grad():
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.weight.zero_()
+        last.bias.zero_()
+    task = Denoise(25)
+    calib = task_calibration_set(task, [folder], patch=24, n=3)
+    recipe = srq.methods.LSQ(w_bits=8, a_bits=8, task=task.to_dict(), train_data=(str(folder),), cache_dir="",
+                             train=QATConfig(iterations=1, batch=2, hr_patch=24, lr=1e-12, quant_lr=1e-12,
+                                             val_set=str(folder)))
+    with pytest.warns(UserWarning, match="passes its input through"):
+        qmodel = srq.quantize(net, recipe, calib, progress=False)
+    training = srq.api.current_report(qmodel)["training"]
+    assert training["input_psnr"] == pytest.approx(training["best"]["psnr"], abs=0.02)
 
 
 def test_qat_of_a_restoration_model_without_its_task_is_one_clear_error(tmp_path):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 __all__ = ["ImageScore", "DatasetScore", "ScoreLog", "BenchmarkSet", "evaluate", "evaluate_dataset", "validation_psnr",
-           "score_log_path"]
+           "input_psnr", "score_log_path"]
 
 
 class _Samples(Protocol):
@@ -279,3 +279,23 @@ def validation_psnr(model: nn.Module, dataset: str | os.PathLike, scale: int, *,
                                 task=None if task is None or isinstance(task, SR) else task).psnr
     finally:
         model.train(was_training)
+
+
+def input_psnr(dataset: str | os.PathLike, task: "Task", *, images: int = 0,
+               data_root: str | os.PathLike | None = None) -> float:
+    """Mean PSNR (dB) of a restoration ``task``'s degraded inputs themselves on the first ``images`` images of
+    ``dataset`` (0: all), by the task's protocol: what a model that passes its input through scores (the noisy or
+    JPEG image, clamped to [0, 1] and rounded to uint8 as a model's output would be)."""
+    import numpy as np
+
+    from ..tasks import TaskBenchmark
+
+    data = TaskBenchmark(dataset, task, data_root=data_root)
+    n = len(data) if images == 0 else min(images, len(data))
+    scores = []
+    for i in range(n):
+        sample = data[i]
+        out = sample.lr if sample.lr.dtype == np.uint8 else \
+            np.rint(np.clip(sample.lr, 0.0, 1.0) * 255.0).astype(np.uint8)
+        scores.append(task.score(out, sample.hr)[0])
+    return float(np.mean(scores))

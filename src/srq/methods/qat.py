@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -31,7 +32,7 @@ from ..data.training import LROnlySet, TrainingSet
 from ..tasks import SR, Task, TaskTrainingSet, task_from_dict
 from ..engine.batches import calibration_batches
 from ..engine.blocks import check_blocks_pattern
-from ..engine.evaluate import validation_psnr
+from ..engine.evaluate import input_psnr, validation_psnr
 from ..engine.qat import QATConfig, train_qat
 from ..errors import SrqError
 from ..paths import data_root
@@ -146,8 +147,24 @@ class _QAT(Recipe):
                            validate=validate if val else None, progress=progress, description=f"{self.name} QAT",
                            blocks=self.blocks)
         record["data"] = self.data_record(folders, data, scale)
+        task = self.restoration_task()
+        if val and task is not None:
+            self._check_not_pass_through(record, task, val)
         setattr(qmodel, "srq_report", {"training": record})
         return qmodel.eval()
+
+    def _check_not_pass_through(self, record: dict, task: Task, val: str) -> None:
+        """Record the validation inputs' own PSNR (``record["input_psnr"]``) and warn when the trained model does
+        not beat it by 0.05 dB: a quantized residual restorer can learn to output its input unchanged (DnCNN-3
+        JPEG at lr 5e-4, docs/tasks.md)."""
+        reference = input_psnr(val, task, images=self.train.val_images)
+        record["input_psnr"] = reference
+        best = record["best"]["psnr"]
+        if best is not None and best < reference + 0.05:
+            warnings.warn(f"{self.name} QAT: validation PSNR {best:.2f} dB is no better than the {task.label()} "
+                          f"inputs' own {reference:.2f} dB on {val}: the quantized network passes its input "
+                          f"through, or worse; try a lower train.lr (DnCNN-3: 5e-5 instead of 5e-4) or more "
+                          f"steps (docs/tasks.md)", stacklevel=2)
 
 
 def _resolve(folder: str, under: str = "") -> Path:

@@ -160,6 +160,9 @@ class QuantSRPlus(_QAT):
         report: dict[str, Any] = {"training": _merged(phases, self.train), "quantizer_grids": grid_placement(qmodel),
                                   "shortcut_gammas": shortcut_gammas(qmodel)}
         report["training"]["data"] = self.data_record(folders, data, scale)
+        task = self.restoration_task()
+        if val and task is not None:
+            self._check_not_pass_through(report["training"], task, val)
         if self.qsa_budget:
             report["qsa"] = {"metric": self.qsa_metric, "budget": self.qsa_budget, "input_size": list(size),
                              "start": start_cost, "end": cost_of(qmodel, self.qsa_metric, size),
