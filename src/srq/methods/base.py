@@ -138,12 +138,15 @@ _SCALAR = (int, float, str, bool, tuple, type(None))
 
 
 def tunable_params(recipe: Recipe) -> dict[str, tuple[object, object]]:
-    """The recipe's scalar hyper-parameters (numbers, flags, text, tuples) as ``{key: (type, current value)}``;
-    those of a nested config are named ``<field>.<name>`` (e.g. GBA's ``alloc.lambda_feat``)."""
+    """The recipe's scalar hyper-parameters (numbers, flags, text, tuples) as ``{key: (type, current value)}``,
+    the method's own first and the settings every recipe has (``reduce_range``) last; those of a nested config are
+    named ``<field>.<name>`` (e.g. GBA's ``alloc.lambda_feat``)."""
     fixed = {"w_bits", "a_bits", "first_last", "rules"}  # set through their own options
     out: dict[str, tuple[object, object]] = {}
     hints = typing.get_type_hints(type(recipe))
-    for f in dataclasses.fields(recipe):
+    common = {f.name for f in dataclasses.fields(Recipe)}
+    fields = dataclasses.fields(recipe)
+    for f in [f for f in fields if f.name not in common] + [f for f in fields if f.name in common]:
         value = getattr(recipe, f.name)
         if not f.init or f.name in fixed:
             continue
