@@ -88,7 +88,7 @@ def check_binary_semantics(core, threads: int) -> None:
     x = rng.standard_normal((1, 16, 9, 11)).astype(np.float32)
     p = ops.parameter(list(x.shape), np.float32, name="x")
     signs = np.where(w > 0, 1.0, -1.0).astype(np.float32)
-    node = ops.convolution(_binarize(ops, p, 16), ops.constant(signs), [1, 1], [1, 1], [1, 1], [1, 1])
+    node = _conv(ops, p, signs, "binary")  # ±1 weights: the per-channel scale is 1
     compiled = core.compile_model(ov.Model([node], [p]), "CPU", {"INFERENCE_NUM_THREADS": threads})
     got = compiled({0: x})[0]
     xb = torch.from_numpy(np.where(x > 0, 1.0, -1.0)).float()

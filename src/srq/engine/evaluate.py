@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data import Sample, SRBenchmark, write_image
 from ..metrics import psnr_ssim
-from .inference import memory_format, super_resolve
+from .inference import memory_format, super_resolve, to_uint8_image
 from ..utils.memory import release_memory
 from ..utils.progress import progress_bar
 
@@ -286,16 +286,10 @@ def input_psnr(dataset: str | os.PathLike, task: "Task", *, images: int = 0,
     """Mean PSNR (dB) of a restoration ``task``'s degraded inputs themselves on the first ``images`` images of
     ``dataset`` (0: all), by the task's protocol: what a model that passes its input through scores (the noisy or
     JPEG image, clamped to [0, 1] and rounded to uint8 as a model's output would be)."""
-    import numpy as np
-
     from ..tasks import TaskBenchmark
+    from ..tasks.data import to_tensor
 
     data = TaskBenchmark(dataset, task, data_root=data_root)
     n = len(data) if images == 0 else min(images, len(data))
-    scores = []
-    for i in range(n):
-        sample = data[i]
-        out = sample.lr if sample.lr.dtype == np.uint8 else \
-            np.rint(np.clip(sample.lr, 0.0, 1.0) * 255.0).astype(np.uint8)
-        scores.append(task.score(out, sample.hr)[0])
-    return float(np.mean(scores))
+    scores = [task.score(to_uint8_image(to_tensor([s.lr])), s.hr)[0] for s in (data[i] for i in range(n))]
+    return sum(scores) / len(scores)
