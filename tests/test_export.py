@@ -6,6 +6,7 @@ ONNX tests skip where the ``deploy`` extra (onnx, onnxruntime, openvino) is not 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import importlib.util
 import json
@@ -14,6 +15,8 @@ import platform
 import re
 import subprocess
 import warnings
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,9 +26,10 @@ from torch import nn
 import srq
 from srq.errors import ConfigError, SrqError
 from srq.export.packed import load_packed, pack_bits, save_packed, unpack_bits
-from srq.quant import QuantConfig, calibrate, prepare
+from srq.quant import LayerRule, QuantConfig, calibrate, prepare
 from srq.quant.cost import model_cost
 from srq.quant.layers import QuantConv2d
+from srq.run_folder import read_meta
 
 from conftest import console_script
 
@@ -352,6 +356,58 @@ def test_packed_file_round_trip_is_exact(tmp_path, bits):
     layers = sum(1 for m in model.modules() if isinstance(m, QuantConv2d))
     payload = os.path.getsize(path) - header
     assert model_cost(model).size_bytes <= payload < model_cost(model).size_bytes + layers
+
+
+def _per_layer_rules_run(tmp_path) -> tuple[nn.Module, Path]:
+    """A run whose config holds one rule per layer, as mixed precision writes (GBA, AdaBM)."""
+    names = [n for n, m in _quantized(4, 4).named_modules() if isinstance(m, QuantConv2d)]
+    rules = tuple(LayerRule(re.escape(n), a_bits=3 + i % 3) for i, n in enumerate(names))
+    model = _quantized(4, 4, rules=rules)
+    srq.save(model, tmp_path / "run")
+    return model, tmp_path / "run"
+
+
+def test_packed_header_compresses_per_layer_rules_and_restores_them(tmp_path):
+    from srq.export.packed import read_header
+
+    model, run = _per_layer_rules_run(tmp_path)
+    path = save_packed(srq.load(run), run, tmp_path / "m.safetensors")
+    header = read_header(path)
+    assert header["quant_config"] == read_meta(run)["quant_config"]
+    with torch.no_grad():
+        assert torch.equal(load_packed(path)(_image()), model(_image()))
+    inline = len(json.dumps(json.dumps(header)))  # the header as format 1 wrote it (JSON in a JSON string)
+    with open(path, "rb") as f:
+        stored = int.from_bytes(f.read(8), "little")
+    assert stored < inline - len(json.dumps(header["quant_config"]["rules"])) // 2
+
+
+def test_packed_files_of_format_1_still_load(tmp_path, w4a4, w4a4_run):
+    from safetensors.torch import load_file
+
+    from srq.fileio import write_safetensors
+    from srq.export.packed import read_header
+
+    path = save_packed(srq.load(w4a4_run), w4a4_run, tmp_path / "m.safetensors")
+    header = {**read_header(path), "format": "srq-packed-1"}
+    old = write_safetensors(tmp_path / "old.safetensors", load_file(str(path)), metadata={"srq": json.dumps(header)})
+    with torch.no_grad():
+        assert torch.equal(load_packed(old)(_image()), w4a4(_image()))
+
+
+@pytest.mark.parametrize("blob", ["not base64!", base64.b64encode(b"not zlib").decode(),
+                                  base64.b64encode(zlib.compress(b'{"a": 1}')).decode()])
+def test_damaged_rules_in_a_packed_header_are_one_line(tmp_path, w4a4_run, blob):
+    from safetensors.torch import load_file
+
+    from srq.fileio import write_safetensors
+    from srq.export.packed import read_header
+
+    path = save_packed(srq.load(w4a4_run), w4a4_run, tmp_path / "m.safetensors")
+    header = {**read_header(path), "rules_zlib": blob}
+    bad = write_safetensors(tmp_path / "bad.safetensors", load_file(str(path)), metadata={"srq": json.dumps(header)})
+    with pytest.raises(SrqError, match="layer rules in its header are not readable"):
+        load_packed(bad)
 
 
 def test_srq_load_reads_a_packed_file(tmp_path, w4a4, w4a4_run):

@@ -1,7 +1,9 @@
 """Packed low-bit model files: quantized weights as b-bit integers packed into bytes, everything else float32.
 
 One ``.safetensors`` file with three tensors and a small JSON header (``__metadata__["srq"]``: the architecture
-and quantization config, as in a run folder's ``srq.json``):
+and quantization config, as in a run folder's ``srq.json``; the config's layer rules, one per layer for mixed
+precision, are stored as ``rules_zlib``: their JSON, zlib-compressed, base64 — 20× smaller, which keeps the file of
+a many-layer mixed-precision model within 1 % of its cost; :func:`read_header` returns them in the config again):
 
 * ``packed`` (uint8): every quantized weight (a quantized layer's, or a raw weight parameter marked with a
   ``WeightPoint``, in its quantizer's (channels, rest) layout) as level indices ``k = v − vmin`` (``0 … 2ᵇ − 1``; 1-bit
@@ -22,9 +24,11 @@ layer of padding.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
+import zlib
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
@@ -43,7 +47,9 @@ from .qparams import int_grid, int_weight
 
 __all__ = ["pack_bits", "unpack_bits", "save_packed", "load_packed", "PACKED_FORMAT"]
 
-PACKED_FORMAT = "srq-packed-1"
+PACKED_FORMAT = "srq-packed-2"
+_READABLE_FORMATS = ("srq-packed-1", PACKED_FORMAT)  # 1: layer rules inline in the config
+_MAX_RULES_JSON = 1 << 24  # bytes; a header's rules decompress to at most this
 
 
 def pack_bits(k: np.ndarray, bits: int) -> np.ndarray:
@@ -107,6 +113,10 @@ def save_packed(model: nn.Module, run: str | os.PathLike | None, path: str | os.
     meta = read_meta(run) if run is not None else {}
     header = {"format": PACKED_FORMAT, "architecture": meta.get("architecture", getattr(model, "srq_spec", None)),
               "quant_config": meta.get("quant_config")}
+    if header["quant_config"] and header["quant_config"].get("rules"):
+        config = dict(header["quant_config"])
+        header["rules_zlib"] = _compress_rules(config.pop("rules"))
+        header["quant_config"] = config
     if meta.get("structure") is not None:  # blocks wrapped or removed before quantization (QuantSR+)
         header["structure"] = meta["structure"]
     if header["quant_config"] is None:
@@ -142,8 +152,28 @@ def _broadcast(v: torch.Tensor, dim: int, axis: int) -> torch.Tensor:
     return v.reshape(shape)
 
 
+def _compress_rules(rules: list[dict]) -> str:
+    return base64.b64encode(zlib.compress(json.dumps(rules, separators=(",", ":")).encode(), 9)).decode("ascii")
+
+
+def _expand_rules(text: object, path: str | os.PathLike) -> list[dict]:
+    """The layer rules of a header's ``rules_zlib`` (a one-line SrqError if they are not readable)."""
+    damaged = SrqError(f"{path}: the layer rules in its header are not readable; the file is damaged")
+    try:
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(base64.b64decode(str(text), validate=True), _MAX_RULES_JSON)
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise damaged
+        rules = json.loads(raw)
+    except (ValueError, zlib.error) as e:
+        raise damaged from e
+    if not isinstance(rules, list):
+        raise damaged
+    return rules
+
+
 def read_header(path: str | os.PathLike) -> dict:
-    """The JSON header of a packed file."""
+    """The JSON header of a packed file (its layer rules back in ``quant_config``)."""
     from safetensors import safe_open
 
     try:
@@ -151,9 +181,17 @@ def read_header(path: str | os.PathLike) -> dict:
             meta = f.metadata() or {}
     except Exception as e:
         raise SrqError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:200]})")
-    header = json.loads(meta.get("srq", "{}"))
-    if header.get("format") != PACKED_FORMAT:
-        raise SrqError(f"{path} is not a packed srq model (format {header.get('format')!r}, expected {PACKED_FORMAT})")
+    try:
+        header = json.loads(meta.get("srq", "{}"))
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise SrqError(f"{path}: its srq header is not a JSON object; the file is damaged")
+    if header.get("format") not in _READABLE_FORMATS:
+        raise SrqError(f"{path} is not a packed srq model this srq reads (format {header.get('format')!r}, expected "
+                       f"{' or '.join(_READABLE_FORMATS)})")
+    if "rules_zlib" in header:
+        header["quant_config"] = {**header["quant_config"], "rules": _expand_rules(header.pop("rules_zlib"), path)}
     return header
 
 
