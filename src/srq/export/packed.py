@@ -111,12 +111,11 @@ def save_packed(model: nn.Module, run: str | os.PathLike | None, path: str | os.
     """Write quantized ``model`` (loaded from run folder ``run``, whose ``srq.json`` supplies the header) to
     ``path`` atomically; returns the path."""
     meta = read_meta(run) if run is not None else {}
+    config = dict(meta.get("quant_config") or {})
     header = {"format": PACKED_FORMAT, "architecture": meta.get("architecture", getattr(model, "srq_spec", None)),
-              "quant_config": meta.get("quant_config")}
-    if header["quant_config"] and header["quant_config"].get("rules"):
-        config = dict(header["quant_config"])
+              "quant_config": config or None}
+    if config.get("rules"):
         header["rules_zlib"] = _compress_rules(config.pop("rules"))
-        header["quant_config"] = config
     if meta.get("structure") is not None:  # blocks wrapped or removed before quantization (QuantSR+)
         header["structure"] = meta["structure"]
     if header["quant_config"] is None:
