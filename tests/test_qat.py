@@ -23,6 +23,7 @@ from srq.engine.checkpoint import WorkArea, resumable
 from srq.engine.qat import QATConfig, train_qat
 from srq.errors import ConfigError, SrqError
 from srq.methods import LSQ, PAMS, DoReFa, LSQPlus
+from srq.methods.base import Recipe
 from srq.methods.qat import model_scale
 from srq.quant import quantizers
 
@@ -293,6 +294,22 @@ def test_srq_quantize_under_torchrun_matches_one_process(hr_folder, tmp_path):
     for k, v in a.items():
         assert torch.allclose(b[k].float(), v.float(), atol=1e-5, rtol=1e-4), k
     assert json.loads((tmp_path / "two" / "srq.json").read_text())["world_size"] == 2
+
+
+def test_lsq_act_init_starts_activation_steps_from_a_calibrated_range(fp):
+    assert "act_init" not in LSQ().to_dict()  # the paper's LSQ hashes as before the option
+    recipe = LSQ(w_bits=4, a_bits=4, act_init="percentile")
+    assert recipe.to_dict()["a_observer"] == "percentile" and Recipe.from_dict(recipe.to_dict()) == recipe
+    with pytest.raises(ConfigError, match="act_init must be one of paper, minmax, percentile, omse"):
+        LSQ(act_init="mean")
+    calib = sample_calibration(4)[:4]
+    q = recipe.prepare(fp, calib[:1])
+    srq.quant.calibrate(q, [calib], progress=False)
+    acts = {n: m for n, m in srq.quant.quantizers(q) if not n.endswith("weight_quantizer") and m.bits == 4}
+    assert acts and {m.mode for m in acts.values()} == {"lsq_range"}
+    assert {m.observer_name for m in acts.values()} == {"percentile"}
+    weights = {m.mode for n, m in srq.quant.quantizers(q) if n.endswith("weight_quantizer") and m.bits == 4}
+    assert weights == {"lsq"}  # the weights keep the paper's init
 
 
 def test_lsq_plus_initialises_activations_by_mse(fp):

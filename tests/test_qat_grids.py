@@ -101,6 +101,21 @@ def test_lsq_init_is_twice_the_mean_abs_over_sqrt_qp_signed_where_the_data_went_
     assert not fresh.signed.item() and torch.equal(fresh(x), relu(x))
 
 
+def test_lsq_range_init_covers_the_observers_range_and_keeps_lsqs_forward():
+    x = torch.tensor([[-1.0, 3.0, 0.5, 0.5], [0.0, 2.0, 1.0, 1.0]])  # channel 0 goes negative, channel 1 not
+    q = _calibrated("lsq_range", 4, x, axis=0, observer="minmax")
+    assert q.observer_name == "minmax" and q.signed.tolist() == [True, False]
+    # s = max(upper/Qp, −lower/Qn): channel 0 max(3/7, 1/8), channel 1 (unsigned, 0 … 15) 2/15
+    torch.testing.assert_close(q.step.data, torch.tensor([3 / 7, 2 / 15]))
+    lo, hi = q.bounds()
+    assert hi.tolist() == pytest.approx([3.0, 2.0]) and lo.tolist() == pytest.approx([-8 * 3 / 7, 0.0])
+    deep = _calibrated("lsq_range", 4, torch.tensor([-5.0, 1.0]), observer="minmax")  # the negative side decides
+    assert deep.step.item() == pytest.approx(5 / 8)
+    same = Quantizer(4, mode="lsq", channel_axis=0, num_channels=2)
+    same.load_state_dict(q.state_dict())
+    assert torch.equal(same(x), q(x))  # the grid and forward pass are LSQ's
+
+
 def test_lsq_3sigma_weight_init_is_lsq_plus_papers_mu_plus_minus_3_sigma_over_half_the_levels():
     torch.manual_seed(0)
     w = torch.randn(6, 4, 3, 3) * torch.linspace(0.05, 1.0, 6).view(6, 1, 1, 1) + 0.2

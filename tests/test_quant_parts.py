@@ -19,9 +19,9 @@ from srq.quant.rounding import ROUNDINGS, STE
 
 
 def test_registries_name_every_part():
-    assert list(GRIDS) == ["uniform", "affine", "symmetric", "binary", "lsq", "lsq_3sigma", "lsqplus", "lsqplus_int",
-                           "pams", "dorefa", "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rfa",
-                           "nu2u", "lsq_tanh", "rlq", "rbd", "rbd_act"]
+    assert list(GRIDS) == ["uniform", "affine", "symmetric", "binary", "lsq", "lsq_3sigma", "lsq_range", "lsqplus",
+                           "lsqplus_int", "pams", "dorefa", "dls", "dls_4sigma", "dls_minmax", "dls_mean_range",
+                           "dls_mse", "rfa", "nu2u", "lsq_tanh", "rlq", "rbd", "rbd_act"]
     assert list(ROUNDINGS) == ["ste", "tanh"] and list(BITWIDTHS) == ["fixed", "offset"]
     assert list(NORMALISERS) == ["range", "std", "capped"]
     assert GRIDS["affine"] is AffineGrid and AffineGrid.name == "affine"

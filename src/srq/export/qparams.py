@@ -125,7 +125,7 @@ def int_grid(q: Quantizer, name: str = "quantizer", weight: bool = False) -> Int
                 raise SrqError(f"{name}: its levels start {int(r.max())} steps above 0, too far for a uint8 zero point "
                                f"(at most {256 - 2**bits}); such a range is not exportable")
             return IntGrid(s, r, r + 2**bits - 1, bits)
-        if mode in ("lsq", "lsq_tanh", "lsq_3sigma"):  # LSQ's grid with another backward (tanh) or init (3σ)
+        if mode in ("lsq", "lsq_tanh", "lsq_3sigma", "lsq_range"):  # LSQ's grid, another backward (tanh) or init
             signed = _param(q, "signed").bool()
             half = 2 ** (bits - 1)
             vmin = torch.where(signed, -half, 0).long()

@@ -201,7 +201,32 @@ _QAT_PAPER = "quantization-aware training"
                  "1/√(N·Qp))", paper="LSQ (Esser et al., ICLR 2020)")
 @dataclass(frozen=True)
 class LSQ(_QAT):
+    """``act_init``: how the activation steps start: ``"paper"`` (LSQ's ``s = 2·mean|v|/√Qp``) or an observer
+    (``minmax``, ``percentile``, ``omse``) whose calibrated range the grid then covers (``s = range/Qp``, the
+    ``lsq_range`` grid). The paper's start can sit far below the PTQ rows on a deep plain network (DnCNN-3 JPEG:
+    docs/tasks.md); weights keep the paper's init either way."""
+
+    act_init: str = "paper"
+
     name: ClassVar[str] = "lsq"
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice(self, "act_init", ("paper", "minmax", "percentile", "omse"))
+
+    def config(self) -> QuantConfig:
+        config = super().config()
+        if self.act_init == "paper":
+            return config
+        return dataclasses.replace(config, a_mode="lsq_range", a_observer=self.act_init)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.act_init == "paper":  # the paper's LSQ reads (and hashes) as before the field
+            del d["act_init"]
+        else:
+            d["a_observer"] = self.act_init
+        return d
 
 
 @register_method("lsq_plus", description="QAT with learned step and offset for activations (MSE-initialised), "

@@ -24,7 +24,7 @@ _MODES = ("affine", "uniform", "symmetric", "lsq", "lsqplus", "pams")  # grids f
 _W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "lsq_3sigma", "rbd")
 # activation-only grids: LSQ+ with an integer zero point, Q-MambaIR's DLS (range from each sample's statistics,
 # four initialisations), QuantSR's RLQ, QuantSR+'s RBD on RLQ
-_A_MODES = (*_MODES, "lsqplus_int", "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rlq",
+_A_MODES = (*_MODES, "lsqplus_int", "lsq_range", "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rlq",
             "rbd_act")
 # weight grids whose 7-bit levels an integer runtime can hold within ±64 (reduce_range): zero-centred ones, and
 # affine ones, which the export centres (a per-channel offset and its correction); LSQ's are signed wherever a channel
@@ -85,7 +85,8 @@ class QuantConfig:
             The QAT baselines' grids: ``"lsq"`` (learned step), ``"lsqplus"`` (learned step and offset),
             ``"pams"`` (learned max scale; PAMS's weights are ``"symmetric"``) and, for weights only,
             ``"dorefa"`` and ``"lsq_3sigma"`` (LSQ with LSQ+'s weight init), for activations only
-            ``"lsqplus_int"`` (LSQ+ with its offset snapped to the grid: an integer zero point, exportable); LSQ,
+            ``"lsqplus_int"`` (LSQ+ with its offset snapped to the grid: an integer zero point, exportable) and
+            ``"lsq_range"`` (LSQ with its step initialised from ``a_observer``'s range); LSQ,
             PAMS and the 1-bit grid choose their own observer.
         w_observer, a_observer: how bounds are initialised (``minmax``, ``ema_minmax`` (act.),
             ``percentile``, ``omse``).

@@ -7,7 +7,7 @@ import torch
 from ..functional import RoundFn, fake_quant_step
 from .base import GRIDS, Grid, Params, fusable
 
-__all__ = ["LSQGrid", "LSQ3SigmaGrid", "scale_grad"]
+__all__ = ["LSQGrid", "LSQ3SigmaGrid", "LSQRangeGrid", "scale_grad"]
 
 
 def scale_grad(t: torch.Tensor, g: float | torch.Tensor) -> torch.Tensor:
@@ -79,3 +79,19 @@ class LSQ3SigmaGrid(LSQGrid):
     def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
         assert bits is not None, "the LSQ step depends on the bit width"
         return {"step": (upper / 2.0 ** (bits - 1)).clamp_min(1e-8), "signed": torch.ones_like(upper, dtype=torch.bool)}
+
+
+@GRIDS.register("lsq_range")
+class LSQRangeGrid(LSQGrid):
+    """LSQ's grid and gradient scale with its step initialised from a calibrated range (the config's observer:
+    ``minmax``, ``percentile``, ``omse``): ``s = max(upper/Qp, −lower/Qn)``, signed where ``lower < 0``, so the
+    grid starts covering that range (as LSQ+ initialises from one) instead of LSQ's ``2·mean|v|/√Qp``."""
+
+    observer = None
+
+    def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
+        assert bits is not None, "the LSQ step depends on the bit width"
+        signed = lower < 0
+        qn, qp = _limits(signed, bits, upper)
+        step = torch.where(signed, torch.maximum(upper / qp, -lower / qn.clamp_min(1)), upper / qp)
+        return {"step": step.clamp_min(1e-8), "signed": signed}
