@@ -32,7 +32,7 @@ class LSQGrid(Grid):
 
     params = ("step", "signed")
     buffers = ("signed",)
-    observer = "signed_meanabs"
+    observer: str | None = "signed_meanabs"
 
     def init(self, shape: tuple[int, ...]) -> Params:
         return {"step": torch.ones(shape), "signed": torch.ones(shape, dtype=torch.bool)}
@@ -87,7 +87,7 @@ class LSQRangeGrid(LSQGrid):
     ``minmax``, ``percentile``, ``omse``): ``s = max(upper/Qp, −lower/Qn)``, signed where ``lower < 0``, so the
     grid starts covering that range (as LSQ+ initialises from one) instead of LSQ's ``2·mean|v|/√Qp``."""
 
-    observer = None
+    observer: str | None = None  # the config's observer
 
     def fit(self, lower: torch.Tensor, upper: torch.Tensor, bits: int | None = None) -> Params:
         assert bits is not None, "the LSQ step depends on the bit width"
