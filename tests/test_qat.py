@@ -296,20 +296,26 @@ def test_srq_quantize_under_torchrun_matches_one_process(hr_folder, tmp_path):
     assert json.loads((tmp_path / "two" / "srq.json").read_text())["world_size"] == 2
 
 
-def test_lsq_act_init_starts_activation_steps_from_a_calibrated_range(fp):
-    assert "act_init" not in LSQ().to_dict()  # the paper's LSQ hashes as before the option
-    recipe = LSQ(w_bits=4, a_bits=4, act_init="percentile")
-    assert recipe.to_dict()["a_observer"] == "percentile" and Recipe.from_dict(recipe.to_dict()) == recipe
-    with pytest.raises(ConfigError, match="act_init must be one of paper, minmax, percentile, omse"):
-        LSQ(act_init="mean")
+def test_lsq_init_starts_the_steps_from_the_ptq_ranges(fp):
+    assert "init" not in LSQ().to_dict()  # the paper's LSQ hashes as before the option
+    recipe = LSQ(w_bits=4, a_bits=4, init="percentile")
+    d = recipe.to_dict()
+    assert (d["w_observer"], d["a_observer"]) == ("minmax", "percentile") and Recipe.from_dict(d) == recipe
+    assert (LSQ(init="omse").to_dict()["w_observer"], LSQ(init="omse").to_dict()["a_observer"]) == ("omse", "omse")
+    with pytest.raises(ConfigError, match="init must be one of paper, percentile, omse"):
+        LSQ(init="mean")
     calib = sample_calibration(4)[:4]
     q = recipe.prepare(fp, calib[:1])
     srq.quant.calibrate(q, [calib], progress=False)
-    acts = {n: m for n, m in srq.quant.quantizers(q) if not n.endswith("weight_quantizer") and m.bits == 4}
-    assert acts and {m.mode for m in acts.values()} == {"lsq_range"}
-    assert {m.observer_name for m in acts.values()} == {"percentile"}
-    weights = {m.mode for n, m in srq.quant.quantizers(q) if n.endswith("weight_quantizer") and m.bits == 4}
-    assert weights == {"lsq"}  # the weights keep the paper's init
+    found = {(n.endswith("weight_quantizer"), m.mode, m.observer_name) for n, m in srq.quant.quantizers(q)}
+    assert found == {(True, "lsq_range", "minmax"), (False, "lsq_range", "percentile")}
+    weights = [(n, m) for n, m in srq.quant.quantizers(q) if n.endswith("weight_quantizer")]
+    assert weights
+    for n, m in weights:  # s = max(max w / Qp, −min w / Qn) per channel: the grid covers the channel's weights
+        w = dict(fp.named_parameters())[n.rsplit(".", 1)[0] + ".weight"].detach().flatten(1)
+        qp, qn = 2 ** (m.bits - 1) - 1, 2 ** (m.bits - 1)
+        expected = torch.maximum(w.amax(1) / qp, -w.amin(1) / qn)
+        torch.testing.assert_close(m.step.detach().flatten(), expected)
 
 
 def test_lsq_plus_initialises_activations_by_mse(fp):

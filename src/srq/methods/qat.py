@@ -201,31 +201,35 @@ _QAT_PAPER = "quantization-aware training"
                  "1/√(N·Qp))", paper="LSQ (Esser et al., ICLR 2020)")
 @dataclass(frozen=True)
 class LSQ(_QAT):
-    """``act_init``: how the activation steps start: ``"paper"`` (LSQ's ``s = 2·mean|v|/√Qp``) or an observer
-    (``minmax``, ``percentile``, ``omse``) whose calibrated range the grid then covers (``s = range/Qp``, the
-    ``lsq_range`` grid). The paper's start can sit far below the PTQ rows on a deep plain network (DnCNN-3 JPEG:
-    docs/tasks.md); weights keep the paper's init either way."""
+    """``init``: where the steps start. ``"paper"``: LSQ's ``s = 2·mean|v|/√Qp``; ``"percentile"``: the ranges of
+    the Percentile PTQ row (weights min/max per channel, activations percentile) or ``"omse"`` (both MSE-optimal),
+    which the grid then covers (``s = range/Qp``, the ``lsq_range`` grid). The paper's start can sit far below
+    the PTQ rows: DnCNN-3 JPEG q10 W8A8 starts at 27.85 dB, with ``"percentile"`` at 29.31 (docs/tasks.md)."""
 
-    act_init: str = "paper"
+    init: str = "paper"
 
     name: ClassVar[str] = "lsq"
 
     def validate(self) -> None:
         super().validate()
-        check_choice(self, "act_init", ("paper", "minmax", "percentile", "omse"))
+        check_choice(self, "init", ("paper", "percentile", "omse"))
 
     def config(self) -> QuantConfig:
         config = super().config()
-        if self.act_init == "paper":
+        if self.init == "paper":
             return config
-        return dataclasses.replace(config, a_mode="lsq_range", a_observer=self.act_init)
+        return dataclasses.replace(config, w_mode="lsq_range", a_mode="lsq_range", **self._observers())
+
+    def _observers(self) -> dict[str, str]:
+        """The observers of a range start (``init`` other than the paper's)."""
+        return {"w_observer": "minmax" if self.init == "percentile" else "omse", "a_observer": self.init}
 
     def to_dict(self) -> dict:
         d = super().to_dict()
-        if self.act_init == "paper":  # the paper's LSQ reads (and hashes) as before the field
-            del d["act_init"]
+        if self.init == "paper":  # the paper's LSQ reads (and hashes) as before the field
+            del d["init"]
         else:
-            d["a_observer"] = self.act_init
+            d.update(self._observers())
         return d
 
 

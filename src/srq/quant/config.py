@@ -21,7 +21,7 @@ FIRST_LAST_POLICIES = ("8bit", "fp", "same")
 _GRANULARITIES = ("channel", "tensor")
 _MODES = ("affine", "uniform", "symmetric", "lsq", "lsqplus", "pams")  # grids for weights and activations
 # weight-only grids: DoReFa, Q-MambaIR's RFA and N2UQ, QuantSR's tanh-rounded LSQ, QuantSR+'s RBD
-_W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "lsq_3sigma", "rbd")
+_W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "lsq_3sigma", "lsq_range", "rbd")
 # activation-only grids: LSQ+ with an integer zero point, Q-MambaIR's DLS (range from each sample's statistics,
 # four initialisations), QuantSR's RLQ, QuantSR+'s RBD on RLQ
 _A_MODES = (*_MODES, "lsqplus_int", "lsq_range", "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rlq",
@@ -29,7 +29,8 @@ _A_MODES = (*_MODES, "lsqplus_int", "lsq_range", "dls", "dls_4sigma", "dls_minma
 # weight grids whose 7-bit levels an integer runtime can hold within ±64 (reduce_range): zero-centred ones, and
 # affine ones, which the export centres (a per-channel offset and its correction); LSQ's are signed wherever a channel
 # has a negative weight, i.e. in practice everywhere (the export's overflow check covers the rest)
-_REDUCE_RANGE_W_MODES = ("affine", "symmetric", "pams", "lsq", "lsq_tanh", "lsq_3sigma", "rfa", "nu2u", "rbd")
+_REDUCE_RANGE_W_MODES = ("affine", "symmetric", "pams", "lsq", "lsq_tanh", "lsq_3sigma", "lsq_range", "rfa", "nu2u",
+                         "rbd")
 _WEIGHT_OBSERVERS = ("minmax", "omse", "percentile")
 DAN_CHOICES = ("none", "range", "std", "capped")
 ONE_BIT_CHOICES = ("binary", "levels")
@@ -85,8 +86,9 @@ class QuantConfig:
             The QAT baselines' grids: ``"lsq"`` (learned step), ``"lsqplus"`` (learned step and offset),
             ``"pams"`` (learned max scale; PAMS's weights are ``"symmetric"``) and, for weights only,
             ``"dorefa"`` and ``"lsq_3sigma"`` (LSQ with LSQ+'s weight init), for activations only
-            ``"lsqplus_int"`` (LSQ+ with its offset snapped to the grid: an integer zero point, exportable) and
-            ``"lsq_range"`` (LSQ with its step initialised from ``a_observer``'s range); LSQ,
+            ``"lsqplus_int"`` (LSQ+ with its offset snapped to the grid: an integer zero point, exportable); and
+            ``"lsq_range"``, LSQ with its steps initialised from the observer's range (``w_observer`` /
+            ``a_observer``) instead of the paper's statistic; LSQ,
             PAMS and the 1-bit grid choose their own observer.
         w_observer, a_observer: how bounds are initialised (``minmax``, ``ema_minmax`` (act.),
             ``percentile``, ``omse``).
