@@ -218,18 +218,20 @@ class LSQ(_QAT):
         config = super().config()
         if self.init == "paper":
             return config
-        return dataclasses.replace(config, w_mode="lsq_range", a_mode="lsq_range", **self._observers())
+        w_observer, a_observer = self._observers()
+        return dataclasses.replace(config, w_mode="lsq_range", a_mode="lsq_range", w_observer=w_observer,
+                                   a_observer=a_observer)
 
-    def _observers(self) -> dict[str, str]:
-        """The observers of a range start (``init`` other than the paper's)."""
-        return {"w_observer": "minmax" if self.init == "percentile" else "omse", "a_observer": self.init}
+    def _observers(self) -> tuple[str, str]:
+        """The weight and activation observers of a range start (``init`` other than the paper's)."""
+        return ("minmax" if self.init == "percentile" else "omse"), self.init
 
     def to_dict(self) -> dict:
         d = super().to_dict()
         if self.init == "paper":  # the paper's LSQ reads (and hashes) as before the field
             del d["init"]
         else:
-            d.update(self._observers())
+            d["w_observer"], d["a_observer"] = self._observers()
         return d
 
 
