@@ -11,8 +11,10 @@ layers. This script measures that sensitivity in PyTorch alone, per image:
 
 An export whose gap to srq lies within the noise floor is as close as float arithmetic allows; one well outside
 it has a real difference. Usage (repository root; data from $SRQ_DATA):
-    python benchmarks/deploy_noise_floor.py --run runs/pan_x4_gba_w4a4 --datasets Set5 --seeds 3 --ulps 2
-One JSON in benchmarks/results/deploy/ named ``noise-floor-<model>_x<scale>_<method>_w<W>a<A>-<hash>.json``.
+    python benchmarks/deploy_noise_floor.py --run runs/pan_x4_gba_w4a4 --datasets Set5 --seeds 3 --ulps 2,16,64
+One JSON in benchmarks/results/deploy/ named ``noise-floor-<model>_x<scale>_<method>_w<W>a<A>-<hash>-<ulps>ulp.json``.
+Any perturbation δ of the output adds |δ|² to the error on average, so larger noise lowers PSNR on average:
+compare an export's gap with the noise level that moves the model as much (``--ulps 2,16,64``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def _per_image(net: torch.nn.Module, sets: list[str], scale: int) -> dict[str, d
     return {s.dataset: {i.name: i.psnr for i in s.images} for s in evaluate(net, sets, scale, progress=False)}
 
 
+def _means(scores: dict) -> dict[str, float]:
+    return {name: round(sum(images.values()) / len(images), 4) for name, images in scores.items()}
+
+
 def _deltas(scores: dict, ref: dict) -> dict:
     """Per set: the mean PSNR change and the largest single-image change (dB) against ``ref``."""
     out = {}
@@ -47,15 +53,17 @@ def _deltas(scores: dict, ref: dict) -> dict:
     return out
 
 
-def add_input_noise(model: torch.nn.Module, ulps: float, generator: torch.Generator) -> list:
-    """Multiply every activation quantizer's input by ``1 + ulps·2⁻²³·N(0, 1)``; returns the hook handles."""
+def add_input_noise(model: torch.nn.Module, ulps: float, generator: torch.Generator) -> None:
+    """Multiply every activation quantizer's input by ``1 + ulps·2⁻²³·N(0, 1)`` (forward pre-hooks)."""
     eps = ulps * 2.0**-23
 
     def perturb(module: torch.nn.Module, args: tuple) -> tuple:
         x = args[0]
         return (x * (1 + eps * torch.randn(x.shape, generator=generator, dtype=x.dtype)), *args[1:])
 
-    return [q.register_forward_pre_hook(perturb) for n, q in quantizers(model) if not n.endswith("weight_quantizer")]
+    for name, q in quantizers(model):
+        if not name.endswith("weight_quantizer"):
+            q.register_forward_pre_hook(perturb)
 
 
 def main() -> None:
@@ -63,31 +71,32 @@ def main() -> None:
     p.add_argument("--run", required=True, help="a quantized run folder")
     p.add_argument("--datasets", default="Set5")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--ulps", type=float, default=2.0, help="relative noise at quantizer inputs, in float32 ulps")
+    p.add_argument("--ulps", default="2", help="relative noise at quantizer inputs, in float32 ulps (comma-separated: "
+                                               "one file per level)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     run, sets = Path(args.run), args.datasets.split(",")
     meta = read_meta(run)
     scale = meta["architecture"]["scale"]
-    model = srq.load(run)
-    ref = _per_image(model, sets, scale)
-    doc: dict = {"run": str(run), "recipe": meta["recipe"], "datasets": sets, "ulps": args.ulps,
-                 "srq": {k: round(sum(v.values()) / len(v), 4) for k, v in ref.items()}, "noise": [], "ready": {}}
-    print(f"{run}: srq {doc['srq']}", flush=True)
-    generator = torch.Generator()
-    handles = add_input_noise(model, args.ulps, generator)
-    for seed in range(args.seeds):
-        generator.manual_seed(seed)
-        doc["noise"].append({"seed": seed, **_deltas(_per_image(model, sets, scale), ref)})
-        print(f"  noise seed {seed}: {doc['noise'][-1]}", flush=True)
-    for h in handles:
-        h.remove()
+    ref = _per_image(srq.load(run), sets, scale)
+    print(f"{run}: srq {_means(ref)}", flush=True)
+    ready = {}
     for bias in BIAS_FORMS:
-        doc["ready"][bias] = _deltas(_per_image(export_ready(srq.load(run), bias=bias), sets, scale), ref)
-        print(f"  export_ready bias {bias}: {doc['ready'][bias]}", flush=True)
-    doc["provenance"] = provenance()
-    atomic_write_text(OUT / f"noise-floor-{_name(meta)}.json", json.dumps(doc, indent=2) + "\n")
+        ready[bias] = _deltas(_per_image(export_ready(srq.load(run), bias=bias), sets, scale), ref)
+        print(f"  export_ready bias {bias}: {ready[bias]}", flush=True)
+    for ulps in (float(u) for u in args.ulps.split(",")):
+        doc: dict = {"run": str(run), "recipe": meta["recipe"], "datasets": sets, "ulps": ulps, "srq": _means(ref),
+                     "noise": [], "ready": ready}
+        model = srq.load(run)
+        generator = torch.Generator()
+        add_input_noise(model, ulps, generator)
+        for seed in range(args.seeds):
+            generator.manual_seed(seed)
+            doc["noise"].append({"seed": seed, **_deltas(_per_image(model, sets, scale), ref)})
+            print(f"  {ulps:g} ulp noise, seed {seed}: {doc['noise'][-1]}", flush=True)
+        doc["provenance"] = provenance()
+        atomic_write_text(OUT / f"noise-floor-{_name(meta)}-{ulps:g}ulp.json", json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":
