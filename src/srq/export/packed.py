@@ -2,7 +2,7 @@
 
 One ``.safetensors`` file with three tensors and a small JSON header (``__metadata__["srq"]``: the architecture
 and quantization config, as in a run folder's ``srq.json``; the config's layer rules, one per layer for mixed
-precision, are stored as ``rules_zlib``: their JSON, zlib-compressed, base64 — 20× smaller, which keeps the file of
+precision, are stored as ``rules_zlib``: their JSON, zlib-compressed, base64 — over 10× smaller, which keeps the file of
 a many-layer mixed-precision model within 1 % of its cost; :func:`read_header` returns them in the config again):
 
 * ``packed`` (uint8): every quantized weight (a quantized layer's, or a raw weight parameter marked with a
@@ -190,6 +190,8 @@ def read_header(path: str | os.PathLike) -> dict:
         raise SrqError(f"{path} is not a packed srq model this srq reads (format {header.get('format')!r}, expected "
                        f"{' or '.join(_READABLE_FORMATS)})")
     if "rules_zlib" in header:
+        if not isinstance(header.get("quant_config"), dict):
+            raise SrqError(f"{path}: its srq header has layer rules but no quantization config; the file is damaged")
         header["quant_config"] = {**header["quant_config"], "rules": _expand_rules(header.pop("rules_zlib"), path)}
     return header
 

@@ -19,12 +19,12 @@ __all__ = ["LayerRule", "QuantConfig", "parse_bits", "FIRST_LAST_POLICIES"]
 
 FIRST_LAST_POLICIES = ("8bit", "fp", "same")
 _GRANULARITIES = ("channel", "tensor")
-_MODES = ("affine", "uniform", "symmetric", "lsq", "lsqplus", "pams")  # grids for weights and activations
+_MODES = ("affine", "uniform", "symmetric", "lsq", "lsq_range", "lsqplus", "pams")  # grids for weights and activations
 # weight-only grids: DoReFa, Q-MambaIR's RFA and N2UQ, QuantSR's tanh-rounded LSQ, QuantSR+'s RBD
-_W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "lsq_3sigma", "lsq_range", "rbd")
+_W_MODES = (*_MODES, "dorefa", "rfa", "nu2u", "lsq_tanh", "lsq_3sigma", "rbd")
 # activation-only grids: LSQ+ with an integer zero point, Q-MambaIR's DLS (range from each sample's statistics,
 # four initialisations), QuantSR's RLQ, QuantSR+'s RBD on RLQ
-_A_MODES = (*_MODES, "lsqplus_int", "lsq_range", "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rlq",
+_A_MODES = (*_MODES, "lsqplus_int", "dls", "dls_4sigma", "dls_minmax", "dls_mean_range", "dls_mse", "rlq",
             "rbd_act")
 # weight grids whose 7-bit levels an integer runtime can hold within ±64 (reduce_range): zero-centred ones, and
 # affine ones, which the export centres (a per-channel offset and its correction); LSQ's are signed wherever a channel
