@@ -517,7 +517,7 @@ def test_openvino_profile_groups_time_by_operation(tmp_path, w4a4):
     assert "Convolution" in format_profile(found) and json.dumps(found.to_dict())
 
 
-@pytest.mark.parametrize("mode", ["lsq", "lsq_tanh", "lsq_3sigma"])
+@pytest.mark.parametrize("mode", ["lsq", "lsq_tanh", "lsq_3sigma", "lsq_range"])
 def test_lsq_family_weights_have_their_exact_integer_levels(mode):
     from srq.export import int_grid
     from srq.export.qparams import int_weight
