@@ -352,7 +352,7 @@ def test_packed_file_round_trip_is_exact(tmp_path, bits):
     with open(path, "rb") as f:
         header = int.from_bytes(f.read(8), "little") + 8
     with safe_open(str(path), framework="pt") as f:
-        assert set(f.keys()) == {"packed", "floats", "flags"}
+        assert set(f.keys()) == {"packed", "floats", "flags", "bools"}
     layers = sum(1 for m in model.modules() if isinstance(m, QuantConv2d))
     payload = os.path.getsize(path) - header
     assert model_cost(model).size_bytes <= payload < model_cost(model).size_bytes + layers
@@ -382,6 +382,23 @@ def test_packed_header_compresses_per_layer_rules_and_restores_them(tmp_path):
     assert stored < inline - len(json.dumps(header["quant_config"]["rules"])) // 2
 
 
+def test_lsq_sign_choices_are_packed_one_bit_each(tmp_path):
+    from safetensors import safe_open
+
+    fp = srq.create_model("srq_tiny", 4, "official")
+    model = srq.quant.prepare(fp, QuantConfig(w_bits=4, a_bits=4, w_mode="lsq", a_mode="lsq"), _calib()[:1])
+    srq.quant.calibrate(model, [_calib()], progress=False)
+    signs = [t for k, t in model.state_dict().items() if t.dtype == torch.bool and not k.endswith("initialized")]
+    assert sum(t.numel() for t in signs) > 100 and not all(bool(t.all()) for t in signs)  # per channel, both kinds
+    srq.save(model, tmp_path / "run")
+    path = save_packed(srq.load(tmp_path / "run"), tmp_path / "run", tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert f.get_tensor("bools").numel() == (sum(t.numel() for t in signs) + 7) // 8
+        assert f.get_tensor("flags").numel() == 0
+    with torch.no_grad():
+        assert torch.equal(load_packed(path)(_image()), model(_image()))
+
+
 def test_packed_files_of_format_1_still_load(tmp_path, w4a4, w4a4_run):
     from safetensors.torch import load_file
 
@@ -390,7 +407,8 @@ def test_packed_files_of_format_1_still_load(tmp_path, w4a4, w4a4_run):
 
     path = save_packed(srq.load(w4a4_run), w4a4_run, tmp_path / "m.safetensors")
     header = {**read_header(path), "format": "srq-packed-1"}
-    old = write_safetensors(tmp_path / "old.safetensors", load_file(str(path)), metadata={"srq": json.dumps(header)})
+    tensors = {k: v for k, v in load_file(str(path)).items() if k != "bools"}  # format 1 had no bools
+    old = write_safetensors(tmp_path / "old.safetensors", tensors, metadata={"srq": json.dumps(header)})
     with torch.no_grad():
         assert torch.equal(load_packed(old)(_image()), w4a4(_image()))
 

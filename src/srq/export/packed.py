@@ -11,8 +11,10 @@ a many-layer mixed-precision model within 1 % of its cost; :func:`read_header` r
   state-dict order, each starting on a byte;
 * ``floats`` (float32): every other parameter and floating-point buffer (biases, quantizer bounds, ...) flat,
   in state-dict order;
-* ``flags`` (uint8): other buffers that are not floating point (LSQ's ``signed`` steps), bytes in state-dict
-  order; quantizers' ``initialized`` flags are not stored (a packed model is calibrated).
+* ``bools`` (uint8): boolean buffers (LSQ's per-channel ``signed`` choice), one bit each, in state-dict order;
+* ``flags`` (uint8): other buffers that are not floating point (QuantSR's shift axis), bytes in state-dict order;
+  quantizers' ``initialized`` flags are not stored (a packed model is calibrated). (Format 1 stored booleans as
+  bytes in ``flags`` and had no ``bools``.)
 
 Loading rebuilds the model from the header and the registry (no code is executed from the file), puts the
 dequantized weight ``v·s`` where the float weight was, and loads the rest; as ``v·s`` lies on its own grid, the
@@ -126,6 +128,7 @@ def save_packed(model: nn.Module, run: str | os.PathLike | None, path: str | os.
     packed: list[np.ndarray] = []
     floats: list[torch.Tensor] = []
     flags: list[np.ndarray] = []
+    bools: list[np.ndarray] = []
     for key, t in model.state_dict().items():
         if key in weights:
             qw = weights[key]
@@ -137,11 +140,14 @@ def save_packed(model: nn.Module, run: str | os.PathLike | None, path: str | os.
             packed.append(pack_bits(k.numpy().astype(np.uint8), grid.bits))
         elif t.is_floating_point():
             floats.append(t.detach().float().cpu().reshape(-1))
+        elif t.dtype == torch.bool and not _is_flag(key):
+            bools.append(t.detach().cpu().reshape(-1).numpy().astype(np.uint8))
         elif not _is_flag(key):
             flags.append(t.detach().cpu().reshape(-1).view(torch.uint8).numpy())  # 1-d: a 0-d int64 has no byte view
     tensors = {"packed": torch.from_numpy(np.concatenate(packed) if packed else np.zeros(0, np.uint8)),
                "floats": torch.cat(floats) if floats else torch.zeros(0),
-               "flags": torch.from_numpy(np.concatenate(flags) if flags else np.zeros(0, np.uint8))}
+               "flags": torch.from_numpy(np.concatenate(flags) if flags else np.zeros(0, np.uint8)),
+               "bools": torch.from_numpy(pack_bits(np.concatenate(bools), 1) if bools else np.zeros(0, np.uint8))}
     return write_safetensors(path, tensors, metadata={"srq": json.dumps(header, separators=(",", ":"))})
 
 
@@ -223,12 +229,20 @@ def load_packed(path: str | os.PathLike, model: nn.Module | None = None) -> nn.M
         apply_structure(net, header.get("structure"))
         prepare(net, QuantConfig.from_dict(header["quant_config"]))
     blobs = load_file(str(path))
+    damaged = f"{path} does not match the model its header describes; the file is damaged"
+    if not {"packed", "floats", "flags"} <= blobs.keys():
+        raise SrqError(damaged)
     packed, floats, flags = blobs["packed"].numpy(), blobs["floats"], blobs["flags"].numpy()
     weights = _quantized_weights(net)
     state = net.state_dict()
-    p_at = f_at = g_at = 0
+    bits_of_bools = "bools" in blobs  # format 2: booleans one bit each; format 1: bytes in flags
+    bool_keys = [k for k, t in state.items() if t.dtype == torch.bool and not _is_flag(k)] if bits_of_bools else []
+    n_bools = sum(state[k].numel() for k in bool_keys)
+    if bits_of_bools and blobs["bools"].numel() != (n_bools + 7) // 8:
+        raise SrqError(damaged)
+    bool_values = unpack_bits(blobs["bools"].numpy(), 1, n_bools).astype(bool) if bits_of_bools else None
+    p_at = f_at = g_at = b_at = 0
     new: dict[str, torch.Tensor] = {}
-    damaged = f"{path} does not match the model its header describes; the file is damaged"
     for key, t in state.items():
         if key in weights:
             bits = weights[key].quantizer.bits
@@ -248,6 +262,9 @@ def load_packed(path: str | os.PathLike, model: nn.Module | None = None) -> nn.M
             f_at += n
         elif _is_flag(key):
             new[key] = torch.ones_like(t)
+        elif bool_values is not None and t.dtype == torch.bool:
+            new[key] = torch.from_numpy(bool_values[b_at:b_at + t.numel()].copy()).reshape(t.shape)
+            b_at += t.numel()
         else:
             n = t.numel() * t.element_size()
             if g_at + n > flags.size:
