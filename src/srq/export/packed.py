@@ -20,8 +20,8 @@ Loading rebuilds the model from the header and the registry (no code is executed
 dequantized weight ``v·s`` where the float weight was, and loads the rest; as ``v·s`` lies on its own grid, the
 loaded model computes exactly what the run folder's model computes. The float weights before quantization are not
 kept (the file is for deployment, not for more fine-tuning). Its size is srq's cost accounting
-(:mod:`srq.quant.cost`: weights at their bits, everything else at 32 bit) plus the header and under one byte per
-layer of padding.
+(:mod:`srq.quant.cost`: weights at their bits, everything else at 32 bit) plus the header, LSQ's sign bits and
+under one byte per layer of padding.
 """
 
 from __future__ import annotations
