@@ -442,6 +442,20 @@ def _srq(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([console_script(), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
+def test_cli_packed_export_reports_its_size_against_cost_accounting(tmp_path, w4a4, w4a4_run):
+    out = tmp_path / "m.safetensors"
+    proc = _srq("export", w4a4_run, "--format", "packed", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stderr.split())
+    match = re.search(r"cost accounting ([\d.]+) KiB \(\+([\d.]+) %\)", text)
+    assert match, text
+    cost = model_cost(w4a4).size_bytes
+    assert float(match.group(1)) == pytest.approx(cost / 1024, abs=0.05)
+    assert float(match.group(2)) == pytest.approx(100 * (out.stat().st_size / cost - 1), abs=0.01)
+    with torch.no_grad():
+        assert torch.equal(srq.load(out)(_image()), w4a4(_image()))
+
+
 def test_cli_export_and_eval_on_a_runtime(tmp_path, w4a4_run):
     """``srq export`` then ``srq eval FILE.onnx``: with srq's float bias and zero points the deployed file scores what
     srq scores (within 0.02 dB); ``srq eval RUN --runtime`` exports with the defaults (int32 bias, which moves each

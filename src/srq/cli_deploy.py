@@ -144,8 +144,17 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
             path = save_packed(loaded.net, Path(model), output)
         else:
             path = export_file(loaded, output, source=model, opset=opset, bias=bias, clip=clip, asym=asym)
-        err.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB; {loaded.label}; {_placement_bits(loaded.net)}"
-                  f"{'' if format == 'packed' else f'; opset {opset}, bias {bias}'})")
+        size = path.stat().st_size
+        if format == "packed":
+            from .quant.cost import model_cost
+
+            cost = model_cost(loaded.net)
+            over = 100 * (size / cost.size_bytes - 1)
+            detail = (f"cost accounting {cost.size_bytes / 1024:.1f} KiB ({over:+.2f} %), "
+                      f"FP32 {cost.fp32_size_bits / 8 / 1024:.0f} KiB")
+        else:
+            detail = f"opset {opset}, bias {bias}"
+        err.print(f"wrote {path} ({size / 1024:.1f} KiB; {loaded.label}; {_placement_bits(loaded.net)}; {detail})")
 
     @app.command("bench")
     def bench_cmd(
