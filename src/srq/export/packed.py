@@ -236,8 +236,7 @@ def load_packed(path: str | os.PathLike, model: nn.Module | None = None) -> nn.M
     weights = _quantized_weights(net)
     state = net.state_dict()
     bits_of_bools = "bools" in blobs  # format 2: booleans one bit each; format 1: bytes in flags
-    bool_keys = [k for k, t in state.items() if t.dtype == torch.bool and not _is_flag(k)] if bits_of_bools else []
-    n_bools = sum(state[k].numel() for k in bool_keys)
+    n_bools = sum(t.numel() for k, t in state.items() if t.dtype == torch.bool and not _is_flag(k))
     if bits_of_bools and blobs["bools"].numel() != (n_bools + 7) // 8:
         raise SrqError(damaged)
     bool_values = unpack_bits(blobs["bools"].numpy(), 1, n_bools).astype(bool) if bits_of_bools else None
