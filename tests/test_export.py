@@ -717,3 +717,50 @@ def test_reduce_range_affine_weights_are_centred_by_the_export(tmp_path, runtime
     path = export_onnx(model, tmp_path / "m.onnx")
     diff = (RuntimeModel(path, runtime, threads=1)(x) - ref).abs()
     assert diff.mean() < 1e-3 and diff.max() < 8 / 255, (diff.mean(), diff.max())
+
+
+class _SplitNet(nn.Module):
+    """IMDN's distillation pattern: a convolution's activated output split by channels, one part kept, one refined;
+    ``shared`` adds a second consumer of the first convolution's output (a Split that must stay)."""
+
+    def __init__(self, shared: bool = False) -> None:
+        super().__init__()
+        self.head, self.body = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.tail = nn.Conv2d(8, 3, 1)
+        self.act, self.shared = nn.LeakyReLU(0.05), shared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.head(x)
+        kept, rest = torch.split(self.act(y), (2, 6), dim=1)
+        out = self.tail(torch.cat([kept, self.act(self.body(rest))], dim=1))
+        return out + y[:, :3] if self.shared else out
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
+@pytest.mark.filterwarnings("ignore:.*VNNI")
+def test_a_split_convolution_output_becomes_one_convolution_per_part_exactly(tmp_path, runtime, bits):
+    """``split_convs`` (the default): ``Conv → Q → DQ → LeakyRelu → Split`` is exported as one convolution per part
+    (no Split left, two more Conv nodes), and the runtime's output is the same, bit for bit, as with the Split; a
+    convolution output that something else reads too keeps its Split."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip(runtime)
+    from srq.export import export_onnx
+    from srq.export.runtime import RuntimeModel
+
+    torch.manual_seed(0)
+    # symmetric weights: the 8-bit first layer's affine ones would add a zero-point correction (an Add) before it
+    extra = {"a_output_bits": 8} if bits == (8, 8) else {}
+    method = srq.methods.MinMax(w_bits=bits[0], a_bits=bits[1], w_grid="symmetric", **extra)
+    x = _image()
+    for shared in (False, True):
+        q = srq.quantize(_SplitNet(shared), method, _calib(), progress=False)
+        paths = [export_onnx(q, tmp_path / f"{shared}-{split}.onnx", split_convs=split) for split in (True, False)]
+        ops = [[n.op_type for n in onnx.load(str(p)).graph.node] for p in paths]
+        assert ops[1].count("Split") == 1
+        assert ops[0].count("Split") == int(shared)
+        assert ops[0].count("Conv") == ops[1].count("Conv") + (0 if shared else 1)
+        outs = [RuntimeModel(p, runtime, threads=1)(x) for p in paths]
+        assert torch.equal(outs[0], outs[1])
+        with torch.no_grad():
+            assert (outs[0] - q(x)).abs().max() < 8 / 255

@@ -7,6 +7,8 @@ emits ``QuantizeLinear`` → (``Clip``) → ``DequantizeLinear`` for an activati
 ``MatMul`` for a layer,
 with the integers, scales and zero points computed by :mod:`srq.export.qparams` from the run folder's bounds.
 Everything else (activations, concatenations, pixel shuffle, ...) is traced as the model computes it, in float.
+Then exact graph rewrites (:mod:`srq.export.graph_rewrites`) replace a channel split of a convolution's output
+by one convolution per part.
 Why this way: the graph is the model's own traced graph (no pattern matching on torch internals), and the
 quantization nodes are written by srq, so nothing about the grids is left to an exporter's defaults
 (torch's ``fake_quantize_*`` symbolics only allow the full 8-bit ranges). The legacy exporter is deprecated
@@ -51,6 +53,7 @@ from ..errors import ConfigError, SrqError
 from ..fileio import follow_umask, temp_beside
 from ..quant.layers import QuantConv2d, QuantConvTranspose2d, QuantLinear, WeightPointQuantizer
 from ..quant.quantizer import Quantizer
+from .graph_rewrites import split_producer_convs
 from .qparams import IntGrid, IntWeight, int_bias, int_grid, int_weight
 
 __all__ = ["ActSpec", "ASYM_FORMS", "BIAS_FORMS", "CLIP_DOMAINS", "DEFAULT_OPSET", "INT16_RISK_KEY",
@@ -360,13 +363,15 @@ def check_export_options(*, bias: str, clip: str, asym: str, flag: str = "") -> 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET, clip: str = "int",
                 bias: str = "int32", asym: str = "split", example: torch.Tensor | None = None,
-                metadata: dict[str, str] | None = None) -> Path:
+                metadata: dict[str, str] | None = None, split_convs: bool = True) -> Path:
     """Write quantized ``model`` (or a float one: a plain float graph) as an ONNX file at ``path`` (atomically);
     returns the path.
 
     ``clip``, ``bias`` and ``asym``: see :func:`export_ready`. ``example``: the traced input (default a (1, 3, 32, 32)
     random image; N, H, W stay dynamic). ``metadata`` is stored in the model's ``metadata_props`` (srq records
-    the scale, the model name and the source there).
+    the scale, the model name and the source there). ``split_convs``: a channel split of a convolution's output
+    becomes one convolution per part (:func:`~srq.export.graph_rewrites.split_producer_convs`; exact, and faster on
+    OpenVINO).
     """
     try:
         import onnx
@@ -399,6 +404,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = DEFAU
         raise SrqError(f"the model cannot be exported to ONNX: {first[:300]}")
     proto = onnx.load_from_string(buffer.getvalue())
     _constants_to_initializers(proto)
+    if split_convs:
+        split_producer_convs(proto)
     proto.producer_name = "srq"
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
