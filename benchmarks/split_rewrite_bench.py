@@ -1,0 +1,84 @@
+"""What the exporter's channel-split rewrite buys: a run folder's integer ONNX exported with and without
+``split_convs`` (:func:`srq.export.graph_rewrites.split_producer_convs`), both timed on OpenVINO, interleaved.
+
+Usage (needs ``pip install -e ".[deploy]"``):
+    python benchmarks/split_rewrite_bench.py --run RUN_FOLDER --size 180x320 --runs 9 --threads 1
+
+Before timing, both files run on one input and must give the same output bit for bit (the rewrite is exact).
+Medians and min in seconds, the ratio, node counts and OpenVINO's per-operation profile of each file go to
+``benchmarks/results/deploy/split-rewrite-<model>_x<scale>_<method>_w<b>a<b>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from srq.engine.results import atomic_write_text, provenance, run_script
+from srq.errors import SrqError
+
+OUT = Path(__file__).resolve().parent / "results" / "deploy"
+VARIANTS = ("split", "per_part")  # split_convs=False / True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run folder (srq quantize --output)")
+    parser.add_argument("--size", default="180x320", help="LR input HxW (default 180x320: 720p at x4)")
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    try:
+        import onnx
+        import openvino as ov
+    except ImportError:
+        raise SrqError('this benchmark needs the deploy extra: pip install -e ".[deploy]"')
+    import srq
+    from srq.export import export_onnx
+    from srq.export.profile import openvino_profile
+    from srq.run_folder import read_meta
+
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    if min(h, w, args.runs, args.threads) < 1:
+        raise SrqError("--size, --runs and --threads must be positive")
+    model, meta = srq.load(args.run), read_meta(args.run)
+    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": "f32"}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {v: export_onnx(model, Path(tmp) / f"{v}.onnx", split_convs=v == "per_part") for v in VARIANTS}
+        nodes = {v: {op: sum(n.op_type == op for n in onnx.load(str(p)).graph.node) for op in ("Split", "Conv")}
+                 for v, p in files.items()}
+        requests = {v: core.compile_model(str(p), "CPU", config).create_infer_request() for v, p in files.items()}
+        outs = {v: r.infer({0: x})[0].copy() for v, r in requests.items()}  # also the warm-up
+        if not np.array_equal(outs["split"], outs["per_part"]):
+            raise SrqError("the rewritten graph's output differs from the original's: the rewrite is not exact here")
+        times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for _ in range(args.runs):
+            for v, r in requests.items():
+                t = time.perf_counter()
+                r.infer({0: x})
+                times[v].append(time.perf_counter() - t)
+        profiles = {v: openvino_profile(p, (1, 3, h, w), threads=args.threads).to_dict() for v, p in files.items()}
+    med = {v: float(np.median(t)) for v, t in times.items()}
+    spec, recipe = meta["architecture"], meta["recipe"] or {}
+    bits = f"w{recipe.get('w_bits')}a{recipe.get('a_bits')}"
+    doc = {"run": str(args.run), "model": spec["model"], "scale": spec["scale"], "recipe": recipe,
+           "input_shape": [1, 3, h, w], "threads": args.threads, "runs": args.runs,
+           "openvino": ov.__version__, "outputs_equal": True, "nodes": nodes, "median_s": med,
+           "min_s": {v: min(t) for v, t in times.items()}, "split_over_per_part": med["split"] / med["per_part"],
+           "openvino_profile": profiles, "provenance": provenance()}
+    name = f"split-rewrite-{spec['model']}_x{spec['scale']}_{recipe.get('method', 'run')}_{bits}.json"
+    path = atomic_write_text(OUT / name, json.dumps(doc, indent=2) + "\n")
+    print(f"with Split {med['split']:.3f} s, one convolution per part {med['per_part']:.3f} s "
+          f"({doc['split_over_per_part']:.2f}x; Splits {nodes['split']['Split']} → {nodes['per_part']['Split']}) "
+          f"→ {path}")
+
+
+if __name__ == "__main__":
+    run_script(main)
