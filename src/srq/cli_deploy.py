@@ -28,7 +28,8 @@ RUNTIME_HELP = ("auto (torch, or onnxruntime for an .onnx file), torch, onnxrunt
 PRECISION_HELP = "float layers on OpenVINO: fp32 (default) or bf16"
 EXPORT_FORMATS = ("onnx", "packed")
 # srq.export.bench.VARIANTS, written out so that the command line starts without importing torch
-BENCH_VARIANTS = "torch_fp32,torch_fakequant,onnxruntime_fp32,openvino_fp32,openvino_bf16,onnxruntime_int,openvino_int"
+BENCH_VARIANTS = ("torch_fp32,torch_fakequant,onnxruntime_fp32,openvino_fp32,openvino_bf16,onnxruntime_int,"
+                  "openvino_int,openvino_int_bf16")
 
 
 def _temp_dir() -> Path:

@@ -5,7 +5,10 @@ Variants (each built for every thread count):
 * ``torch_fp32`` — the float model (the run folder's unquantized weights) in PyTorch eager, the reference;
 * ``torch_fakequant`` — srq's fake-quant model in PyTorch eager;
 * ``onnxruntime_fp32``, ``openvino_fp32``, ``openvino_bf16`` — the float model exported to ONNX;
-* ``onnxruntime_int``, ``openvino_int`` — the exported integer (QDQ) model.
+* ``onnxruntime_int``, ``openvino_int`` — the exported integer (QDQ) model;
+* ``openvino_int_bf16`` — the integer model with its float operations (activations, additions, attention) in
+  bfloat16 (OpenVINO's ``INFERENCE_PRECISION_HINT``; ``srq eval FILE --runtime openvino --precision bf16``
+  measures its PSNR).
 
 Latency: after ``warmup`` runs of each, ``runs`` rounds in which every variant runs once on the same input
 (so drift in machine load hits all alike); median and min in seconds, and the ratio of medians to
@@ -33,8 +36,14 @@ from .onnx_qdq import export_onnx
 
 __all__ = ["VARIANTS", "BenchResult", "bench", "format_bench"]
 
-VARIANTS = ("torch_fp32", "torch_fakequant", "onnxruntime_fp32", "openvino_fp32", "openvino_bf16",
-            "onnxruntime_int", "openvino_int")
+# runtime variant → (runtime, exported file, precision of its float operations)
+_RUNTIME_VARIANTS = {"onnxruntime_fp32": ("onnxruntime", "fp32", "fp32"),
+                     "openvino_fp32": ("openvino", "fp32", "fp32"),
+                     "openvino_bf16": ("openvino", "fp32", "bf16"),
+                     "onnxruntime_int": ("onnxruntime", "int", "fp32"),
+                     "openvino_int": ("openvino", "int", "fp32"),
+                     "openvino_int_bf16": ("openvino", "int", "bf16")}
+VARIANTS = ("torch_fp32", "torch_fakequant", *_RUNTIME_VARIANTS)
 
 
 @dataclass
@@ -66,10 +75,8 @@ def _variant(name: str, files: dict[str, Path], models: dict[str, nn.Module], th
             with torch.inference_mode():
                 return model(x)
         return run
-    runtime, kind = name.rsplit("_", 1)
-    path = files["int" if kind == "int" else "fp32"]
-    return RuntimeModel(path, runtime, threads, "bf16" if kind == "bf16" else "fp32",
-                        static_shape=shape if runtime == "openvino" else None)
+    runtime, file, precision = _RUNTIME_VARIANTS[name]
+    return RuntimeModel(files[file], runtime, threads, precision, static_shape=shape if runtime == "openvino" else None)
 
 
 def _status_mib(field: str) -> float | None:
