@@ -70,8 +70,9 @@ def measure_run(run: Path, sets: list[str], runtimes: list[str], biases: list[st
         for bias in biases:
             path = export_onnx(model, Path(tmp) / f"{bias}.onnx", bias=bias, asym=asym)
             doc["exports"][bias] = {"onnx_bytes": path.stat().st_size}
-            for runtime in runtimes:
-                scores = _scores(RuntimeModel(path, runtime, threads), sets, scale)
+            for runtime in runtimes:  # "openvino_bf16": OpenVINO with the float operations in bfloat16
+                name, _, precision = runtime.partition("_")
+                scores = _scores(RuntimeModel(path, name, threads, precision or "fp32"), sets, scale)
                 doc["psnr"][f"{runtime}_bias_{bias}"] = scores
                 delta = {k: round(scores[k] - doc["psnr"]["srq_torch"][k], 4) for k in scores}
                 doc["psnr"][f"{runtime}_bias_{bias}_minus_srq"] = delta
@@ -89,7 +90,8 @@ def main() -> None:
                                                       "measured (e.g. a W2A2 MinMax run: sizes do not depend on "
                                                       "the method), into packed-sizes-<model>.json")
     p.add_argument("--datasets", default="Set5")
-    p.add_argument("--runtimes", default="onnxruntime,openvino")
+    p.add_argument("--runtimes", default="onnxruntime,openvino",
+                   help="comma-separated: onnxruntime, openvino, openvino_bf16 (float operations in bfloat16)")
     p.add_argument("--bias", default="int32,float", help="bias forms to export: int32, float or both")
     p.add_argument("--asym", default="split", help="8-bit weights with zero points: split or zero_point")
     p.add_argument("--threads", default="1", help="threads: the first for evaluation, all for the bench")
