@@ -112,6 +112,8 @@ def _rewrite_one(g: _Graph, split: Any) -> tuple[list[Any], list[Any]] | None:
     does not hold (the graph is left as it is)."""
     from onnx import helper
 
+    if not all(split.output):  # an unused part: nothing to name the copy after
+        return None
     chain: list[Any] = []
     name = split.input[0]
     while True:
