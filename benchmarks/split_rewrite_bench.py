@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from srq.engine.results import atomic_write_text, provenance, run_script
 from srq.errors import SrqError
@@ -41,29 +42,30 @@ def main() -> None:
     import srq
     from srq.export import export_onnx
     from srq.export.profile import openvino_profile
+    from srq.export.runtime import RuntimeModel
     from srq.run_folder import read_meta
 
     h, w = (int(v) for v in args.size.lower().split("x"))
     if min(h, w, args.runs, args.threads) < 1:
         raise SrqError("--size, --runs and --threads must be positive")
     model, meta = srq.load(args.run), read_meta(args.run)
-    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
-    core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": "f32"}
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         files = {v: export_onnx(model, Path(tmp) / f"{v}.onnx", split_convs=v == "per_part") for v in VARIANTS}
         nodes = {v: {op: sum(n.op_type == op for n in onnx.load(str(p)).graph.node) for op in ("Split", "Conv")}
                  for v, p in files.items()}
-        requests = {v: core.compile_model(str(p), "CPU", config).create_infer_request() for v, p in files.items()}
-        outs = {v: r.infer({0: x})[0].copy() for v, r in requests.items()}  # also the warm-up
-        if not np.array_equal(outs["split"], outs["per_part"]):
-            raise SrqError("the rewritten graph's output differs from the original's: the rewrite is not exact here")
-        times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-        for _ in range(args.runs):
-            for v, r in requests.items():
-                t = time.perf_counter()
-                r.infer({0: x})
-                times[v].append(time.perf_counter() - t)
+        # compiled as `srq bench` does: OpenVINO for the one input shape, latency hint, fp32 float operations
+        runners = {v: RuntimeModel(p, "openvino", args.threads, static_shape=tuple(x.shape)) for v, p in files.items()}
+        with torch.inference_mode():
+            outs = {v: r(x) for v, r in runners.items()}  # also the warm-up
+            if not torch.equal(outs["split"], outs["per_part"]):
+                raise SrqError("the rewritten graph's output differs from the original's: the rewrite is not exact")
+            times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+            for _ in range(args.runs):
+                for v, r in runners.items():
+                    t = time.perf_counter()
+                    r(x)
+                    times[v].append(time.perf_counter() - t)
         profiles = {v: openvino_profile(p, (1, 3, h, w), threads=args.threads).to_dict() for v, p in files.items()}
     med = {v: float(np.median(t)) for v, t in times.items()}
     spec, recipe = meta["architecture"], meta["recipe"] or {}
