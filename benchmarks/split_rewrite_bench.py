@@ -4,7 +4,8 @@
 Usage (needs ``pip install -e ".[deploy]"``):
     python benchmarks/split_rewrite_bench.py --run RUN_FOLDER --size 180x320 --runs 9 --threads 1
 
-Before timing, both files run on one input and must give the same output bit for bit (the rewrite is exact).
+Before timing, both files run on a natural image and are compared with each other and with srq's output
+(see ``_agreement``).
 Medians and min in seconds, the ratio, node counts and OpenVINO's per-operation profile of each file go to
 ``benchmarks/results/deploy/split-rewrite-<model>_x<scale>_<method>_w<b>a<b>.json``.
 """
@@ -25,6 +26,29 @@ from srq.errors import SrqError
 
 OUT = Path(__file__).resolve().parent / "results" / "deploy"
 VARIANTS = ("split", "per_part")  # split_convs=False / True
+
+
+def _agreement(model, files: dict, size: tuple[int, int]) -> dict:
+    """On a natural image (a crop of a bundled sample), each variant's output against srq's own integer-bias
+    model and against the other: mean |Δ| and the share of 8-bit output pixels that differ. The rewrite is exact
+    in ONNX Runtime and in OpenVINO's dynamic-shape compile (tests); compiled for one shape OpenVINO may fuse the
+    float operations differently, which moves outputs by float rounding, as between any two runtimes. Refuses
+    (one line) if the two variants differ by more than either differs from srq."""
+    from srq.data.samples import sample_images
+    from srq.export import export_ready
+    from srq.export.runtime import RuntimeModel
+
+    img = next(i for _, i in sample_images("train") if i.shape[0] >= size[0] and i.shape[1] >= size[1])
+    x = torch.from_numpy(img[:size[0], :size[1]].copy()).permute(2, 0, 1).unsqueeze(0).float() / 255
+    static = {v: RuntimeModel(p, "openvino", 1, static_shape=tuple(x.shape)) for v, p in files.items()}
+    outs = {"srq": export_ready(model, bias="int32")(x), **{v: r(x) for v, r in static.items()}}
+    u8 = {k: (o.clamp(0, 1) * 255).round() for k, o in outs.items()}
+    doc = {f"{a}_vs_{b}": {"mean_abs": float((outs[a] - outs[b]).abs().mean()),
+                           "uint8_changed": float((u8[a] != u8[b]).float().mean())}
+           for a, b in (("split", "srq"), ("per_part", "srq"), ("per_part", "split"))}
+    if doc["per_part_vs_split"]["mean_abs"] > max(doc["split_vs_srq"]["mean_abs"], doc["per_part_vs_srq"]["mean_abs"]):
+        raise SrqError(f"the rewritten graph differs from the original more than either differs from srq: {doc}")
+    return doc
 
 
 def main() -> None:
@@ -57,10 +81,10 @@ def main() -> None:
         # compiled as `srq bench` does: OpenVINO for the one input shape, latency hint, fp32 float operations
         runners = {v: RuntimeModel(p, "openvino", args.threads, static_shape=tuple(x.shape)) for v, p in files.items()}
         with torch.inference_mode():
-            outs = {v: r(x) for v, r in runners.items()}  # also the warm-up
-            if not torch.equal(outs["split"], outs["per_part"]):
-                raise SrqError("the rewritten graph's output differs from the original's: the rewrite is not exact")
+            agreement = _agreement(model, files, (h, w))
             times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+            for r in runners.values():
+                r(x)  # warm-up
             for _ in range(args.runs):
                 for v, r in runners.items():
                     t = time.perf_counter()
@@ -72,7 +96,7 @@ def main() -> None:
     bits = f"w{recipe.get('w_bits')}a{recipe.get('a_bits')}"
     doc = {"run": str(args.run), "model": spec["model"], "scale": spec["scale"], "recipe": recipe,
            "input_shape": [1, 3, h, w], "threads": args.threads, "runs": args.runs,
-           "openvino": ov.__version__, "outputs_equal": True, "nodes": nodes, "median_s": med,
+           "openvino": ov.__version__, "agreement": agreement, "nodes": nodes, "median_s": med,
            "min_s": {v: min(t) for v, t in times.items()}, "split_over_per_part": med["split"] / med["per_part"],
            "openvino_profile": profiles, "provenance": provenance()}
     name = f"split-rewrite-{spec['model']}_x{spec['scale']}_{recipe.get('method', 'run')}_{bits}.json"
