@@ -766,3 +766,46 @@ def test_a_split_convolution_output_becomes_one_convolution_per_part_exactly(tmp
         assert torch.equal(outs[0], outs[1])
         with torch.no_grad():
             assert (outs[0] - q(x)).abs().max() < 8 / 255
+
+
+def _conv_split_graph(activation: str, slope_channels: int = 1):
+    """An ONNX graph ``Conv(4→6) → activation → Split(axis 1, three equal parts, no sizes)``, three outputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 4, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b")]
+    act_inputs = ["y"]
+    if activation == "PRelu":
+        inits.append(numpy_helper.from_array(np.full((slope_channels, 1, 1), 0.1, np.float32), "slope"))
+        act_inputs.append("slope")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node(activation, act_inputs, ["z"]),
+             helper.make_node("Split", ["z"], ["p0", "p1", "p2"], axis=1)]
+    outputs = [helper.make_tensor_value_info(p, TensorProto.FLOAT, [1, 2, 8, 8]) for p in ("p0", "p1", "p2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("activation, slope_channels, rewritten", [("Relu", 1, True), ("PRelu", 1, True),
+                                                                    ("PRelu", 6, False)])
+def test_split_rewrite_on_a_plain_onnx_graph(activation, slope_channels, rewritten):
+    """Equal parts (no sizes input) are split too; a per-channel parameter between Conv and Split (PRelu with one
+    slope per channel) leaves the graph as it is. Outputs equal the original's."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from srq.export.graph_rewrites import split_producer_convs
+
+    original = _conv_split_graph(activation, slope_channels)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(original)
+    assert split_producer_convs(proto) == int(rewritten)
+    onnx.checker.check_model(proto)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Split") == int(not rewritten) and ops.count("Conv") == (3 if rewritten else 1)
+    x = np.random.default_rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})  # noqa: E731
+    for got, want in zip(run(proto), run(original)):
+        assert got.shape == (1, 2, 8, 8)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

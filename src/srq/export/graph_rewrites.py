@@ -20,7 +20,7 @@ __all__ = ["split_producer_convs"]
 
 # Element-wise nodes a Split may sit behind: each output channel depends only on the same input channel, and their
 # parameters (beyond the data input) must be scalars for the copy per part to be the same node.
-_ELEMENTWISE = {"LeakyRelu", "Relu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
+_ELEMENTWISE = {"LeakyRelu", "PRelu", "Relu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
                 "QuantizeLinear", "DequantizeLinear"}
 
 
