@@ -804,6 +804,8 @@ def test_split_rewrite_on_a_plain_onnx_graph(activation, slope_channels, rewritt
     onnx.checker.check_model(proto)
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("Split") == int(not rewritten) and ops.count("Conv") == (3 if rewritten else 1)
+    read = {name for n in proto.graph.node for name in n.input}
+    assert all(t.name in read for t in proto.graph.initializer)  # the replaced weights are gone
     x = np.random.default_rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)
     run = lambda m: ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})  # noqa: E731
     for got, want in zip(run(proto), run(original)):

@@ -183,7 +183,7 @@ def split_producer_convs(proto: Any) -> int:
     """Rewrite every ``Conv → element-wise … → Split(axis 1)`` of ``proto``'s graph (in place) into one convolution
     per part; returns how many Splits went. Graphs without the pattern are left unchanged."""
     g = _Graph(proto.graph)
-    done = 0
+    done, initializers = 0, len(proto.graph.initializer)
     for split in [n for n in proto.graph.node if n.op_type == "Split"]:
         result = _rewrite_one(g, split)
         if result is None:
@@ -196,6 +196,6 @@ def split_producer_convs(proto: Any) -> int:
             proto.graph.node.insert(position + offset, node)
         g = _Graph(proto.graph)
         done += 1
-    if done:
+    if done or len(proto.graph.initializer) != initializers:  # also what an abandoned attempt added
         _prune(proto.graph)
     return done
