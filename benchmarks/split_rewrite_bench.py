@@ -28,20 +28,21 @@ OUT = Path(__file__).resolve().parent / "results" / "deploy"
 VARIANTS = ("split", "per_part")  # split_convs=False / True
 
 
-def _agreement(model, files: dict, size: tuple[int, int]) -> dict:
+def _agreement(model, runners: dict, size: tuple[int, int]) -> dict:
     """On a natural image (a crop of a bundled sample), each variant's output against srq's own integer-bias
     model and against the other: mean |Δ| and the share of 8-bit output pixels that differ. The rewrite is exact
     in ONNX Runtime and in OpenVINO's dynamic-shape compile (tests); compiled for one shape OpenVINO may fuse the
-    float operations differently, which moves outputs by float rounding, as between any two runtimes. Refuses
-    (one line) if the two variants differ by more than either differs from srq."""
+    float operations differently, which moves outputs by float rounding, as between any two runtimes. ``runners``
+    are the timed models (compiled for ``size``), so the outputs compared are theirs. Refuses (one line) if the two
+    variants differ by more than either differs from srq."""
     from srq.data.samples import sample_images
     from srq.export import export_ready
-    from srq.export.runtime import RuntimeModel
 
-    img = next(i for _, i in sample_images("train") if i.shape[0] >= size[0] and i.shape[1] >= size[1])
+    img = next((i for _, i in sample_images("train") if i.shape[0] >= size[0] and i.shape[1] >= size[1]), None)
+    if img is None:
+        raise SrqError(f"no bundled sample image is {size[0]}×{size[1]} or larger; pass a smaller --size")
     x = torch.from_numpy(img[:size[0], :size[1]].copy()).permute(2, 0, 1).unsqueeze(0).float() / 255
-    static = {v: RuntimeModel(p, "openvino", 1, static_shape=tuple(x.shape)) for v, p in files.items()}
-    outs = {"srq": export_ready(model, bias="int32")(x), **{v: r(x) for v, r in static.items()}}
+    outs = {"srq": export_ready(model, bias="int32")(x), **{v: r(x) for v, r in runners.items()}}
     u8 = {k: (o.clamp(0, 1) * 255).round() for k, o in outs.items()}
     doc = {f"{a}_vs_{b}": {"mean_abs": float((outs[a] - outs[b]).abs().mean()),
                            "uint8_changed": float((u8[a] != u8[b]).float().mean())}
@@ -81,7 +82,7 @@ def main() -> None:
         # compiled as `srq bench` does: OpenVINO for the one input shape, latency hint, fp32 float operations
         runners = {v: RuntimeModel(p, "openvino", args.threads, static_shape=tuple(x.shape)) for v, p in files.items()}
         with torch.inference_mode():
-            agreement = _agreement(model, files, (h, w))
+            agreement = _agreement(model, runners, (h, w))
             times: dict[str, list[float]] = {v: [] for v in VARIANTS}
             for r in runners.values():
                 r(x)  # warm-up
